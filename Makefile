@@ -1,0 +1,17 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+PYTHON ?= python
+
+.PHONY: install run test bench
+
+install:
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e ".[test]"
+
+run: install
+	$(PYTHON) benchmarks/bench_ablation.py
+
+test: install
+	$(PYTHON) -m pytest -q
+
+bench: install
+	$(PYTHON) benchmarks/bench_ablation.py
