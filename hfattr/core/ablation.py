@@ -1,0 +1,293 @@
+"""Feature ablation: the output drop when a group of input features is set to its baseline.
+
+Each input tensor's groups are ablated independently of the other inputs' groups; every element of
+a group receives the drop caused by ablating the whole group. Several groups are evaluated in one
+forward call by stacking perturbed copies of the batch along dimension 0, feature-major.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from ._args import (
+    as_output_tensor,
+    call_forward,
+    check_target,
+    expand_additional_args,
+    expand_target,
+    format_additional_args,
+    format_baselines,
+    run_forward,
+    select_target,
+)
+from .progress import progress_bar
+
+__all__ = ["feature_ablation", "feature_ablation_future", "format_feature_mask"]
+
+
+def format_feature_mask(
+    feature_mask: Any, inputs: tuple[Tensor, ...], *, name: str = "feature_mask"
+) -> tuple[Tensor, ...]:
+    """One integer mask per input, with the input's rank; default: every scalar its own feature."""
+    if feature_mask is None:
+        return tuple(
+            torch.arange(x[0].numel(), device=x.device).reshape((1,) + tuple(x.shape[1:]))
+            for x in inputs
+        )
+    masks = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
+    if len(masks) != len(inputs):
+        raise ValueError(
+            f"{name} must have one mask per input tensor: expected {len(inputs)}, got {len(masks)}"
+        )
+    out = []
+    for i, (m, x) in enumerate(zip(masks, inputs)):
+        where = f"{name}[{i}]" if len(inputs) > 1 else name
+        if not isinstance(m, Tensor):
+            raise TypeError(f"{where} must be an integer torch.Tensor, got {type(m).__name__}")
+        if m.is_floating_point() or m.is_complex() or m.dtype == torch.bool:
+            raise TypeError(f"{where} must hold integer feature ids, got dtype {m.dtype}")
+        if m.dim() > x.dim():
+            raise ValueError(
+                f"{where} has {m.dim()} dimensions but the input has only {x.dim()} "
+                f"(mask shape {tuple(m.shape)}, input shape {tuple(x.shape)})"
+            )
+        m = m.reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape))
+        try:
+            ok = torch.broadcast_shapes(m.shape, x.shape) == x.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{where} of shape {tuple(m.shape)} is not broadcastable to the input's shape "
+                f"{tuple(x.shape)}"
+            )
+        out.append(m.to(device=x.device, dtype=torch.long))
+    return tuple(out)
+
+
+def _check_ppe(perturbations_per_eval: Any) -> int:
+    if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int):
+        raise TypeError(
+            f"perturbations_per_eval must be an int >= 1, got {perturbations_per_eval!r}"
+        )
+    if perturbations_per_eval < 1:
+        raise ValueError(f"perturbations_per_eval must be >= 1, got {perturbations_per_eval}")
+    return perturbations_per_eval
+
+
+def _baseline_tensor(b: Any, x: Tensor, where: str) -> Tensor:
+    if isinstance(b, Tensor):
+        if not x.is_floating_point() and b.is_floating_point() and not torch.equal(b, b.round()):
+            raise ValueError(f"{where} has non-integer values but the input is {x.dtype}")
+        return b.to(dtype=x.dtype).unsqueeze(0)
+    if not x.is_floating_point() and not float(b).is_integer():
+        raise ValueError(f"{where} is {b!r} but the input is {x.dtype}; give an integer baseline")
+    return torch.as_tensor(b, dtype=x.dtype, device=x.device)
+
+
+@dataclass
+class _Step:
+    """One forward call: which input and feature ids it ablates, and its batch."""
+
+    index: int  # which input tensor
+    stacked_mask: Tensor  # (n, *mask.shape) bool
+    inputs: tuple[Tensor, ...]
+    args: tuple[Any, ...] | None
+    target: Any
+
+    @property
+    def n(self) -> int:
+        return self.stacked_mask.shape[0]
+
+
+class _Plan:
+    """Formats arguments once and yields the perturbed batches of one attribution."""
+
+    def __init__(
+        self,
+        inputs: tuple[Tensor, ...],
+        *,
+        baselines: Any,
+        target: Any,
+        additional_forward_args: Any,
+        feature_mask: Any,
+        perturbations_per_eval: int,
+    ) -> None:
+        self.inputs = inputs
+        self.ppe = _check_ppe(perturbations_per_eval)
+        self.batch = inputs[0].shape[0]
+        check_target(target, self.batch)
+        self.target = target
+        self.args = format_additional_args(additional_forward_args)
+        self.masks = format_feature_mask(feature_mask, inputs)
+        raw = format_baselines(baselines, inputs)
+        self.baselines = tuple(
+            _baseline_tensor(b, x, f"baselines[{i}]" if len(inputs) > 1 else "baselines")
+            for i, (b, x) in enumerate(zip(raw, inputs))
+        )
+        self.ids = tuple(
+            torch.unique(m) if x.numel() > 0 else m.new_empty(0)
+            for m, x in zip(self.masks, inputs)
+        )
+
+    def n_calls(self) -> int:
+        return sum(math.ceil(len(ids) / self.ppe) for ids in self.ids)
+
+    def check_masks(self, n_outputs: int) -> None:
+        for i, m in enumerate(self.masks):
+            if m.shape[0] not in (1, n_outputs):
+                where = f"feature_mask[{i}]" if len(self.masks) > 1 else "feature_mask"
+                raise ValueError(
+                    f"{where} has first dimension {m.shape[0]}, but forward_func gives "
+                    f"{n_outputs} value(s) per evaluation after target selection; the mask's first "
+                    "dimension must be 1 (shared) or match the number of outputs"
+                )
+
+    def steps(self) -> Iterator[_Step]:
+        full: dict[int, tuple] = {}
+        for i, x in enumerate(self.inputs):
+            ids = self.ids[i]
+            for start in range(0, len(ids), self.ppe):
+                chunk = ids[start : start + self.ppe]
+                n = len(chunk)
+                if n not in full:
+                    full[n] = (
+                        tuple(torch.cat([t] * n, dim=0) if n > 1 else t for t in self.inputs),
+                        expand_additional_args(self.args, n),
+                        expand_target(self.target, n),
+                    )
+                repeated, args, target = full[n]
+                mask = self.masks[i]
+                stacked = mask.unsqueeze(0) == chunk.view((n,) + (1,) * mask.dim())
+                ablated = torch.where(stacked, self.baselines[i], x.unsqueeze(0))
+                batch = list(repeated)
+                batch[i] = ablated.reshape((n * x.shape[0],) + tuple(x.shape[1:]))
+                yield _Step(i, stacked, tuple(batch), args, target)
+
+
+class _Totals:
+    """Accumulates output drops into per-input attribution tensors."""
+
+    def __init__(self, plan: _Plan, initial: Tensor) -> None:
+        self.plan = plan
+        self.initial = initial
+        self.n_outputs = initial.numel()
+        self.flat = initial.reshape(1, -1)
+        plan.check_masks(self.n_outputs)
+        self.totals = [
+            torch.zeros((self.n_outputs,) + tuple(x.shape[1:]), dtype=initial.dtype, device=x.device)
+            for x in plan.inputs
+        ]
+
+    def add(self, step: _Step, modified: Tensor) -> None:
+        n = step.n
+        if self.plan.ppe > 1 and (
+            self.initial.dim() == 0
+            or modified.dim() == 0
+            or modified.shape[0] != n * self.initial.shape[0]
+        ):
+            raise ValueError(
+                "perturbations_per_eval > 1 needs a forward_func whose output grows with the batch "
+                f"(one value per example); with a batch of {self.plan.batch} the output has shape "
+                f"{tuple(self.initial.shape)}, with {n * self.plan.batch} rows it has shape "
+                f"{tuple(modified.shape)}. Use perturbations_per_eval=1 for aggregated outputs."
+            )
+        if modified.numel() != n * self.n_outputs:
+            raise ValueError(
+                f"forward_func returned {modified.numel()} values for {n} perturbation(s); expected "
+                f"{n * self.n_outputs} (the unperturbed call returned {self.n_outputs})"
+            )
+        x = self.plan.inputs[step.index]
+        diff = self.flat - modified.reshape(n, self.n_outputs).to(self.flat.device)
+        diff = diff.reshape(diff.shape + (1,) * (x.dim() - 1)).to(x.device)
+        contrib = (diff * step.stacked_mask.to(diff.dtype)).sum(dim=0)
+        self.totals[step.index] += contrib
+
+    def result(self) -> tuple[Tensor, ...]:
+        return tuple(self.totals)
+
+
+def feature_ablation(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    *,
+    baselines: Any = None,
+    target: Any = None,
+    additional_forward_args: Any = None,
+    feature_mask: Any = None,
+    perturbations_per_eval: int = 1,
+    show_progress: bool = False,
+) -> tuple[Tensor, ...]:
+    """Ablation attributions for a tuple of input tensors; returns one tensor per input."""
+    plan = _Plan(
+        inputs,
+        baselines=baselines,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        feature_mask=feature_mask,
+        perturbations_per_eval=perturbations_per_eval,
+    )
+    with torch.no_grad(), progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
+        initial = run_forward(forward_func, inputs, target, plan.args)
+        bar.update()
+        totals = _Totals(plan, initial)
+        for step in plan.steps():
+            totals.add(step, run_forward(forward_func, step.inputs, step.target, step.args))
+            bar.update()
+    return totals.result()
+
+
+def feature_ablation_future(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    *,
+    baselines: Any = None,
+    target: Any = None,
+    additional_forward_args: Any = None,
+    feature_mask: Any = None,
+    perturbations_per_eval: int = 1,
+    show_progress: bool = False,
+) -> torch.futures.Future:
+    """As :func:`feature_ablation` for a ``forward_func`` returning ``torch.futures.Future``."""
+    plan = _Plan(
+        inputs,
+        baselines=baselines,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        feature_mask=feature_mask,
+        perturbations_per_eval=perturbations_per_eval,
+    )
+
+    def launch(batch: tuple[Tensor, ...], args: Any, tgt: Any) -> torch.futures.Future:
+        with torch.no_grad():
+            fut = call_forward(forward_func, batch, args)
+        if not isinstance(fut, torch.futures.Future):
+            raise TypeError(
+                "attribute_future needs a forward_func that returns a torch.futures.Future, got "
+                f"{type(fut).__name__}; use attribute() instead"
+            )
+        return fut.then(lambda f: select_target(as_output_tensor(f.value()), tgt))
+
+    with progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
+        first = launch(inputs, plan.args, target)
+        bar.update()
+        steps = list(plan.steps())
+        pending = []
+        for step in steps:
+            pending.append(launch(step.inputs, step.args, step.target))
+            bar.update()
+
+    def finish(all_done: torch.futures.Future) -> tuple[Tensor, ...]:
+        done = all_done.value()
+        with torch.no_grad():
+            totals = _Totals(plan, done[0].value())
+            for step, fut in zip(steps, done[1:]):
+                totals.add(step, fut.value())
+        return totals.result()
+
+    return torch.futures.collect_all([first, *pending]).then(finish)
