@@ -1,0 +1,354 @@
+"""The :class:`Result` container: one attributed text, its scores and views.
+
+A ``Result`` is plain data (lists, dicts and tensors) plus a few conveniences:
+word-level aggregation, top-k listing, an exact JSON round trip and the views
+(HTML, matplotlib, terminal table) implemented in :mod:`hfattr.viz`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import viz as _viz
+from ._version import __version__
+
+__all__ = ["Result"]
+
+_FORMAT = "hfattr.Result"
+_FORMAT_VERSION = 1
+_TENSOR_TAG = "__hfattr_tensor__"
+_FLOAT_TAG = "__hfattr_float__"
+_REDUCES = ("sum", "mean", "max", "absmax")
+_LEVELS = ("word", "token")
+_DTYPES = {
+    str(d).removeprefix("torch."): d
+    for d in (
+        torch.float16, torch.bfloat16, torch.float32, torch.float64,
+        torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
+    )
+}
+
+
+# --------------------------------------------------------------------------- JSON codec
+def _encode(obj: Any, where: str) -> Any:
+    """Turn ``obj`` into JSON-able data; tensors and non-finite floats are tagged."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else {_FLOAT_TAG: repr(obj)}
+    if isinstance(obj, torch.Tensor):
+        return _encode_tensor(obj, where)
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: dict keys must be str for JSON, got {key!r}")
+            out[key] = _encode(value, f"{where}[{key!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if hasattr(obj, "__array__") and hasattr(obj, "shape"):  # numpy arrays and scalars
+        return _encode_tensor(torch.as_tensor(obj), where)
+    raise TypeError(f"{where}: cannot store a {type(obj).__name__} as JSON "
+                    "(expected None, bool, int, float, str, list, dict or torch.Tensor)")
+
+
+def _encode_tensor(t: torch.Tensor, where: str) -> dict:
+    dtype = str(t.dtype).removeprefix("torch.")
+    if dtype not in _DTYPES:
+        raise TypeError(f"{where}: tensors of dtype {t.dtype} cannot be stored "
+                        f"(supported: {', '.join(_DTYPES)})")
+    flat = t.detach().cpu().reshape(-1)
+    if t.is_floating_point():
+        data = [float.hex(v) for v in flat.to(torch.float64).tolist()]  # exact
+    else:
+        data = flat.tolist()
+    return {_TENSOR_TAG: _FORMAT_VERSION, "dtype": dtype, "shape": list(t.shape), "data": data}
+
+
+def _decode(obj: Any) -> Any:
+    """Inverse of :func:`_encode`."""
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if _TENSOR_TAG in obj:
+        dtype = _DTYPES.get(obj.get("dtype"))
+        if dtype is None:
+            raise ValueError(f"unsupported stored tensor dtype {obj.get('dtype')!r}")
+        data = obj["data"]
+        if dtype.is_floating_point:
+            values = torch.tensor([float.fromhex(v) for v in data], dtype=torch.float64)
+            return values.to(dtype).reshape(obj["shape"])
+        return torch.tensor(data, dtype=dtype).reshape(obj["shape"])
+    if _FLOAT_TAG in obj and len(obj) == 1:
+        return float(obj[_FLOAT_TAG])
+    return {k: _decode(v) for k, v in obj.items()}
+
+
+# --------------------------------------------------------------------------- Result
+@dataclass(eq=False, repr=False)
+class Result:
+    """Attribution scores for one text, aligned with its tokens.
+
+    ``scores`` has shape ``(n_tokens,)`` or ``(n_rows, n_tokens)``; ``rows``
+    labels the rows (target tokens, or sites such as ``blocks.0.attention``).
+    """
+
+    tokens: list[str]
+    token_ids: list[int]
+    scores: torch.Tensor
+    text: str | None = None
+    offsets: list[tuple[int, int]] | None = None
+    special_mask: list[bool] | None = None
+    word_ids: list[int | None] | None = None
+    rows: list[str] | None = None
+    target: dict = field(default_factory=dict)
+    probability: float | list[float] | None = None
+    method: str = ""
+    options: dict = field(default_factory=dict)
+    delta: torch.Tensor | float | None = None
+    model_name: str | None = None
+    hfattr_version: str = __version__
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tokens = [str(t) for t in self.tokens]
+        self.token_ids = [int(i) for i in self.token_ids]
+        n = len(self.tokens)
+        if not isinstance(self.scores, torch.Tensor):
+            raise TypeError(f"scores must be a torch.Tensor, got {type(self.scores).__name__}")
+        self.scores = self.scores.detach()
+        if self.scores.dim() not in (1, 2) or self.scores.shape[-1] != n:
+            raise ValueError(f"scores must have shape ({n},) or (n_rows, {n}) to match "
+                             f"{n} tokens, got {tuple(self.scores.shape)}")
+        if len(self.token_ids) != n:
+            raise ValueError(f"token_ids has {len(self.token_ids)} entries, expected {n}")
+        if self.offsets is not None:
+            self.offsets = [(int(s), int(e)) for s, e in self.offsets]
+        if self.special_mask is not None:
+            self.special_mask = [bool(b) for b in self.special_mask]
+        if self.word_ids is not None:
+            self.word_ids = [None if w is None else int(w) for w in self.word_ids]
+        for name in ("offsets", "special_mask", "word_ids"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries, expected {n} (one per token)")
+        if self.rows is not None:
+            self.rows = [str(r) for r in self.rows]
+            if self.scores.dim() != 2 or len(self.rows) != self.scores.shape[0]:
+                raise ValueError(f"rows has {len(self.rows)} labels but scores has shape "
+                                 f"{tuple(self.scores.shape)}; expected one label per row")
+        if isinstance(self.probability, torch.Tensor):
+            p = self.probability.detach().cpu()
+            self.probability = p.item() if p.numel() == 1 else p.reshape(-1).tolist()
+        if isinstance(self.delta, torch.Tensor):
+            self.delta = self.delta.detach()
+        for name in ("target", "options", "extras"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def n_tokens(self) -> int:
+        """Number of tokens (the last dimension of ``scores``)."""
+        return len(self.tokens)
+
+    def _special(self, i: int) -> bool:
+        return bool(self.special_mask[i]) if self.special_mask is not None else False
+
+    def __repr__(self) -> str:
+        shape = tuple(self.scores.shape)
+        return (f"Result(method={self.method!r}, n_tokens={self.n_tokens}, scores={shape}, "
+                f"target={self.target!r}, probability={self.probability!r})")
+
+    # ----------------------------------------------------------------- aggregation
+    def aggregate(self, level: str = "word", *, reduce: str = "sum") -> "Result":
+        """Return a new Result with scores pooled per word (``level="word"``).
+
+        Contiguous tokens sharing a word id form one word; special tokens and
+        tokens without a word id stay their own unit. ``reduce`` is one of
+        ``sum``, ``mean``, ``max`` or ``absmax`` (the signed score of largest
+        magnitude). ``level="token"`` returns an unchanged copy.
+        """
+        if level not in _LEVELS:
+            raise ValueError(f"level must be one of {_LEVELS}, got {level!r}")
+        if reduce not in _REDUCES:
+            raise ValueError(f"reduce must be one of {_REDUCES}, got {reduce!r}")
+        if level == "token":
+            return copy.deepcopy(self)
+        if self.word_ids is None:
+            raise ValueError("aggregate(level='word') needs word_ids; this Result has "
+                             "word_ids=None (encode the text with a fast tokenizer)")
+        groups: list[list[int]] = []
+        group_wids: list[int | None] = []
+        group_special: list[bool] = []
+        open_group = False
+        for i, wid in enumerate(self.word_ids):
+            special = self._special(i) if self.special_mask is not None else wid is None
+            if special or wid is None:
+                groups.append([i]); group_wids.append(None if special else wid)
+                group_special.append(special); open_group = False
+            elif open_group and group_wids[-1] == wid:
+                groups[-1].append(i)
+            else:
+                groups.append([i]); group_wids.append(wid)
+                group_special.append(False); open_group = True
+
+        words, offsets = [], []
+        for idx, special in zip(groups, group_special):
+            word, span = self._unit_text(idx, special)
+            words.append(word); offsets.append(span)
+        pooled = [self._reduce(self.scores[..., idx], reduce) for idx in groups]
+        scores = torch.stack(pooled, dim=-1)
+        extras = copy.deepcopy(self.extras)
+        extras["aggregate"] = {"level": level, "reduce": reduce, "token_groups": groups}
+        return Result(
+            tokens=words, token_ids=[self.token_ids[idx[0]] for idx in groups], scores=scores,
+            text=self.text, offsets=offsets if self.offsets is not None else None,
+            special_mask=group_special, word_ids=group_wids, rows=copy.copy(self.rows),
+            target=copy.deepcopy(self.target), probability=copy.deepcopy(self.probability),
+            method=self.method, options=copy.deepcopy(self.options), delta=self.delta,
+            model_name=self.model_name, hfattr_version=self.hfattr_version, extras=extras,
+        )
+
+    def _unit_text(self, idx: list[int], special: bool) -> tuple[str, tuple[int, int] | None]:
+        """Text and character span for a group of token indices."""
+        first_off = self.offsets[idx[0]] if self.offsets is not None else None
+        if special:
+            return self.tokens[idx[0]], first_off
+        if self.text is not None and self.offsets is not None:
+            spans = [self.offsets[j] for j in idx if self.offsets[j][1] > self.offsets[j][0]]
+            if spans:
+                start, end = min(s for s, _ in spans), max(e for _, e in spans)
+                piece = self.text[start:end]
+                lead = len(piece) - len(piece.lstrip())
+                word = piece.strip()
+                if word:
+                    return word, (start + lead, start + lead + len(word))
+        pieces = [self.tokens[idx[0]]]
+        pieces += [t[2:] if t.startswith("##") else t for t in (self.tokens[j] for j in idx[1:])]
+        span = None
+        if self.offsets is not None:
+            span = (self.offsets[idx[0]][0], self.offsets[idx[-1]][1])
+        return "".join(pieces), span
+
+    @staticmethod
+    def _reduce(block: torch.Tensor, how: str) -> torch.Tensor:
+        if how == "sum":
+            return block.sum(-1)
+        if how == "mean":
+            return block.mean(-1) if block.is_floating_point() else block.double().mean(-1)
+        if how == "max":
+            return block.amax(-1)
+        pick = block.abs().argmax(-1, keepdim=True)
+        return block.gather(-1, pick).squeeze(-1)
+
+    # ----------------------------------------------------------------- ranking
+    def top_k(self, k: int = 5, *, row: int | str | None = None,
+              by: str = "abs") -> list[tuple[str, float, int]]:
+        """The ``k`` highest-scoring non-special tokens as ``(token, score, index)``.
+
+        ``by="abs"`` ranks by magnitude, ``by="value"`` by signed score. For
+        2-D scores pick a ``row`` by index or by label.
+        """
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise ValueError(f"k must be a non-negative int, got {k!r}")
+        if by not in ("abs", "value"):
+            raise ValueError(f"by must be 'abs' or 'value', got {by!r}")
+        vec = self._row(row)
+        keys = (vec.abs() if by == "abs" else vec).double().nan_to_num(nan=-math.inf).tolist()
+        order = sorted((i for i in range(self.n_tokens) if not self._special(i)),
+                       key=lambda i: (-keys[i], i))
+        return [(self.tokens[i], float(vec[i]), i) for i in order[:k]]
+
+    def _row(self, row: int | str | None) -> torch.Tensor:
+        scores = self.scores.detach().cpu()
+        if scores.dim() == 1:
+            if row not in (None, 0):
+                raise ValueError(f"row={row!r} given but scores are 1-D")
+            return scores
+        if row is None:
+            if scores.shape[0] != 1:
+                raise ValueError(f"scores have {scores.shape[0]} rows; pass row= "
+                                 f"(an index, or one of the labels {self.rows})")
+            return scores[0]
+        if isinstance(row, str):
+            if self.rows is None or row not in self.rows:
+                raise ValueError(f"row {row!r} not found; rows are {self.rows}")
+            return scores[self.rows.index(row)]
+        if not -scores.shape[0] <= row < scores.shape[0]:
+            raise ValueError(f"row index {row} out of range for {scores.shape[0]} rows")
+        return scores[row]
+
+    # ----------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict:
+        """A JSON-able dict; floats in tensors are stored exactly (``float.hex``)."""
+        out: dict[str, Any] = {"format": _FORMAT, "format_version": _FORMAT_VERSION}
+        for name in self.__dataclass_fields__:
+            out[name] = _encode(getattr(self, name), name)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Result":
+        """Rebuild a Result from :meth:`to_dict` output."""
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            raise ValueError("not an hfattr Result: expected a dict with "
+                             f"'format': {_FORMAT!r}")
+        version = d.get("format_version")
+        if not isinstance(version, int) or version > _FORMAT_VERSION:
+            raise ValueError(f"unsupported hfattr Result format_version {version!r} "
+                             f"(this hfattr reads up to {_FORMAT_VERSION})")
+        missing = [k for k in ("tokens", "token_ids", "scores") if k not in d]
+        if missing:
+            raise ValueError(f"hfattr Result dict is missing required keys {missing}")
+        kwargs = {name: _decode(d[name]) for name in cls.__dataclass_fields__ if name in d}
+        if kwargs.get("offsets") is not None:
+            kwargs["offsets"] = [tuple(span) for span in kwargs["offsets"]]
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the Result as JSON (never pickle) and return the path."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), allow_nan=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Result":
+        """Read a Result written by :meth:`save`."""
+        path = Path(path)
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not an hfattr Result file (invalid JSON: {err})") from None
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{path} is not a valid hfattr Result file: {err}") from None
+
+    # ----------------------------------------------------------------- views
+    def to_html(self) -> str:
+        """Self-contained HTML fragment (see :func:`hfattr.viz.html`)."""
+        return _viz.html(self)
+
+    def _repr_html_(self) -> str:
+        return _viz.html(self)
+
+    def plot(self, *, ax=None):
+        """Matplotlib bar chart (1-D) or heatmap (2-D); returns the Axes."""
+        return _viz.plot(self, ax=ax)
+
+    def to_text(self, *, color: bool = True, width: int | None = None) -> str:
+        """Terminal table (see :func:`hfattr.viz.text_table`)."""
+        return _viz.text_table(self, color=color, width=width)
+
+    def __str__(self) -> str:
+        return _viz.text_table(self, color=False)
