@@ -2,5 +2,20 @@
 
 from ._version import __version__
 from .core import FeatureAblation, LayerFeatureAblation, NeuronGradient
+from .explainer import Explainer, list_methods, register_method
+from .hf.architectures import get_architecture, register_architecture, resolve_sites
+from .result import Result
 
-__all__ = ["__version__", "FeatureAblation", "LayerFeatureAblation", "NeuronGradient"]
+__all__ = [
+    "__version__",
+    "FeatureAblation",
+    "LayerFeatureAblation",
+    "NeuronGradient",
+    "Explainer",
+    "Result",
+    "list_methods",
+    "register_method",
+    "register_architecture",
+    "get_architecture",
+    "resolve_sites",
+]

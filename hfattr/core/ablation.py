@@ -117,6 +117,7 @@ class _Plan:
         additional_forward_args: Any,
         feature_mask: Any,
         perturbations_per_eval: int,
+        skip_id: int | None = None,
     ) -> None:
         self.inputs = inputs
         self.ppe = _check_ppe(perturbations_per_eval)
@@ -134,6 +135,8 @@ class _Plan:
             torch.unique(m) if x.numel() > 0 else m.new_empty(0)
             for m, x in zip(self.masks, inputs)
         )
+        if skip_id is not None:
+            self.ids = tuple(ids[ids != skip_id] for ids in self.ids)
 
     def n_calls(self) -> int:
         return sum(math.ceil(len(ids) / self.ppe) for ids in self.ids)
@@ -222,8 +225,12 @@ def feature_ablation(
     feature_mask: Any = None,
     perturbations_per_eval: int = 1,
     show_progress: bool = False,
+    skip_id: int | None = None,
 ) -> tuple[Tensor, ...]:
-    """Ablation attributions for a tuple of input tensors; returns one tensor per input."""
+    """Ablation attributions for a tuple of input tensors; returns one tensor per input.
+
+    Features whose mask id equals ``skip_id`` are never ablated (attribution 0, no pass spent).
+    """
     plan = _Plan(
         inputs,
         baselines=baselines,
@@ -231,6 +238,7 @@ def feature_ablation(
         additional_forward_args=additional_forward_args,
         feature_mask=feature_mask,
         perturbations_per_eval=perturbations_per_eval,
+        skip_id=skip_id,
     )
     with torch.no_grad(), progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
         initial = run_forward(forward_func, inputs, target, plan.args)

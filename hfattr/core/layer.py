@@ -84,6 +84,7 @@ def layer_feature_ablation(
     attribute_to_layer_input: bool = False,
     perturbations_per_eval: int = 1,
     device_ids: list[int] | None = None,
+    skip_id: int | None = None,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """Ablation attributions for a layer's output (or input) values; ``(attributions, was_tuple)``.
 
@@ -117,6 +118,7 @@ def layer_feature_ablation(
         additional_forward_args=inputs + (args or ()),
         feature_mask=layer_mask,
         perturbations_per_eval=perturbations_per_eval,
+        skip_id=skip_id,
     )
     return attributions, was_tuple
 

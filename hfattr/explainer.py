@@ -1,0 +1,200 @@
+"""``Explainer``: an HF model and tokenizer in, ``Result`` objects out, by any registered method."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from torch import nn
+
+from .core.hooks import preserved_state
+from .hf.prepare import Prepared, append_continuation, prepare
+from .hf.targets import resolve_targets
+from .hf.text import Encoded, encode
+from .result import Result
+
+__all__ = ["Explainer", "register_method", "list_methods", "get_method", "MethodSpec"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: ``fn(prepared, **options) -> list[Result-fields dict]``."""
+
+    name: str
+    fn: Callable[..., list[dict]]
+    description: str = ""
+    batched: bool = True  # may take several texts with one target row each in one call
+    needs_grad: bool = False
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    fn: Callable[..., list[dict]],
+    *,
+    description: str = "",
+    batched: bool = True,
+    needs_grad: bool = False,
+    overwrite: bool = False,
+) -> MethodSpec:
+    """Make ``fn`` available as ``Explainer.explain(..., method=name)``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("method name must be a non-empty string")
+    if name in _METHODS and not overwrite:
+        raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
+    spec = MethodSpec(name, fn, description, batched, needs_grad)
+    _METHODS[name] = spec
+    return spec
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods."""
+    _load_builtin_methods()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_builtin_methods()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def _load_builtin_methods() -> None:
+    from . import methods  # noqa: F401  (registers the built-in methods)
+
+
+_ENCODE_OPTIONS = ("max_length", "truncation", "chat", "add_special_tokens")
+_PREPARE_OPTIONS = ("baseline", "keep_special", "score")
+
+
+class Explainer:
+    """Explain an HF model's predictions on text."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, *, model_name: str | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a transformers model (torch.nn.Module), got {type(model).__name__}")
+        if model.get_input_embeddings() is None:
+            raise ValueError(f"{type(model).__name__} has no input embeddings; hfattr attributes to them")
+        if tokenizer is None or not callable(tokenizer):
+            raise TypeError("tokenizer must be a transformers tokenizer")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, task: str | None = None, trust_remote_code: bool = False,
+                        **kwargs: Any) -> "Explainer":
+        """Load a model and tokenizer by hub name or local path (remote code off unless asked)."""
+        from .hf.loading import load_model
+
+        model, tokenizer = load_model(name_or_path, task=task, trust_remote_code=trust_remote_code, **kwargs)
+        return cls(model, tokenizer, model_name=str(name_or_path))
+
+    @contextlib.contextmanager
+    def _scoped(self) -> Iterator[None]:
+        config = self.model.config
+        attn = getattr(config, "_attn_implementation", None)
+        try:
+            with preserved_state(self.model, eval_mode=True, freeze=True):
+                yield
+        finally:
+            if attn is not None and getattr(config, "_attn_implementation", None) != attn:
+                config._attn_implementation = attn
+
+    def explain(self, text: Any, *, method: str = "ablation", target: Any = None, batch_size: int = 8,
+                **options: Any) -> Result | list[Result]:
+        """Attribute the model's output on ``text`` (a str gives a Result, a list gives a list)."""
+        spec = get_method(method)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        enc_opts = {k: options.pop(k) for k in _ENCODE_OPTIONS if k in options}
+        prep_opts = {k: options.pop(k) for k in _PREPARE_OPTIONS if k in options}
+        _check_options(spec, options)
+        enc_all, single = encode(self.tokenizer, text, **enc_opts)
+        n = enc_all.batch_size
+        targets = target if isinstance(target, list) else [target] * n
+        if len(targets) != n:
+            raise ValueError(f"target list has {len(targets)} entries but {n} texts were given")
+        results: list[Result] = []
+        with self._scoped():
+            for start in range(0, n, batch_size):
+                chunk = _slice(enc_all, start, min(n, start + batch_size))
+                for prepared in self._prepared(chunk, targets[start : start + batch_size], spec, prep_opts):
+                    for fields in spec.fn(prepared, **options):
+                        results.append(self._result(fields, method, options, enc_opts, prep_opts))
+        return results[0] if single else results
+
+    def _prepared(self, enc: Encoded, targets: list, spec: MethodSpec, prep_opts: dict) -> Iterator[Prepared]:
+        from .hf.prepare import input_device
+
+        enc = enc.to(input_device(self.model))
+        rows = resolve_targets(self.model, self.tokenizer, enc, targets)
+        multi = any(len(r.indices) > 1 or r.kind in ("continuation", "seq2seq") for r in rows)
+        if spec.batched and not multi:
+            yield prepare(self.model, self.tokenizer, enc, rows, **prep_opts)
+            return
+        for i, r in enumerate(rows):
+            one = _slice(enc, i, i + 1, trim=True)
+            if r.extra_ids:
+                cont = targets[i] if isinstance(targets[i], str) else ""
+                one = append_continuation(self.tokenizer, one, r.extra_ids[:-1], _leading(cont, r, self.tokenizer))
+            yield prepare(self.model, self.tokenizer, one, [r], **prep_opts)
+
+    def _result(self, fields: dict, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
+        opts = {**enc_opts, **prep_opts, **options}
+        return Result(method=method, options=_jsonable(opts), model_name=self.model_name, **fields)
+
+    def __repr__(self) -> str:
+        return f"Explainer(model={self.model_name!r}, methods={list_methods()})"
+
+
+def _leading(cont: str, rows: Any, tokenizer: Any) -> str:
+    """The continuation text up to (not including) its last token, for display."""
+    if not cont:
+        return ""
+    out = tokenizer(cont, add_special_tokens=False, return_offsets_mapping=True)
+    offs = out.get("offset_mapping")
+    if not offs or len(offs) < 2:
+        return ""
+    return cont[: offs[-2][1]]
+
+
+def _check_options(spec: MethodSpec, options: dict) -> None:
+    params = inspect.signature(spec.fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"method {spec.name!r} got unknown option(s) {unknown}; it accepts {allowed} plus "
+            f"{list(_ENCODE_OPTIONS + _PREPARE_OPTIONS)}"
+        )
+
+
+def _slice(enc: Encoded, a: int, b: int, *, trim: bool = False) -> Encoded:
+    ids, mask = enc.input_ids[a:b], enc.attention_mask[a:b]
+    end = ids.shape[1]
+    if trim:
+        end = int(mask.sum(0).nonzero().max()) + 1
+    return Encoded(
+        ids[:, :end], mask[:, :end], enc.special_mask[a:b, :end], enc.texts[a:b],
+        None if enc.offsets is None else [o[:end] for o in enc.offsets[a:b]],
+        None if enc.word_ids is None else [w[:end] for w in enc.word_ids[a:b]],
+        {k: v[a:b, :end] for k, v in enc.extra.items()},
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)

@@ -1,0 +1,117 @@
+"""From texts to what a method needs: embeddings, baselines, targets and a forward function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .targets import TargetForward, TargetRows, head_kind, resolve_targets
+from .text import Encoded, baseline_token_id
+
+__all__ = ["Prepared", "prepare", "input_device", "append_continuation"]
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where input ids must live: the input embedding's device (CPU if it is offloaded)."""
+    emb = model.get_input_embeddings()
+    if emb is None:
+        raise ValueError(f"{type(model).__name__} has no input embeddings (get_input_embeddings() is None)")
+    dev = emb.weight.device
+    return torch.device("cpu") if dev.type == "meta" else dev
+
+
+@dataclass
+class Prepared:
+    """A batch ready for a method: every tensor is on the embedding's device."""
+
+    model: nn.Module
+    tokenizer: Any
+    enc: Encoded
+    targets: list[TargetRows]
+    forward: TargetForward
+    embeds: Tensor  # (B, L, D) input embeddings, detached
+    baseline: Tensor  # (B, L, D) embeddings of the baseline token (or zeros)
+    fixed: Tensor  # (B, L) bool: positions never perturbed (special tokens kept fixed, padding)
+    baseline_id: int | None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.targets[0].indices)
+
+    def forward_args(self) -> tuple:
+        """Extra tensors for ``forward`` (repeated with the batch by the core)."""
+        dev = self.embeds.device
+        pos = torch.tensor([[p if p is not None else 0 for p in t.positions] for t in self.targets], device=dev)
+        idx = torch.tensor([t.indices for t in self.targets], device=dev)
+        dec = None
+        if self.targets[0].decoder_ids is not None:
+            dec = torch.stack([t.decoder_ids.to(dev) for t in self.targets])
+        return (self.enc.attention_mask, pos, idx, dec, self.enc.extra.get("token_type_ids"))
+
+    @torch.no_grad()
+    def scores(self, *, score: str | None = None) -> Tensor:
+        """The explained values at the unperturbed input, ``(B, R)``."""
+        fwd = self.forward if score is None else TargetForward(self.model, self.forward.kind, score=score)
+        return fwd(self.embeds, *self.forward_args())
+
+
+def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str) -> Encoded:
+    """One text with continuation tokens appended (teacher forcing); ``enc`` holds one text."""
+    if not ids:
+        return enc
+    n = enc.positions(0)[-1] + 1
+    dev = enc.input_ids.device
+    new_ids = torch.cat([enc.input_ids[0, :n], torch.tensor(ids, device=dev)]).unsqueeze(0)
+    ones = torch.ones(1, len(ids), dtype=enc.attention_mask.dtype, device=dev)
+    mask = torch.cat([enc.attention_mask[:, :n], ones], dim=1)
+    special = torch.cat([enc.special_mask[:, :n], torch.zeros(1, len(ids), dtype=torch.bool, device=dev)], dim=1)
+    base = enc.texts[0]
+    joined = base + text
+    offsets = word_ids = None
+    if enc.offsets is not None:
+        cont = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = [(s + len(base), e + len(base)) for s, e in cont["offset_mapping"]][: len(ids)]
+        spans += [(len(joined), len(joined))] * (len(ids) - len(spans))
+        offsets = [enc.offsets[0][:n] + spans]
+        last_word = max([w for w in (enc.word_ids[0] or [])[:n] if w is not None], default=-1)
+        cont_words = [w for w in cont.word_ids()][: len(ids)] if hasattr(cont, "word_ids") else []
+        cont_words += [None] * (len(ids) - len(cont_words))
+        word_ids = [list(enc.word_ids[0][:n]) + [None if w is None else w + last_word + 1 for w in cont_words]]
+    extra = {}
+    for k, v in enc.extra.items():
+        extra[k] = torch.cat([v[:, :n], v[:, n - 1 : n].expand(1, len(ids))], dim=1)
+    return Encoded(new_ids, mask, special, [joined], offsets, word_ids, extra)
+
+
+def prepare(
+    model: nn.Module,
+    tokenizer: Any,
+    enc: Encoded,
+    targets: list[TargetRows] | Any,
+    *,
+    baseline: Any = None,
+    keep_special: bool = True,
+    score: str = "logit",
+) -> Prepared:
+    """Embeddings, baselines and the target forward function for one encoded batch."""
+    device = input_device(model)
+    enc = enc.to(device)
+    if not isinstance(targets, list) or not targets or not isinstance(targets[0], TargetRows):
+        targets = resolve_targets(model, tokenizer, enc, targets)
+    kind = head_kind(model)
+    emb = model.get_input_embeddings()
+    with torch.no_grad():
+        embeds = emb(enc.input_ids).detach()
+        bid = baseline_token_id(tokenizer, baseline)
+        if bid is None:
+            base = torch.zeros_like(embeds)
+        else:
+            base = emb(torch.full_like(enc.input_ids[:, :1], bid)).detach().expand_as(embeds).contiguous()
+    fixed = ~enc.attention_mask.bool()
+    if keep_special:
+        fixed = fixed | enc.special_mask.bool()
+    return Prepared(model, tokenizer, enc, targets, TargetForward(model, kind, score=score), embeds, base,
+                    fixed, bid)

@@ -1,0 +1,210 @@
+"""Text → tokens: one ``Encoded`` record per batch, with offsets and a special-token mask."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["Encoded", "encode", "baseline_token_id", "normalise_texts", "chat_prompt"]
+
+
+@dataclass
+class Encoded:
+    """A tokenized batch. Positions beyond ``lengths[i]`` (or before, for left padding) are padding."""
+
+    input_ids: Tensor  # (B, L)
+    attention_mask: Tensor  # (B, L)
+    special_mask: Tensor  # (B, L) bool: special tokens and padding
+    texts: list[str]
+    offsets: list[list[tuple[int, int]]] | None = None
+    word_ids: list[list[int | None]] | None = None
+    extra: dict[str, Tensor] = field(default_factory=dict)  # e.g. token_type_ids
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def positions(self, i: int) -> list[int]:
+        """Indices of example ``i``'s real (non-padding) tokens."""
+        return torch.nonzero(self.attention_mask[i], as_tuple=False).flatten().tolist()
+
+    def tokens(self, tokenizer: Any, i: int) -> list[str]:
+        ids = self.input_ids[i, self.positions(i)].tolist()
+        return tokenizer.convert_ids_to_tokens(ids)
+
+    def to(self, device: torch.device | str) -> "Encoded":
+        return Encoded(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.special_mask.to(device),
+            self.texts,
+            self.offsets,
+            self.word_ids,
+            {k: v.to(device) for k, v in self.extra.items()},
+        )
+
+
+def normalise_texts(text: Any, *, name: str = "text") -> tuple[list[str], bool]:
+    """``str`` or a list of ``str`` → ``(list, was_single)``; empty or non-text is an error."""
+    single = isinstance(text, str)
+    items = [text] if single else text
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(f"{name} must be a str or a list of str, got {type(text).__name__}")
+    if not items:
+        raise ValueError(f"{name} is an empty list; give at least one text")
+    for i, t in enumerate(items):
+        where = name if single else f"{name}[{i}]"
+        if not isinstance(t, str):
+            raise TypeError(f"{where} must be a str, got {type(t).__name__}")
+        if not t.strip():
+            raise ValueError(f"{where} is empty; give some text to explain")
+    return list(items), single
+
+
+def chat_prompt(tokenizer: Any, messages: Sequence[dict] | str) -> tuple[str, list[tuple[int, int]]]:
+    """Render a chat prompt; return the text and the character spans of the message contents."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("chat=True needs a tokenizer with a chat_template")
+    rendered = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    spans, cursor = [], 0
+    for m in messages:
+        start = rendered.find(m["content"], cursor)
+        if start < 0:
+            raise ValueError("could not find a message's content in the rendered chat template")
+        spans.append((start, start + len(m["content"])))
+        cursor = start + len(m["content"])
+    return rendered, spans
+
+
+def encode(
+    tokenizer: Any,
+    text: Any,
+    *,
+    max_length: int | None = None,
+    truncation: bool = False,
+    add_special_tokens: bool = True,
+    chat: bool = False,
+    text_pair: Any = None,
+) -> tuple[Encoded, bool]:
+    """Tokenize ``str | list[str] | BatchEncoding`` once; ``(Encoded, was_single)``.
+
+    Texts longer than the limit raise unless ``truncation=True`` (then a warning is given).
+    With ``chat=True`` each text is a user message; the template's own tokens count as special.
+    """
+    if hasattr(tokenizer, "__call__") and _is_batch_encoding(text):
+        return _from_batch_encoding(tokenizer, text), False
+    texts, single = normalise_texts(text)
+    content_spans = None
+    if chat:
+        rendered = [chat_prompt(tokenizer, t) for t in texts]
+        texts = [r[0] for r in rendered]
+        content_spans = [r[1] for r in rendered]
+        add_special_tokens = False
+    limit = max_length or _model_limit(tokenizer)
+    kwargs: dict[str, Any] = dict(
+        add_special_tokens=add_special_tokens,
+        padding=True,
+        return_tensors="pt",
+        return_special_tokens_mask=True,
+        return_attention_mask=True,
+        padding_side="right",  # positions of real tokens then match the unpadded text
+    )
+    fast = getattr(tokenizer, "is_fast", False)
+    if fast:
+        kwargs["return_offsets_mapping"] = True
+    if text_pair is not None:
+        kwargs["text_pair"] = [text_pair] if isinstance(text_pair, str) else list(text_pair)
+    probe = tokenizer(texts, **{**kwargs, "padding": False, "return_tensors": None})
+    too_long = [i for i, ids in enumerate(probe["input_ids"]) if limit and len(ids) > limit]
+    if too_long:
+        i = too_long[0]
+        n = len(probe["input_ids"][i])
+        if not truncation:
+            where = "text" if single else f"text[{i}]"
+            raise ValueError(
+                f"{where} has {n} tokens, more than the model's maximum of {limit}; shorten it or "
+                "pass truncation=True"
+            )
+        warnings.warn(f"{len(too_long)} text(s) truncated to {limit} tokens", stacklevel=3)
+        kwargs.update(truncation=True, max_length=limit)
+    batch = tokenizer(texts, **kwargs)
+    return _to_encoded(tokenizer, batch, texts, content_spans), single
+
+
+def _model_limit(tokenizer: Any) -> int | None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def _is_batch_encoding(obj: Any) -> bool:
+    from transformers import BatchEncoding
+
+    return isinstance(obj, (BatchEncoding, dict)) and "input_ids" in obj
+
+
+def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
+    ids = torch.as_tensor(batch["input_ids"])
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0)
+    mask = torch.as_tensor(batch.get("attention_mask", torch.ones_like(ids))).reshape(ids.shape)
+    texts = [tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(ids, mask)]
+    special = torch.tensor(
+        [[i in set(tokenizer.all_special_ids) for i in row.tolist()] for row in ids], dtype=torch.bool
+    )
+    extra = {k: torch.as_tensor(batch[k]).reshape(ids.shape) for k in ("token_type_ids",) if k in batch}
+    return Encoded(ids, mask, special | ~mask.bool(), texts, None, None, extra)
+
+
+def _to_encoded(tokenizer: Any, batch: Any, texts: list[str], content_spans: Any) -> Encoded:
+    ids = batch["input_ids"]
+    mask = batch["attention_mask"]
+    special = batch["special_tokens_mask"].bool() | ~mask.bool()
+    offsets = word_ids = None
+    if "offset_mapping" in batch:
+        offsets = [[tuple(map(int, o)) for o in row.tolist()] for row in batch["offset_mapping"]]
+        word_ids = [batch.word_ids(i) for i in range(ids.shape[0])]
+    if content_spans is not None and offsets is not None:
+        for i, spans in enumerate(content_spans):
+            for j, (s, e) in enumerate(offsets[i]):
+                inside = e > s and any(a <= s and e <= b for a, b in spans)
+                if not inside:
+                    special[i, j] = True
+    extra = {k: batch[k] for k in ("token_type_ids",) if k in batch}
+    return Encoded(ids, mask, special, texts, offsets, word_ids, extra)
+
+
+def baseline_token_id(tokenizer: Any, baseline: Any = None) -> int | None:
+    """The token id used as a baseline; ``None`` means the zero embedding.
+
+    ``baseline`` is ``"mask"``, ``"pad"``, ``"unk"``, ``"zero"``, an int id, or ``None`` for the
+    first of mask, pad, unk that the tokenizer has.
+    """
+    if baseline is None:
+        for kind in ("mask", "pad", "unk"):
+            tid = getattr(tokenizer, f"{kind}_token_id", None)
+            if tid is not None:
+                return int(tid)
+        return None
+    if baseline == "zero":
+        return None
+    if isinstance(baseline, bool):
+        raise TypeError("baseline must be 'mask', 'pad', 'unk', 'zero' or a token id, not a bool")
+    if isinstance(baseline, int):
+        if not 0 <= baseline < len(tokenizer):
+            raise ValueError(f"baseline token id {baseline} is outside the vocabulary (size {len(tokenizer)})")
+        return baseline
+    if baseline in ("mask", "pad", "unk"):
+        tid = getattr(tokenizer, f"{baseline}_token_id", None)
+        if tid is None:
+            raise ValueError(
+                f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'pad', 'unk', "
+                "'zero' or a token id"
+            )
+        return int(tid)
+    raise ValueError(f"baseline must be 'mask', 'pad', 'unk', 'zero' or a token id, got {baseline!r}")

@@ -1,0 +1,15 @@
+"""Built-in Explainer methods; each registers itself under its name."""
+
+from ..explainer import register_method
+from .ablation import ablation
+from .layer_ablation import layer_ablation
+from .neuron_gradient import neuron_gradient
+
+register_method("ablation", ablation, description="token-level feature ablation on the input embeddings",
+                overwrite=True)
+register_method("layer_ablation", layer_ablation,
+                description="sites × tokens grid: ablate each site's output at each token", overwrite=True)
+register_method("neuron_gradient", neuron_gradient, needs_grad=True,
+                description="gradient of one neuron of a site on the input embeddings", overwrite=True)
+
+__all__ = ["ablation", "layer_ablation", "neuron_gradient"]

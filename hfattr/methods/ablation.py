@@ -1,0 +1,26 @@
+"""``method="ablation"``: token- (or word-) level feature ablation on the input embeddings."""
+
+from __future__ import annotations
+
+from ..core.ablation import feature_ablation
+from ..hf.prepare import Prepared
+from ._common import SKIP, result_fields, token_mask
+
+
+def ablation(prep: Prepared, *, granularity: str = "token", perturbations_per_eval: int = 16,
+             show_progress: bool = False) -> list[dict]:
+    """Score of token i = target(x) − target(x with token i's embedding set to the baseline's)."""
+    (attr,) = feature_ablation(
+        prep.forward,
+        (prep.embeds,),
+        baselines=(prep.baseline,),
+        additional_forward_args=prep.forward_args(),
+        feature_mask=(token_mask(prep, granularity=granularity),),
+        perturbations_per_eval=perturbations_per_eval,
+        show_progress=show_progress,
+        skip_id=SKIP,
+    )
+    per_token = attr[..., 0]  # (B, L) for one row per text; (R, L) for one text with R rows
+    if prep.n_rows == 1:
+        return [result_fields(prep, i, per_token[i]) for i in range(prep.enc.batch_size)]
+    return [result_fields(prep, 0, per_token)]

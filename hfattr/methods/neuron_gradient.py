@@ -1,0 +1,70 @@
+"""``method="neuron_gradient"``: gradient of one neuron of a site on the input embeddings, per token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core.layer import neuron_gradient as core_neuron_gradient
+from ..hf.architectures import resolve_sites
+from ..hf.prepare import Prepared
+from ._common import result_fields
+
+_REDUCE = ("norm", "sum", "input_x_gradient")
+
+
+def neuron_gradient(prep: Prepared, *, site: Any, neuron: int, position: Any = "last",
+                    reduce: str = "norm") -> list[dict]:
+    """Gradient of ``site``'s neuron ``neuron`` at ``position`` (``"last"``, ``"all"`` or an index
+    among the real tokens), reduced over the embedding dimension per token."""
+    if reduce not in _REDUCE:
+        raise ValueError(f"reduce must be one of {_REDUCE}, got {reduce!r}")
+    found = resolve_sites(prep.model, site)
+    if len(found) != 1:
+        raise ValueError(f"site {site!r} matches {len(found)} modules ({[n for n, _ in found][:5]}); "
+                         "neuron_gradient needs exactly one")
+    name, module = found[0]
+    B = prep.enc.batch_size
+    real = [prep.enc.positions(i) for i in range(B)]
+    if position == "last":
+        pos = [r[-1] for r in real]
+    elif position == "all":
+        pos = None
+    elif isinstance(position, int) and not isinstance(position, bool):
+        for r in real:
+            if not -len(r) <= position < len(r):
+                raise ValueError(f"position {position} is out of range for a text of {len(r)} tokens")
+        pos = [r[position] for r in real]
+    else:
+        raise ValueError(f"position must be 'last', 'all' or an int, got {position!r}")
+    if isinstance(neuron, bool) or not isinstance(neuron, int):
+        raise TypeError(f"neuron must be an int index along the site's last dimension, got {neuron!r}")
+    rows = torch.arange(B)
+    mask = prep.enc.attention_mask
+
+    def selector(value: torch.Tensor) -> torch.Tensor:
+        if not -value.shape[-1] <= neuron < value.shape[-1]:
+            raise ValueError(f"neuron {neuron} is out of range for site {name!r} of width {value.shape[-1]}")
+        if value.dim() == 2:
+            return value[:, neuron]
+        if pos is None:
+            return (value[..., neuron] * mask.to(value.dtype)).sum(-1)
+        return value[rows.to(value.device), torch.tensor(pos, device=value.device), neuron]
+
+    (grad,) = core_neuron_gradient(prep.forward, module, (prep.embeds,), selector,
+                                   additional_forward_args=prep.forward_args())
+    if reduce == "norm":
+        per_token = grad.norm(dim=-1)
+    elif reduce == "sum":
+        per_token = grad.sum(-1)
+    else:
+        per_token = (grad * prep.embeds).sum(-1)
+    out = []
+    for i in range(B):
+        fields = result_fields(prep, i, per_token[i])
+        fields["target"] = {"kind": "neuron", "site": name, "neuron": neuron,
+                            "position": "all" if pos is None else pos[i]}
+        fields["probability"] = None
+        out.append(fields)
+    return out
