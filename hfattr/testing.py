@@ -215,7 +215,7 @@ def style_for(model_type: str) -> str:
 
 # Candidate config field names, first present wins within each group.
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers",
-               "encoder_layers", "decoder_layers", "num_decoder_layers")
+               "encoder_layers", "decoder_layers", "num_encoder_layers", "num_decoder_layers")
 _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim", "n_embed", "embedding_size")
 _HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads", "n_heads",
               "encoder_attention_heads", "decoder_attention_heads")
@@ -223,6 +223,18 @@ _FFN_KEYS = ("intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim", "decoder
              "ffn_dim", "hidden_dim")
 _POS_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
 _INIT_KEYS = ("initializer_range", "init_std")
+
+
+def _default_config_dict(model_type: str) -> dict:
+    from transformers import CONFIG_MAPPING
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # default configs may warn about their own defaults
+    try:
+        return CONFIG_MAPPING[model_type]().to_dict()
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def tiny_config(model_type: str, *, num_layers: int = 2, hidden: int = 32, heads: int = 4,
@@ -240,7 +252,7 @@ def tiny_config(model_type: str, *, num_layers: int = 2, hidden: int = 32, heads
         raise ValueError(f"tiny_config: unknown model_type {model_type!r} for this transformers version")
     if hidden % heads:
         raise ValueError(f"tiny_config: hidden ({hidden}) must be divisible by heads ({heads})")
-    defaults = CONFIG_MAPPING[model_type]().to_dict()
+    defaults = _default_config_dict(model_type)
     keys = set(defaults)
     tok = make_tokenizer(style_for(model_type))
     vocab = len(tok) if vocab_size is None else int(vocab_size)
