@@ -1,0 +1,588 @@
+"""Architecture adapters: stable role names for the parts of a transformer.
+
+Every model gets the same vocabulary of *roles*:
+
+* ``embed`` - the input (token) embedding module on the forward path
+  (the encoder's for encoder-decoder models; ``decoder.embed`` for the decoder's),
+* ``blocks.i`` - the i-th transformer block; ``blocks.i.attention``,
+  ``blocks.i.mlp``, ``blocks.i.norm1``, ``blocks.i.norm2``, ... inside it,
+* ``encoder.blocks.i...`` / ``decoder.blocks.i...`` (plus
+  ``decoder.blocks.i.cross_attention``) for encoder-decoder models,
+* ``final_norm`` (``encoder.final_norm`` / ``decoder.final_norm``) where present.
+
+For registered families ``attention`` and ``mlp`` are the modules whose output
+is the sub-layer's update to the residual stream (before the residual add).
+Architecture facts are plain data (:class:`ArchSpec`) keyed by ``model_type``;
+unregistered models go through a generic structural fallback.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+
+import torch.nn as nn
+
+__all__ = [
+    "BlockSpec",
+    "StackSpec",
+    "ArchSpec",
+    "Architecture",
+    "register_architecture",
+    "registered_architectures",
+    "get_architecture",
+    "resolve_sites",
+    "BLOCK_KINDS",
+]
+
+BlocksGetter = Callable[[nn.Module, Any], Sequence[nn.Module]]
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """Child paths inside one block (dotted, relative to the block)."""
+
+    attention: str | None = None
+    mlp: str | None = None
+    norms: tuple[str, ...] = ()
+    cross_attention: str | None = None
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """One stack of blocks. Paths are relative to the base model.
+
+    ``blocks`` is the dotted path of the block ``ModuleList`` or a callable
+    ``(base_model, config) -> list of blocks`` in call order.
+    """
+
+    blocks: Union[str, BlocksGetter]
+    block: BlockSpec = field(default_factory=BlockSpec)
+    final_norm: str | None = None
+    embed: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Architecture facts for one ``model_type``.
+
+    ``stacks`` maps a stack name (``""`` for a single stack, else e.g.
+    ``"encoder"``/``"decoder"``) to its :class:`StackSpec`. ``embed`` is the
+    input embedding path (``None``: ``get_input_embeddings()``). ``shared_blocks``
+    flags models that call one block module at several depths (ALBERT).
+    """
+
+    stacks: Mapping[str, StackSpec]
+    embed: str | None = None
+    shared_blocks: bool = False
+
+
+BLOCK_KINDS = ("block", "attention", "cross_attention", "mlp")
+"""Role kinds found inside every block (plus ``norm1``, ``norm2``, ...)."""
+
+
+def _simple(blocks, attention, mlp, norms=(), final_norm=None, embed=None, **kw) -> ArchSpec:
+    return ArchSpec({"": StackSpec(blocks, BlockSpec(attention, mlp, tuple(norms)), final_norm)}, embed, **kw)
+
+
+def _albert_blocks(base: nn.Module, config: Any) -> list[nn.Module]:
+    groups = base.encoder.albert_layer_groups
+    n, g = config.num_hidden_layers, config.num_hidden_groups
+    return [layer for i in range(n) for layer in groups[int(i / (n / g))].albert_layers]
+
+
+_BERT = _simple("encoder.layer", "attention.output.dense", "output.dense",
+                ("attention.output.LayerNorm", "output.LayerNorm"), embed="embeddings.word_embeddings")
+_LLAMA = _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm"), "norm",
+                 embed="embed_tokens")
+
+_REGISTRY: dict[str, ArchSpec] = {
+    "bert": _BERT,
+    "roberta": _BERT,
+    "electra": _BERT,
+    "albert": ArchSpec(
+        {"": StackSpec(_albert_blocks, BlockSpec("attention.dense", "ffn_output",
+                                                 ("attention.LayerNorm", "full_layer_layer_norm")))},
+        "embeddings.word_embeddings", shared_blocks=True),
+    "distilbert": _simple("transformer.layer", "attention", "ffn", ("sa_layer_norm", "output_layer_norm"),
+                          embed="embeddings.word_embeddings"),
+    "gpt2": _simple("h", "attn", "mlp", ("ln_1", "ln_2"), "ln_f", embed="wte"),
+    "llama": _LLAMA,
+    "qwen2": _LLAMA,
+    "mistral": _LLAMA,
+    "gemma": _LLAMA,
+    "gpt_neox": _simple("layers", "attention", "mlp", ("input_layernorm", "post_attention_layernorm"),
+                        "final_layer_norm", embed="embed_in"),
+    "opt": _simple("decoder.layers", "self_attn", "fc2", ("self_attn_layer_norm", "final_layer_norm"),
+                   "decoder.final_layer_norm", embed="decoder.embed_tokens"),
+    "phi": _simple("layers", "self_attn", "mlp", ("input_layernorm",), "final_layernorm", embed="embed_tokens"),
+    "bart": ArchSpec({
+        "encoder": StackSpec("encoder.layers", BlockSpec("self_attn", "fc2", ("self_attn_layer_norm",
+                                                                             "final_layer_norm")),
+                             final_norm="encoder.layer_norm"),
+        "decoder": StackSpec("decoder.layers", BlockSpec(
+            "self_attn", "fc2", ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"),
+            cross_attention="encoder_attn"), final_norm="decoder.layer_norm", embed="decoder.embed_tokens"),
+    }, embed="encoder.embed_tokens"),
+    "t5": ArchSpec({
+        "encoder": StackSpec("encoder.block", BlockSpec("layer.0.SelfAttention", "layer.1.DenseReluDense",
+                                                        ("layer.0.layer_norm", "layer.1.layer_norm")),
+                             final_norm="encoder.final_layer_norm"),
+        "decoder": StackSpec("decoder.block", BlockSpec(
+            "layer.0.SelfAttention", "layer.2.DenseReluDense",
+            ("layer.0.layer_norm", "layer.1.layer_norm", "layer.2.layer_norm"),
+            cross_attention="layer.1.EncDecAttention"),
+            final_norm="decoder.final_layer_norm", embed="decoder.embed_tokens"),
+    }, embed="encoder.embed_tokens"),
+}
+
+
+def _as_spec(spec: Any) -> ArchSpec:
+    """Coerce an ``ArchSpec`` or a plain dict into an ``ArchSpec``."""
+    if isinstance(spec, ArchSpec):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"spec must be an ArchSpec or a dict, got {type(spec).__name__}")
+    block_keys = {"attention", "mlp", "norms", "cross_attention"}
+    stack_keys = {"blocks", "final_norm", "embed"} | block_keys
+    top_keys = {"embed", "shared_blocks", "stacks", "encoder", "decoder"}
+
+    def stack(d: Mapping, where: str) -> StackSpec:
+        bad = set(d) - stack_keys
+        if bad:
+            raise ValueError(f"spec{where}: unknown keys {sorted(bad)}; expected some of {sorted(stack_keys)}")
+        if "blocks" not in d:
+            raise ValueError(f"spec{where}: missing 'blocks' (path of the block ModuleList)")
+        norms = d.get("norms", ())
+        norms = (norms,) if isinstance(norms, str) else tuple(norms)
+        return StackSpec(d["blocks"], BlockSpec(d.get("attention"), d.get("mlp"), norms, d.get("cross_attention")),
+                         d.get("final_norm"), d.get("embed"))
+
+    if "blocks" in spec:  # single stack given flat
+        flat = {k: v for k, v in spec.items() if k not in ("embed", "shared_blocks")}
+        return ArchSpec({"": stack(flat, "")}, spec.get("embed"), bool(spec.get("shared_blocks", False)))
+    bad = set(spec) - top_keys
+    if bad:
+        raise ValueError(f"spec: unknown keys {sorted(bad)}; expected 'blocks' (single stack) or "
+                         f"'encoder'/'decoder'/'stacks' plus optional 'embed', 'shared_blocks'")
+    stacks = dict(spec.get("stacks", {}))
+    for name in ("encoder", "decoder"):
+        if name in spec:
+            stacks[name] = spec[name]
+    if not stacks:
+        raise ValueError("spec: no stacks given; pass 'blocks' or 'encoder'/'decoder'")
+    return ArchSpec({k: v if isinstance(v, StackSpec) else stack(v, f"[{k!r}]") for k, v in stacks.items()},
+                    spec.get("embed"), bool(spec.get("shared_blocks", False)))
+
+
+def register_architecture(model_type: str, spec: ArchSpec | Mapping[str, Any]) -> ArchSpec:
+    """Register (or replace) the architecture facts for ``model_type``.
+
+    ``spec`` is an :class:`ArchSpec` or a dict such as
+    ``{"blocks": "layers", "attention": "attn", "mlp": "mlp", "norms": ["ln1", "ln2"],
+    "final_norm": "norm", "embed": "tok_emb"}`` (paths relative to the base model
+    and to the block), or ``{"encoder": {...}, "decoder": {...}, "embed": ...}``.
+    For modules without a ``config``, ``model_type`` is the class name.
+    """
+    if not isinstance(model_type, str) or not model_type:
+        raise ValueError(f"register_architecture: model_type must be a non-empty string, got {model_type!r}")
+    spec = _as_spec(spec)
+    _REGISTRY[model_type] = spec
+    return spec
+
+
+def registered_architectures() -> list[str]:
+    """Model types with registered architecture facts."""
+    return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------------------
+# Architecture object
+# ---------------------------------------------------------------------------
+
+
+class Architecture:
+    """Role map of one model: ``.embed``, ``.blocks``, ``.module(role)``, ``.roles()``."""
+
+    def __init__(self, model: nn.Module, roles: dict[str, nn.Module], stacks: dict[str, list[nn.Module]],
+                 *, model_type: str, generic: bool, shared_blocks: bool):
+        self.model = model
+        self.model_type = model_type
+        self.generic = generic
+        self.shared_blocks = shared_blocks
+        self.stacks = stacks
+        self._roles = roles
+        self._names: dict[int, str] | None = None
+
+    @property
+    def embed(self) -> nn.Module:
+        return self._roles["embed"]
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """All blocks in call order (encoder blocks first for encoder-decoder models)."""
+        return [b for blocks in self.stacks.values() for b in blocks]
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return "decoder.blocks" in self.stacks
+
+    def roles(self) -> list[str]:
+        """All role names, in forward order."""
+        return list(self._roles)
+
+    def module(self, role: str) -> nn.Module:
+        """The module playing ``role``; ``ValueError`` if there is no such role."""
+        try:
+            return self._roles[role]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown role {role!r} for {self.model_type!r}; "
+                             f"valid roles include {_examples(self)}") from None
+
+    def __contains__(self, role: object) -> bool:
+        return role in self._roles
+
+    def name_of(self, module: nn.Module | str) -> str:
+        """Dotted name of ``module`` (or of a role's module) in the model."""
+        if isinstance(module, str):
+            module = self.module(module)
+        if self._names is None:
+            self._names = {}
+            for name, m in self.model.named_modules():
+                self._names.setdefault(id(m), name)
+        try:
+            return self._names[id(module)]
+        except KeyError:
+            raise ValueError(f"name_of: module {type(module).__name__} is not part of this model") from None
+
+    def role_of(self, module: nn.Module) -> str | None:
+        """First role played by ``module``, or ``None``."""
+        return next((r for r, m in self._roles.items() if m is module), None)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v)}" for k, v in self.stacks.items())
+        kind = "generic" if self.generic else "registered"
+        return f"Architecture({self.model_type!r}, {kind}, {sizes}, roles={len(self._roles)})"
+
+
+def _examples(arch: Architecture, n: int = 8) -> list[str]:
+    roles = arch.roles()
+    keep = [r for r in roles if ".blocks." not in r and not r.startswith("blocks.")]
+    for prefix in arch.stacks:
+        keep += [r for r in roles if r.startswith(prefix + ".0")]
+    return sorted(set(keep), key=roles.index)[:n]
+
+
+# ---------------------------------------------------------------------------
+# Building the role map
+# ---------------------------------------------------------------------------
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    base = getattr(model, "base_model", None)
+    return base if isinstance(base, nn.Module) else model
+
+
+def _get(root: nn.Module, alt: nn.Module, path: str) -> nn.Module | None:
+    for r in (root, alt):
+        try:
+            return r.get_submodule(path)
+        except AttributeError:
+            continue
+    return None
+
+
+def _stack_prefix(name: str) -> str:
+    return f"{name}.blocks" if name else "blocks"
+
+
+def _add_block(roles: dict, prefix: str, block: nn.Module, bspec: BlockSpec, *, strict: bool, what: str):
+    roles[prefix] = block
+    for kind in ("attention", "cross_attention", "mlp"):
+        path = getattr(bspec, kind)
+        if path is None:
+            continue
+        sub = _get(block, block, path)
+        if sub is None:
+            if strict:
+                raise ValueError(f"{what}: block {prefix} has no submodule {path!r} ({kind}); "
+                                 "fix the spec with register_architecture")
+            continue
+        roles[f"{prefix}.{kind}"] = sub
+    for k, path in enumerate(bspec.norms, 1):
+        sub = _get(block, block, path)
+        if sub is not None:
+            roles[f"{prefix}.norm{k}"] = sub
+        elif strict:
+            raise ValueError(f"{what}: block {prefix} has no norm {path!r}; fix the spec with register_architecture")
+
+
+def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bool = False) -> Architecture:
+    base = _base_model(model)
+    config = getattr(model, "config", None)
+    what = f"architecture {model_type!r}"
+    roles: dict[str, nn.Module] = {}
+    emb = _get(base, model, spec.embed) if spec.embed else None
+    if emb is None:
+        emb = _input_embeddings(model)
+    if emb is not None:
+        roles["embed"] = emb
+    stacks: dict[str, list[nn.Module]] = {}
+    for sname, st in spec.stacks.items():
+        if callable(st.blocks):
+            blocks = list(st.blocks(base, config))
+        else:
+            found = _get(base, model, st.blocks)
+            if found is None:
+                continue  # e.g. an encoder-only class of an encoder-decoder family
+            blocks = list(found)
+        prefix = _stack_prefix(sname)
+        if st.embed and sname:
+            sub = _get(base, model, st.embed)
+            if sub is not None and sub is not roles.get("embed"):
+                roles[f"{sname}.embed"] = sub
+        stacks[prefix] = blocks
+        for i, block in enumerate(blocks):
+            _add_block(roles, f"{prefix}.{i}", block, st.block, strict=not generic, what=what)
+        if st.final_norm:
+            sub = _get(base, model, st.final_norm)
+            if sub is not None:
+                roles[f"{sname}.final_norm" if sname else "final_norm"] = sub
+    if not stacks:
+        paths = [s.blocks for s in spec.stacks.values()]
+        raise ValueError(f"{what}: none of the block paths {paths} exists in {type(model).__name__}; "
+                         "fix the spec with register_architecture")
+    return Architecture(model, roles, stacks, model_type=model_type, generic=generic,
+                        shared_blocks=spec.shared_blocks)
+
+
+def _input_embeddings(model: nn.Module) -> nn.Module | None:
+    """Token embedding used in the forward pass (the encoder's for encoder-decoders)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        enc = model.get_encoder()
+        emb = getattr(enc, "embed_tokens", None)
+        if isinstance(emb, nn.Module):
+            return emb
+    getter = getattr(model, "get_input_embeddings", None)
+    if getter is not None:
+        try:
+            emb = getter()
+        except (NotImplementedError, AttributeError):
+            emb = None
+        if isinstance(emb, nn.Module):
+            return emb
+    return next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+
+
+# ---- generic fallback --------------------------------------------------------
+
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers",
+               "decoder_layers", "num_encoder_layers", "num_decoder_layers")
+
+
+def _is_norm(m: nn.Module) -> bool:
+    name = type(m).__name__.lower()
+    return isinstance(m, (nn.LayerNorm, nn.GroupNorm)) or "norm" in name
+
+
+def _is_plain(m: nn.Module) -> bool:
+    """Dropout, activation, norm or other parameter-free helper."""
+    return _is_norm(m) or isinstance(m, nn.Dropout) or not any(True for _ in m.parameters())
+
+
+def _find_child(block: nn.Module, pred: Callable[[str, nn.Module], bool], depth: int = 3) -> str | None:
+    """Shallowest descendant path (up to ``depth`` levels) whose name/module satisfies ``pred``."""
+    level = [("", block)]
+    for _ in range(depth):
+        nxt = []
+        for path, mod in level:
+            for name, child in mod.named_children():
+                full = f"{path}.{name}" if path else name
+                if pred(name.lower(), child):
+                    return full
+                nxt.append((full, child))
+        level = nxt
+    return None
+
+
+def _residual_update(block: nn.Module, path: str) -> str:
+    """For BERT-like sub-layers (``X.output.dense`` / ``output.dense``), the projection before the residual add."""
+    for cand in (f"{path}.output.dense", f"{path}.dense"):
+        if isinstance(_get(block, block, cand), nn.Linear):
+            return cand
+    return path
+
+
+def _generic_block_spec(block: nn.Module) -> BlockSpec:
+    def is_attn(name, m):
+        return ("attn" in name or "attention" in name) and not _is_plain(m) and not _is_cross(name)
+
+    def _is_cross(name):
+        return "cross" in name or "encoder_attn" in name or "encdec" in name
+
+    attn = _find_child(block, is_attn)
+    cross = _find_child(block, lambda n, m: _is_cross(n) and not _is_plain(m))
+    children = dict(block.named_children())
+    mlp = None
+    if "intermediate" in children and "output" in children:
+        mlp = _residual_update(block, "output")
+        if attn is not None:
+            attn = _residual_update(block, attn)
+    elif "fc1" in children and "fc2" in children:
+        mlp = "fc2"
+    else:
+        outs = [n for n in children if n.endswith("_output") and n[: -len("_output")] in children]
+        if outs and not _is_plain(children[outs[0]]):
+            mlp = outs[0]
+        else:
+            mlp = _find_child(block, lambda n, m: (n in ("mlp", "ffn", "ff", "feed_forward", "feedforward")
+                                                    or "mlp" in n or "densereludense" in n)
+                              and not _is_plain(m))
+    taken = [p for p in (attn, cross, mlp) if p]
+    skip = tuple(p + "." for p in taken)
+    norms = tuple(n for n, m in block.named_modules() if n and _is_norm(m) and n not in taken
+                  and not n.startswith(skip) and not any(_is_norm(p) for p in _parents(block, n)))
+    return BlockSpec(attn, mlp, norms, cross)
+
+
+def _parents(root: nn.Module, path: str) -> list[nn.Module]:
+    parts = path.split(".")
+    return [root.get_submodule(".".join(parts[:k])) for k in range(1, len(parts))]
+
+
+def _generic_spec(model: nn.Module) -> ArchSpec:
+    base = _base_model(model)
+    config = getattr(model, "config", None)
+    counts = {v for k in _LAYER_KEYS if isinstance(v := getattr(config, k, None), int) and v > 0}
+    lists = [(n, m) for n, m in base.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) > 0 and len({type(c) for c in m}) == 1
+             and (not counts or len(m) in counts)]
+    top = [(n, m) for n, m in lists if not any(n.startswith(o + ".") for o, _ in lists if o != n)]
+    if not top:
+        raise ValueError(f"no block list found in {type(model).__name__} (layer counts {sorted(counts)}); "
+                         "describe it with register_architecture(model_type, spec)")
+    enc = [(n, m) for n, m in top if "encoder" in n.split(".")[0]]
+    dec = [(n, m) for n, m in top if "decoder" in n.split(".")[0]]
+    if enc and dec and getattr(config, "is_encoder_decoder", False):
+        chosen = {"encoder": enc[0], "decoder": dec[0]}
+    else:
+        if not counts:
+            top = [max(top, key=lambda nm: len(nm[1]))]
+        chosen = {"": top[0]}
+    stacks = {}
+    for sname, (path, blocks) in chosen.items():
+        parent = base.get_submodule(path.rsplit(".", 1)[0]) if "." in path else base
+        ppath = path.rsplit(".", 1)[0] + "." if "." in path else ""
+        final = _final_norm(parent, path.rsplit(".", 1)[-1])
+        embed = None
+        if sname == "decoder":
+            emb = getattr(parent, "embed_tokens", None)
+            embed = ppath + "embed_tokens" if isinstance(emb, nn.Module) else None
+        stacks[sname] = StackSpec(path, _generic_block_spec(blocks[0]),
+                                  ppath + final if final else None, embed)
+    return ArchSpec(stacks)
+
+
+def _final_norm(parent: nn.Module, list_name: str) -> str | None:
+    names = list(dict(parent.named_children()))
+    after = names[names.index(list_name) + 1:] if list_name in names else []
+    for name, child in parent.named_children():
+        low = name.lower()
+        if not _is_norm(child) or "emb" in low:
+            continue
+        if "final" in low or low in ("ln_f", "norm", "norm_f") or name in after:
+            return name
+    return None
+
+
+def get_architecture(model: nn.Module, *, spec: ArchSpec | Mapping | None = None) -> Architecture:
+    """Role map for ``model``: an explicit ``spec``, the registry entry for its
+    ``config.model_type`` (class name for plain modules), or the generic fallback."""
+    if isinstance(model, Architecture):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"get_architecture: model must be a torch.nn.Module, got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None) or type(model).__name__
+    if spec is not None:
+        return _from_spec(model, _as_spec(spec), model_type)
+    if model_type in _REGISTRY:
+        return _from_spec(model, _REGISTRY[model_type], model_type)
+    if type(model).__name__ in _REGISTRY:
+        return _from_spec(model, _REGISTRY[type(model).__name__], model_type)
+    return _from_spec(model, _generic_spec(model), model_type, generic=True)
+
+
+# ---------------------------------------------------------------------------
+# Site resolution
+# ---------------------------------------------------------------------------
+
+_GLOB = set("*?[")
+_KIND_ALIASES = {"blocks": "block", "layer": "block", "layers": "block", "attn": "attention",
+                 "self_attention": "attention", "ffn": "mlp", "cross_attn": "cross_attention"}
+
+
+def _kind_matches(arch: Architecture, spec: str) -> list[str]:
+    stack, _, kind = spec.rpartition(".")
+    kind = _KIND_ALIASES.get(kind, kind)
+    if not (kind in BLOCK_KINDS or (kind.startswith("norm") and kind[4:].isdigit())):
+        return []
+    prefixes = [p for p in arch.stacks if not stack or p == f"{stack}.blocks"]
+    out = []
+    for prefix in prefixes:
+        for i in range(len(arch.stacks[prefix])):
+            role = f"{prefix}.{i}" if kind == "block" else f"{prefix}.{i}.{kind}"
+            if role in arch:
+                out.append(role)
+    return out
+
+
+def _resolve_one(arch: Architecture, spec: Any) -> list[tuple[str, nn.Module]]:
+    if isinstance(spec, nn.Module):
+        role = arch.role_of(spec)
+        return [(role if role is not None else arch.name_of(spec), spec)]
+    if not isinstance(spec, str):
+        raise TypeError(f"resolve_sites: a site must be a role name, module-name pattern or module, "
+                        f"got {type(spec).__name__}")
+    if spec in arch:
+        return [(spec, arch.module(spec))]
+    roles = _kind_matches(arch, spec)
+    if not roles and _GLOB & set(spec):
+        roles = [r for r in arch.roles() if fnmatch.fnmatchcase(r, spec)]
+    if roles:
+        return [(r, arch.module(r)) for r in roles]
+    if _GLOB & set(spec):
+        found = [(n, m) for n, m in arch.model.named_modules() if n and fnmatch.fnmatchcase(n, spec)]
+    else:
+        found = [(n, m) for n, m in arch.model.named_modules() if n == spec]
+    if found:
+        return found
+    raise ValueError(f"resolve_sites: {spec!r} matches no role or module name of {arch.model_type!r}; "
+                     f"valid roles include {_examples(arch)} (also kinds {list(BLOCK_KINDS)}, "
+                     "role globs like 'blocks.*.mlp', and module-name globs)")
+
+
+def resolve_sites(model: nn.Module | Architecture, spec: Any) -> list[tuple[str, nn.Module]]:
+    """Resolve ``spec`` into an ordered list of ``(role_or_name, module)``.
+
+    ``spec`` may be a role (``"blocks.3.attention"``), a kind applied to every
+    block (``"attention"``, ``"mlp"``, ``"block"``, ``"norm1"``, optionally
+    stack-qualified: ``"decoder.cross_attention"``), a role glob
+    (``"blocks.*.mlp"``), a module-name (glob) of ``named_modules()``
+    (``"model.layers.*.self_attn"``), a module, or a list of these.
+    Duplicates are dropped. Raises ``ValueError`` when something matches nothing.
+    """
+    arch = get_architecture(model)
+    items: Iterable[Any] = spec if isinstance(spec, (list, tuple)) else [spec]
+    if isinstance(spec, (list, tuple)) and not spec:
+        raise ValueError("resolve_sites: spec is an empty list; expected at least one role or pattern")
+    out: list[tuple[str, nn.Module]] = []
+    seen: set[str] = set()
+    for item in items:
+        for label, mod in _resolve_one(arch, item):
+            if label not in seen:
+                seen.add(label)
+                out.append((label, mod))
+    return out
