@@ -1,7 +1,7 @@
 """hfattr: feature attribution for Hugging Face transformers models."""
 
 from ._version import __version__
-from .core import FeatureAblation, LayerFeatureAblation, NeuronGradient
+from .core import FeatureAblation, LayerFeatureAblation, NeuronGradient, SequentialIntegratedGradients
 from .explainer import Explainer, list_methods, register_method
 from .hf.architectures import get_architecture, register_architecture, resolve_sites
 from .result import Result
@@ -11,6 +11,7 @@ __all__ = [
     "FeatureAblation",
     "LayerFeatureAblation",
     "NeuronGradient",
+    "SequentialIntegratedGradients",
     "Explainer",
     "Result",
     "list_methods",

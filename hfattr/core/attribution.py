@@ -10,8 +10,10 @@ from torch import Tensor, nn
 from ._args import as_tuple
 from .ablation import feature_ablation, feature_ablation_future
 from .layer import layer_feature_ablation, neuron_gradient
+from .sig import SIGInfo, completeness_error, convergence_delta, sequential_integrated_gradients
+from ._args import format_additional_args
 
-__all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient"]
+__all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient", "SequentialIntegratedGradients"]
 
 
 def _unwrap(result: tuple[Tensor, ...], as_tuple_out: bool) -> Tensor | tuple[Tensor, ...]:
@@ -157,3 +159,91 @@ class NeuronGradient:
             device_ids=self.device_ids,
         )
         return _unwrap(out, was_tuple)
+
+
+class SequentialIntegratedGradients:
+    """Integrated Gradients per sequence position, every other position kept at its input value.
+
+    After ``attribute``, ``last_info`` holds the steps used per position, the number of passes and
+    (with ``n_steps="auto"``) the per-position completeness errors.
+    """
+
+    def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True) -> None:
+        self.forward_func = _check_callable(forward_func)
+        self.multiply_by_inputs = bool(multiply_by_inputs)
+        self.last_info: SIGInfo | None = None
+
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: Any = None,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        n_steps: int | str = 50,
+        method: str = "gausslegendre",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        show_progress: bool = False,
+        *,
+        tol: float = 1e-3,
+    ) -> Any:
+        """Attributions shaped like ``inputs`` (and the reference's delta when asked)."""
+        formatted, was_tuple = as_tuple(inputs)
+        attrs, info = sequential_integrated_gradients(
+            self.forward_func,
+            formatted,
+            baselines=baselines,
+            target=target,
+            additional_forward_args=additional_forward_args,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=internal_batch_size,
+            multiply_by_inputs=self.multiply_by_inputs,
+            show_progress=show_progress,
+            tol=tol,
+        )
+        self.last_info = info
+        out = _unwrap(attrs, was_tuple)
+        if return_convergence_delta:
+            return out, self.compute_convergence_delta(
+                attrs, baselines, formatted, additional_forward_args=additional_forward_args, target=target
+            )
+        return out
+
+    def compute_convergence_delta(
+        self,
+        attributions: Tensor | tuple[Tensor, ...],
+        start_point: Any,
+        end_point: Tensor | tuple[Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """Σ attributions − (F(end_point) − F(start_point)) per example, as the reference defines it.
+
+        SIG does not satisfy this identity; see ``compute_completeness_error`` for the one it does.
+        """
+        from .sig import _full_baselines
+
+        ends, _ = as_tuple(end_point, name="end_point")
+        attrs, _ = as_tuple(attributions, name="attributions")
+        starts = _full_baselines(start_point, ends)
+        return convergence_delta(self.forward_func, attrs, ends, starts, target,
+                                 format_additional_args(additional_forward_args))
+
+    def compute_completeness_error(
+        self,
+        attributions: Tensor | tuple[Tensor, ...],
+        inputs: Tensor | tuple[Tensor, ...],
+        baselines: Any = None,
+        target: Any = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """``(B, L)``: Σ over position i's features − (F(x) − F(x with position i at its baseline))."""
+        from .sig import _full_baselines
+
+        xs, _ = as_tuple(inputs)
+        attrs, _ = as_tuple(attributions, name="attributions")
+        bases = _full_baselines(baselines, xs)
+        active = torch.ones(xs[0].shape[:2], dtype=torch.bool, device=xs[0].device)
+        return completeness_error(self.forward_func, attrs, xs, bases, target,
+                                  format_additional_args(additional_forward_args), active, xs[0].shape[0])

@@ -4,6 +4,7 @@ from ..explainer import register_method
 from .ablation import ablation
 from .layer_ablation import layer_ablation
 from .neuron_gradient import neuron_gradient
+from .sig import sig
 
 register_method("ablation", ablation, description="token-level feature ablation on the input embeddings",
                 overwrite=True)
@@ -11,5 +12,7 @@ register_method("layer_ablation", layer_ablation,
                 description="sites × tokens grid: ablate each site's output at each token", overwrite=True)
 register_method("neuron_gradient", neuron_gradient, needs_grad=True,
                 description="gradient of one neuron of a site on the input embeddings", overwrite=True)
+register_method("sig", sig, needs_grad=True,
+                description="Sequential Integrated Gradients per token (arXiv 2305.15853)", overwrite=True)
 
-__all__ = ["ablation", "layer_ablation", "neuron_gradient"]
+__all__ = ["ablation", "layer_ablation", "neuron_gradient", "sig"]

@@ -1,0 +1,54 @@
+"""``method="sig"``: Sequential Integrated Gradients per token on the input embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core.sig import sequential_integrated_gradients
+from ..hf.prepare import Prepared
+from ._common import result_fields
+
+_TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
+
+
+def sig(prep: Prepared, *, n_steps: int | str = 50, method: str = "gausslegendre",
+        internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False) -> list[dict]:
+    """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
+
+    ``extras`` holds the integration points used per token and the per-token completeness error
+    (score − (target(x) − target(x with that token at the baseline))).
+    """
+    B, L, _ = prep.embeds.shape
+    R = prep.n_rows
+    embeds, base, active = prep.embeds, prep.baseline, ~prep.fixed
+    args = prep.forward_args()
+    if R == 1:
+        target: Any = 0
+    else:  # one text, several target rows: one copy of the text per row
+        embeds, base, active = embeds.expand(R, -1, -1), base.expand(R, -1, -1), active.expand(R, -1)
+        args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in args)
+        target = list(range(R))
+    rows = embeds.shape[0]
+    chunk = internal_batch_size or max(rows, _TOKEN_BUDGET // max(L, 1))
+    (attr,), info = sequential_integrated_gradients(
+        prep.forward, (embeds,), baselines=(base,), target=target, additional_forward_args=args,
+        n_steps=n_steps, method=method, internal_batch_size=chunk, positions=active,
+        show_progress=show_progress, tol=tol, with_completeness=True,
+    )
+    per_token = attr.sum(-1)  # (rows, L)
+    err = info.completeness_error
+    out = []
+    for i in range(B if R == 1 else 1):
+        sl = slice(i, i + 1) if R == 1 else slice(None)
+        scores = per_token[i] if R == 1 else per_token
+        pos = prep.enc.positions(i)
+        extras = {
+            "steps": info.steps[sl][..., pos].squeeze(0).tolist(),
+            "completeness_error": err[sl][..., pos].squeeze(0).tolist(),
+            "passes": info.passes,
+        }
+        fields = result_fields(prep, i, scores, extras=extras, delta=float(err[sl].abs().max()))
+        out.append(fields)
+    return out
