@@ -114,12 +114,12 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
 
     name: str | None = None
     if model is None:
-        if device_map is not None:
-            raise ValueError("device_map applies only when model is a hub name or a local path; "
-                             "the embedded default model is loaded on the CPU")
+        if task is not None and TASKS[task] != "AutoModelForSequenceClassification":
+            raise ValueError(f"task {task!r} needs a model: the embedded default model is a sentiment "
+                             "(sequence-classification) model; pass model=")
         from .hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 
-        model_obj, default_tok = load_default_model()
+        model_obj, default_tok = load_default_model(device=_single_device(device_map))
         tokenizer = tokenizer if tokenizer is not None else default_tok
         name = DEFAULT_MODEL_NAME
     elif isinstance(model, (str, os.PathLike)):
@@ -159,6 +159,16 @@ def _check_local_path(name: str) -> None:
     looks_local = os.path.isabs(name) or name.startswith(("./", "../", "~", ".\\", "..\\")) or name in (".", "..")
     if looks_local and not os.path.isdir(name):
         raise FileNotFoundError(f"model path {name!r} is not an existing directory")
+
+
+def _single_device(device_map: Any) -> Any:
+    """The embedded model is small: ``device_map`` may only name one device for it."""
+    if device_map is None or isinstance(device_map, torch.device):
+        return device_map
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        return device_map
+    raise ValueError(f"device_map={device_map!r} is not supported for the embedded default model; "
+                     "give one device such as 'cpu' or 'cuda:0'")
 
 
 def _no_device_map(device_map: Any, what: str) -> None:

@@ -85,6 +85,10 @@ def test_default_model():
     both = pipe(["the movie was great", "the movie was terrible"], target="POSITIVE")
     assert [r.top_k(1, by="abs")[0][0] for r in both] == ["great", "terrible"]
     assert both[1].top_k(1, by="abs")[0][1] < 0
+    with pytest.raises(ValueError, match="needs a model"):
+        pipeline("causal-lm")
+    with pytest.raises(ValueError, match="device_map='auto' is not supported"):
+        pipeline(device_map="auto")
 
 
 def _masked_oracle(model, tok, text: str, cls: int) -> dict[int, float]:
