@@ -4,6 +4,7 @@ from ._version import __version__
 from .core import FeatureAblation, LayerFeatureAblation, NeuronGradient, SequentialIntegratedGradients
 from .explainer import Explainer, list_methods, register_method
 from .hf.architectures import get_architecture, register_architecture, resolve_sites
+from .pipeline import AttributionPipeline, pipeline
 from .result import Result
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "SequentialIntegratedGradients",
     "Explainer",
     "Result",
+    "pipeline",
+    "AttributionPipeline",
     "list_methods",
     "register_method",
     "register_architecture",

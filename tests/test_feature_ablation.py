@@ -450,7 +450,9 @@ def test_attribute_future_with_chained_future_forward(nets, same):
     x = nets.randn(2, 4, seed=39)
     kw = dict(target=1, perturbations_per_eval=2)
     assert not isinstance(_as_chained_future(net)(x), torch.futures.Future)
-    ref = CaptumFA(_as_chained_future(net)).attribute_future(x, **kw).wait()
+    # captum 0.8.0 itself fails on a chained future (it expects the Python Future subclass),
+    # so the oracle is Captum on the plain forward
+    ref = CaptumFA(net).attribute(x, **kw)
     result = FeatureAblation(_as_chained_future(net)).attribute_future(x, **kw).wait()
     same(result, ref, atol=ATOL)
 

@@ -201,6 +201,10 @@ def as_output_tensor(output: Any) -> Tensor:
     """Accept a tensor or a Python number as a forward output."""
     if isinstance(output, Tensor):
         return output
+    if isinstance(output, torch.Future):
+        raise TypeError(
+            "forward_func returned a torch.futures.Future; use attribute_future() for such functions"
+        )
     if isinstance(output, bool) or not isinstance(output, (int, float)):
         raise TypeError(
             f"forward_func must return a torch.Tensor or a number, got {type(output).__name__}"
@@ -216,7 +220,7 @@ def run_forward(
 ) -> Tensor:
     """Forward then target selection; a Future output is an error here."""
     out = call_forward(forward_func, inputs, args)
-    if isinstance(out, torch.futures.Future):
+    if isinstance(out, torch.Future):
         raise TypeError(
             "forward_func returned a torch.futures.Future; use attribute_future() for such functions"
         )

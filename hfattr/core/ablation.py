@@ -118,6 +118,8 @@ class _Plan:
         feature_mask: Any,
         perturbations_per_eval: int,
         skip_id: int | None = None,
+        mask_name: str = "feature_mask",
+        baseline_name: str = "baselines",
     ) -> None:
         self.inputs = inputs
         self.ppe = _check_ppe(perturbations_per_eval)
@@ -125,10 +127,11 @@ class _Plan:
         check_target(target, self.batch)
         self.target = target
         self.args = format_additional_args(additional_forward_args)
-        self.masks = format_feature_mask(feature_mask, inputs)
-        raw = format_baselines(baselines, inputs)
+        self.mask_name = mask_name
+        self.masks = format_feature_mask(feature_mask, inputs, name=mask_name)
+        raw = format_baselines(baselines, inputs, name=baseline_name)
         self.baselines = tuple(
-            _baseline_tensor(b, x, f"baselines[{i}]" if len(inputs) > 1 else "baselines")
+            _baseline_tensor(b, x, f"{baseline_name}[{i}]" if len(inputs) > 1 else baseline_name)
             for i, (b, x) in enumerate(zip(raw, inputs))
         )
         self.ids = tuple(
@@ -144,7 +147,7 @@ class _Plan:
     def check_masks(self, n_outputs: int) -> None:
         for i, m in enumerate(self.masks):
             if m.shape[0] not in (1, n_outputs):
-                where = f"feature_mask[{i}]" if len(self.masks) > 1 else "feature_mask"
+                where = f"{self.mask_name}[{i}]" if len(self.masks) > 1 else self.mask_name
                 raise ValueError(
                     f"{where} has first dimension {m.shape[0]}, but forward_func gives "
                     f"{n_outputs} value(s) per evaluation after target selection; the mask's first "
@@ -226,6 +229,8 @@ def feature_ablation(
     perturbations_per_eval: int = 1,
     show_progress: bool = False,
     skip_id: int | None = None,
+    mask_name: str = "feature_mask",
+    baseline_name: str = "baselines",
 ) -> tuple[Tensor, ...]:
     """Ablation attributions for a tuple of input tensors; returns one tensor per input.
 
@@ -239,6 +244,8 @@ def feature_ablation(
         feature_mask=feature_mask,
         perturbations_per_eval=perturbations_per_eval,
         skip_id=skip_id,
+        mask_name=mask_name,
+        baseline_name=baseline_name,
     )
     with torch.no_grad(), progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
         initial = run_forward(forward_func, inputs, target, plan.args)
@@ -274,7 +281,7 @@ def feature_ablation_future(
     def launch(batch: tuple[Tensor, ...], args: Any, tgt: Any) -> torch.futures.Future:
         with torch.no_grad():
             fut = call_forward(forward_func, batch, args)
-        if not isinstance(fut, torch.futures.Future):
+        if not isinstance(fut, torch.Future):
             raise TypeError(
                 "attribute_future needs a forward_func that returns a torch.futures.Future, got "
                 f"{type(fut).__name__}; use attribute() instead"

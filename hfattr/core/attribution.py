@@ -91,12 +91,15 @@ class LayerFeatureAblation:
         forward_func: Callable,
         layer: nn.Module,
         device_ids: list[int] | None = None,
+        *,
+        skip_prefix: bool = True,
     ) -> None:
         self.forward_func = _check_callable(forward_func)
         if not isinstance(layer, nn.Module):
             raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}")
         self.layer = layer
         self.device_ids = device_ids
+        self.skip_prefix = skip_prefix
 
     def attribute(
         self,
@@ -121,6 +124,7 @@ class LayerFeatureAblation:
             attribute_to_layer_input=attribute_to_layer_input,
             perturbations_per_eval=perturbations_per_eval,
             device_ids=self.device_ids,
+            skip_prefix=self.skip_prefix,
         )
         return _unwrap(out, was_tuple)
 

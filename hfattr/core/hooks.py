@@ -9,6 +9,8 @@ only, and the other members pass through untouched.
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -23,6 +25,7 @@ __all__ = [
     "preserved_state",
     "StopForward",
     "ModelState",
+    "batch_of",
 ]
 
 
@@ -46,25 +49,33 @@ class HookSet(contextlib.AbstractContextManager):
 
 @dataclass
 class LayerValue:
-    """Where the attributable tensors sit inside one call's output or inputs."""
+    """Where the attributable tensors sit inside one call's output or inputs.
 
-    structure: str  # "tensor", "tuple", "args", "kwarg"
-    slots: tuple[Any, ...]  # int positions in the tuple/args, or kwarg names
+    Attributable: tensor members whose dimension 0 is the batch. All of them when every member
+    is such a tensor (or ``first_only`` is off and the value is a plain tensor); otherwise the
+    first one, the other members passing through untouched.
+    """
+
+    structure: str  # "tensor", "tuple", "mapping", "args", "kwarg"
+    slots: tuple[Any, ...]  # positions in the tuple/args, or keys / kwarg names
 
     @staticmethod
-    def of_output(out: Any) -> "LayerValue":
+    def of_output(out: Any, *, batch: int | None = None, first_only: bool = False) -> "LayerValue":
         if isinstance(out, Tensor):
             return LayerValue("tensor", (0,))
+        if isinstance(out, Mapping):
+            keys = list(out.keys())
+            slots = _tensor_slots([out[k] for k in keys], batch, True)
+            return LayerValue("mapping", tuple(keys[i] for i in slots))
         if isinstance(out, (tuple, list)):
-            return LayerValue("tuple", _tensor_slots(out))
-        raise TypeError(
-            f"layer output of type {type(out).__name__} holds no tensor to attribute to"
-        )
+            return LayerValue("tuple", _tensor_slots(out, batch, first_only))
+        raise TypeError(f"layer output of type {type(out).__name__} holds no tensor to attribute to")
 
     @staticmethod
-    def of_inputs(args: tuple, kwargs: dict) -> "LayerValue":
+    def of_inputs(args: tuple, kwargs: dict, *, batch: int | None = None,
+                  first_only: bool = False) -> "LayerValue":
         if args and any(isinstance(a, Tensor) for a in args):
-            return LayerValue("args", _tensor_slots(args))
+            return LayerValue("args", _tensor_slots(args, batch, first_only))
         names = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
         if not names:
             raise TypeError("layer input holds no tensor to attribute to")
@@ -74,7 +85,7 @@ class LayerValue:
     def get(self, out: Any = None, args: tuple = (), kwargs: dict | None = None) -> tuple[Tensor, ...]:
         if self.structure == "tensor":
             return (out,)
-        if self.structure == "tuple":
+        if self.structure in ("tuple", "mapping"):
             return tuple(out[i] for i in self.slots)
         if self.structure == "args":
             return tuple(args[i] for i in self.slots)
@@ -83,6 +94,11 @@ class LayerValue:
     def put_output(self, out: Any, tensors: tuple[Tensor, ...]) -> Any:
         if self.structure == "tensor":
             return tensors[0]
+        if self.structure == "mapping":
+            new = copy.copy(out)
+            for key, t in zip(self.slots, tensors):
+                new[key] = t
+            return new
         items = list(out)
         for slot, t in zip(self.slots, tensors):
             items[slot] = t
@@ -99,13 +115,23 @@ class LayerValue:
         return args, new_kwargs
 
 
-def _tensor_slots(items: Any) -> tuple[int, ...]:
-    idx = [i for i, v in enumerate(items) if isinstance(v, Tensor)]
-    if not idx:
+def _tensor_slots(items: Any, batch: int | None, first_only: bool) -> tuple[int, ...]:
+    tensors = [i for i, v in enumerate(items) if isinstance(v, Tensor)]
+    if not tensors:
         raise TypeError("layer value holds no tensor to attribute to")
-    if len(idx) == len(items):
-        return tuple(idx)
-    return (idx[0],)
+    batched = [i for i in tensors if batch is None or (items[i].dim() > 0 and items[i].shape[0] == batch)]
+    chosen = batched or tensors
+    if not first_only and len(batched) == len(items):
+        return tuple(chosen)
+    return (chosen[0],)
+
+
+def batch_of(args: tuple, kwargs: dict) -> int | None:
+    """Dimension 0 of a call's first tensor argument."""
+    for v in list(args) + list(kwargs.values()):
+        if isinstance(v, Tensor) and v.dim() > 0:
+            return v.shape[0]
+    return None
 
 
 def _device_of(tensors: tuple[Tensor, ...]) -> torch.device:
@@ -144,6 +170,7 @@ def capture_layer(
     inputs: bool = False,
     detach: bool = True,
     stop: bool = False,
+    first_only: bool = False,
 ) -> Iterator[Captured]:
     """Record the attributable tensors of ``module``'s output (or inputs) during the block."""
     cap = Captured()
@@ -156,13 +183,13 @@ def capture_layer(
         if stop:
             raise StopForward
 
-    def fwd_hook(mod: nn.Module, args: tuple, out: Any) -> None:
-        value = LayerValue.of_output(out)
+    def fwd_hook(mod: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+        value = LayerValue.of_output(out, batch=batch_of(args, kwargs), first_only=first_only)
         cap.value = value
         record(value.get(out))
 
     def pre_hook(mod: nn.Module, args: tuple, kwargs: dict) -> None:
-        value = LayerValue.of_inputs(args, kwargs)
+        value = LayerValue.of_inputs(args, kwargs, batch=batch_of(args, kwargs), first_only=first_only)
         cap.value = value
         record(value.get(args=args, kwargs=kwargs))
 
@@ -170,7 +197,7 @@ def capture_layer(
         if inputs:
             hooks.add(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         else:
-            hooks.add(module.register_forward_hook(fwd_hook))
+            hooks.add(module.register_forward_hook(fwd_hook, with_kwargs=True))
         yield cap
 
 
@@ -180,23 +207,25 @@ def replace_layer(
     replacement: Callable[[torch.device], tuple[Tensor, ...]],
     *,
     inputs: bool = False,
+    value: LayerValue | None = None,
 ) -> Iterator[None]:
     """Substitute ``module``'s attributable output (or input) tensors during the block.
 
-    ``replacement(device)`` returns the tensors to use for a call running on ``device``.
+    ``replacement(device)`` returns the tensors to use for a call running on ``device``;
+    ``value`` (from the capture pass) says which members they replace.
     """
 
     def fwd_hook(mod: nn.Module, args: tuple, out: Any) -> Any:
-        value = LayerValue.of_output(out)
-        current = value.get(out)
+        where = value or LayerValue.of_output(out)
+        current = where.get(out)
         new = _match(replacement(_device_of(current)), current)
-        return value.put_output(out, new)
+        return where.put_output(out, new)
 
     def pre_hook(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
-        value = LayerValue.of_inputs(args, kwargs)
-        current = value.get(args=args, kwargs=kwargs)
+        where = value or LayerValue.of_inputs(args, kwargs)
+        current = where.get(args=args, kwargs=kwargs)
         new = _match(replacement(_device_of(current)), current)
-        return value.put_inputs(args, kwargs, new)
+        return where.put_inputs(args, kwargs, new)
 
     with HookSet() as hooks:
         if inputs:
@@ -218,7 +247,8 @@ def _match(new: tuple[Tensor, ...], current: tuple[Tensor, ...]) -> tuple[Tensor
                 f"replacement of shape {tuple(n.shape)} does not match the layer value's shape "
                 f"{tuple(c.shape)}"
             )
-        out.append(n.to(device=c.device, dtype=c.dtype))
+        # a copy: the model may change the value in place, the stored one must stay intact
+        out.append(n.to(device=c.device, dtype=c.dtype, copy=True))
     return tuple(out)
 
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ._args import call_forward, format_additional_args
 from .ablation import feature_ablation
+from .fastpath import PrefixRecorder, find_root, record_prefix, reuse_prefix
 from .hooks import Captured, StopForward, capture_layer, replace_layer
 
 __all__ = ["layer_feature_ablation", "neuron_gradient", "layer_eval", "select_neuron"]
@@ -59,17 +60,25 @@ def layer_eval(
     additional_forward_args: Any = None,
     attribute_to_layer_input: bool = False,
     device_ids: list[int] | None = None,
-) -> tuple[tuple[Tensor, ...], bool]:
-    """One no-grad forward recording the layer's attributable tensors; ``(tensors, was_tuple)``."""
+    record_root: nn.Module | None = None,
+    first_only: bool = False,
+) -> tuple[tuple[Tensor, ...], bool, PrefixRecorder | None, Any]:
+    """One no-grad forward recording the layer's attributable tensors.
+
+    Returns ``(tensors, was_tuple, prefix, where)``; ``prefix`` records the blocks of
+    ``record_root`` that finished before the layer started (see :mod:`hfattr.core.fastpath`) and
+    ``where`` which members of the layer's value the tensors are.
+    """
     _check_module(layer, "layer")
     args = format_additional_args(additional_forward_args)
     ids = _device_ids(forward_func, device_ids)
-    with torch.no_grad(), capture_layer(layer, inputs=attribute_to_layer_input) as cap:
+    with torch.no_grad(), capture_layer(layer, inputs=attribute_to_layer_input, first_only=first_only) as cap, \
+            record_prefix(record_root, layer, inputs[0].shape[0]) as prefix:
         call_forward(forward_func, inputs, args)
     _check_ran(cap, layer, once=True)
     tensors = cap.gathered(_device_order(ids))
     was_tuple = len(tensors) > 1
-    return tensors, was_tuple
+    return tensors, was_tuple, prefix, cap.value
 
 
 def layer_feature_ablation(
@@ -85,20 +94,31 @@ def layer_feature_ablation(
     perturbations_per_eval: int = 1,
     device_ids: list[int] | None = None,
     skip_id: int | None = None,
+    skip_prefix: bool = True,
+    root: nn.Module | None = None,
+    first_only: bool = False,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """Ablation attributions for a layer's output (or input) values; ``(attributions, was_tuple)``.
 
     Each perturbation reruns ``forward_func`` with the layer's value replaced by the ablated one.
+    With ``skip_prefix`` the blocks that ran before the layer are not recomputed (``root`` is the
+    model; found from ``forward_func`` when not given). Not used under DataParallel.
+    ``first_only`` attributes to the first batch tensor of a tuple value only.
     """
     args = format_additional_args(additional_forward_args)
     ids = _device_ids(forward_func, device_ids)
-    values, was_tuple = layer_eval(
+    record_root = None
+    if skip_prefix and not ids:
+        record_root = root if root is not None else find_root(forward_func, layer)
+    values, was_tuple, prefix, where = layer_eval(
         forward_func,
         layer,
         inputs,
         additional_forward_args=args,
         attribute_to_layer_input=attribute_to_layer_input,
         device_ids=ids,
+        record_root=record_root,
+        first_only=first_only,
     )
     n_values, n_inputs = len(values), len(inputs)
 
@@ -107,7 +127,9 @@ def layer_feature_ablation(
         original = flat[n_values : n_values + n_inputs]
         rest = flat[n_values + n_inputs :]
         by_device = _scatter(new_values, ids)
-        with replace_layer(layer, lambda dev: by_device.get(dev, new_values), inputs=attribute_to_layer_input):
+        with replace_layer(layer, lambda dev: by_device.get(dev, new_values), inputs=attribute_to_layer_input,
+                           value=where), \
+                reuse_prefix(prefix):
             return call_forward(forward_func, original, rest)
 
     attributions = feature_ablation(
@@ -119,6 +141,8 @@ def layer_feature_ablation(
         feature_mask=layer_mask,
         perturbations_per_eval=perturbations_per_eval,
         skip_id=skip_id,
+        mask_name="layer_mask",
+        baseline_name="layer_baselines",
     )
     return attributions, was_tuple
 
@@ -187,11 +211,13 @@ def neuron_gradient(
     additional_forward_args: Any = None,
     attribute_to_neuron_input: bool = False,
     device_ids: list[int] | None = None,
+    stop_early: bool = False,
 ) -> tuple[Tensor, ...]:
     """Gradient of the selected neuron(s), summed over the batch, with respect to each input.
 
-    The forward pass stops as soon as the layer has run (the rest of the model cannot change the
-    neuron), except under DataParallel, where every replica must finish.
+    A layer that runs more than once per forward is refused. With ``stop_early`` (for callers
+    that know the layer runs once) the forward pass ends as soon as the layer has run; never
+    under DataParallel, where every replica must finish.
     """
     _check_module(layer, "layer")
     for i, x in enumerate(inputs):
@@ -201,14 +227,14 @@ def neuron_gradient(
     args = format_additional_args(additional_forward_args)
     ids = _device_ids(forward_func, device_ids)
     leaves = tuple(x.detach().requires_grad_(True) for x in inputs)
-    early_stop = ids is None
+    early_stop = stop_early and ids is None
     with torch.enable_grad():
         with capture_layer(layer, inputs=attribute_to_neuron_input, detach=False, stop=early_stop) as cap:
             try:
                 call_forward(forward_func, leaves, args)
             except StopForward:
                 pass
-        _check_ran(cap, layer, once=False)
+        _check_ran(cap, layer, once=not early_stop)
         device_order = _device_order(ids)
         keys = list(cap.per_device)
         if device_order and len(keys) > 1:

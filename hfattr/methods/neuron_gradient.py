@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..core.layer import neuron_gradient as core_neuron_gradient
-from ..hf.architectures import resolve_sites
+from ..hf.architectures import get_architecture, resolve_sites
 from ..hf.prepare import Prepared
 from ._common import result_fields
 
@@ -52,8 +52,9 @@ def neuron_gradient(prep: Prepared, *, site: Any, neuron: int, position: Any = "
             return (value[..., neuron] * mask.to(value.dtype)).sum(-1)
         return value[rows.to(value.device), torch.tensor(pos, device=value.device), neuron]
 
+    shared = get_architecture(prep.model).shared_blocks
     (grad,) = core_neuron_gradient(prep.forward, module, (prep.embeds,), selector,
-                                   additional_forward_args=prep.forward_args())
+                                   additional_forward_args=prep.forward_args(), stop_early=not shared)
     if reduce == "norm":
         per_token = grad.norm(dim=-1)
     elif reduce == "sum":
