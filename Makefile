@@ -8,7 +8,7 @@ install:
 	$(PYTHON) -m pip install -e ".[test]"
 
 run: install
-	$(PYTHON) benchmarks/bench_ablation.py
+	hfattr explain "the movie was wonderful but the ending was terrible"
 
 test: install
 	$(PYTHON) -m pytest -q
