@@ -218,9 +218,25 @@ register_command("methods", help="list the attribution methods", configure=_conf
                  run=_run_methods)
 
 
+# Modules that register further commands when imported (each calls ``register_command``).
+COMMAND_MODULES = ("hfattr.dataset_cli", "hfattr.evaluate_cli")
+
+
+def _load_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # the module exists but something it needs is missing
+                raise
+
+
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered command."""
+    _load_command_modules()
     parser = argparse.ArgumentParser(prog="hfattr",
                                      description="Feature attribution for Hugging Face transformers models.")
     parser.add_argument("--version", action="version", version=f"hfattr {__version__}")
