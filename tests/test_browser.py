@@ -11,7 +11,8 @@ Chromium loads it from disk twice:
 * ``--screenshot`` of the unmodified report, whose pixels inside each token's
   box must be white for zero scores and coloured otherwise.
 
-Skipped when ``/usr/bin/chromium`` (Debian's ``chromium`` package) is missing.
+Skipped when Chromium is not installed (``/usr/bin/chromium`` from Debian's ``chromium``
+package, or ``chromium`` on PATH).
 """
 
 from __future__ import annotations
@@ -81,9 +82,15 @@ def _result_2d() -> Result:
 
 
 # --------------------------------------------------------------------------- chromium
+def _chromium_path() -> str | None:
+    if os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    return shutil.which("chromium")
+
+
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HOME": str(tmp), "DBUS_SESSION_BUS_ADDRESS": "disabled:"}
-    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args]
+    cmd = [_chromium_path(), *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env)
     except subprocess.TimeoutExpired:
@@ -103,11 +110,9 @@ def _skip_if_unusable(tmp: Path) -> None:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """(report path, parsed probed DOM, screenshot path) for a two-result report."""
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        found = shutil.which("chromium")
-        pytest.skip(f"chromium not installed: {CHROMIUM} not found"
-                    + (f" (a chromium exists at {found}, but the test pins Debian's path)" if found else "")
-                    + "; install Debian's `chromium` package to run this test")
+    if _chromium_path() is None:
+        pytest.skip(f"chromium not installed: no {CHROMIUM} and no `chromium` on PATH "
+                    "(install Debian's `chromium` package to run this test)")
     tmp = tmp_path_factory.mktemp("browser")
     report = save_html([_result_1d(), _result_2d()], tmp / "report.html")
     page = report.read_text(encoding="utf-8")
