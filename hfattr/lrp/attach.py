@@ -1,0 +1,279 @@
+"""Attach LRP rules to a model for the duration of a ``with`` block, and leave no trace.
+
+Everything is per instance and undone in ``finally`` (also when the block raises): module hooks,
+a torch-function mode active only inside classification heads (for their functional ``tanh``),
+and, for transformers models, an attention function registered in transformers'
+``AttentionInterface`` (and the matching mask function) under a fresh name that the model's
+configs point to only while the block runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from ..core.hooks import HookSet
+from .composites import Composite, Plan, _projection_parts, build_plan
+from .rules import PropagationRule, _gelu_tanh_ratio, _phi, _tanh_ratio, _wide, scale_grad, substitute
+
+__all__ = ["attach_rules", "Attachment", "KERNEL_PREFIX"]
+
+KERNEL_PREFIX = "hfattr_lrp"
+_COUNTER = itertools.count()
+
+
+@dataclass
+class Attachment:
+    """What an attached plan did; ``check()`` after a forward pass catches attention it missed."""
+
+    plan: Plan
+    kernel_calls: int = 0
+    kernel_modules: set = field(default_factory=set)
+    attention_ran: set = field(default_factory=set)
+    switched: bool = False
+
+    def check(self) -> None:
+        """Raise if an attention module ran without going through the attention kernel."""
+        missed = [i for i in self.attention_ran if i not in self.kernel_modules]
+        if missed:
+            name = self.plan.names.get(missed[0], "?")
+            kind = self.plan.attention.get(missed[0], self.plan.composite.attention).kind
+            raise RuntimeError(
+                f"attention module {name!r} ran without calling transformers' attention interface, so its "
+                "attention rule was not applied; set the rule at its projections instead, e.g. "
+                f"rules={{{name!r}: AttentionRule({kind!r}, at='projections')}}")
+
+
+def _rule_hook(rule: PropagationRule) -> Callable:
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        return rule.apply(module, args, kwargs, output)
+
+    return hook
+
+
+# --------------------------------------------------------------------------- functional activations
+def _fn_ratio(func: Callable, args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor] | None:
+    if func in (torch.tanh, Tensor.tanh):
+        return _tanh_ratio
+    if func is F.silu:
+        return torch.sigmoid
+    if func is F.gelu:
+        approx = kwargs.get("approximate", args[1] if len(args) > 1 else "none")
+        return _gelu_tanh_ratio if approx == "tanh" else _phi
+    return None
+
+
+class _FunctionalActivations(TorchFunctionMode):
+    """Identity rule for functional ``tanh``/``gelu``/``silu`` calls (classification heads use them)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        ratio = _fn_ratio(func, args, kwargs)
+        if ratio is None or not args or not isinstance(args[0], Tensor) or not isinstance(out, Tensor):
+            return out
+        x = args[0]
+        if not x.requires_grad or out.shape != x.shape:
+            return out
+        return substitute(out, x, ratio(_wide(x.detach())))
+
+
+# --------------------------------------------------------------------------- attention kernel switch
+def _configs(model: nn.Module) -> list[Any]:
+    """Every transformers config reachable from the model's modules (sub-configs included)."""
+    try:
+        from transformers import PretrainedConfig
+    except ImportError:  # pragma: no cover
+        return []
+    found: dict[int, Any] = {}
+    stack = [getattr(m, "config", None) for m in model.modules()]
+    while stack:
+        cfg = stack.pop()
+        if not isinstance(cfg, PretrainedConfig) or id(cfg) in found:
+            continue
+        found[id(cfg)] = cfg
+        for key in getattr(cfg, "sub_configs", {}) or {}:
+            stack.append(getattr(cfg, key, None))
+    return list(found.values())
+
+
+def _eager_attention(module: nn.Module) -> Callable:
+    for cls in type(module).__mro__:
+        fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
+        if callable(fn):
+            return fn
+    raise RuntimeError(f"cannot find the eager attention function of {type(module).__name__}; load the model "
+                       "with attn_implementation='sdpa'")
+
+
+class _KernelSwitch:
+    """Registers an attention function per original implementation and points the configs to it."""
+
+    def __init__(self, model: nn.Module, att: Attachment, verbose: bool) -> None:
+        self.model, self.att, self.verbose = model, att, verbose
+        self.saved: list[tuple[Any, Any]] = []
+        self.keys: list[str] = []
+
+    def on(self) -> None:
+        configs = _configs(self.model)
+        if not configs:
+            return
+        from transformers.masking_utils import AttentionMaskInterface
+        from transformers.modeling_utils import AttentionInterface
+
+        by_impl: dict[str, str] = {}
+        for cfg in configs:
+            impl = cfg.__dict__.get("_attn_implementation_internal")
+            if not isinstance(impl, str):
+                continue
+            if impl.startswith(KERNEL_PREFIX):
+                raise RuntimeError("LRP rules are already attached to this model (nested LRP calls on one model "
+                                   "are not supported)")
+            if impl not in by_impl:
+                key = f"{KERNEL_PREFIX}{next(_COUNTER)}_{impl}"
+                kernel = self._kernel(impl)
+                masks = AttentionMaskInterface._global_mapping
+                AttentionInterface._global_mapping[key] = kernel
+                self.keys.append(key)
+                if impl in masks:
+                    masks[key] = masks[impl]
+                by_impl[impl] = key
+            self.saved.append((cfg, impl))
+            cfg._attn_implementation_internal = by_impl[impl]
+        self.att.switched = bool(self.saved)
+
+    def off(self) -> None:
+        while self.saved:
+            cfg, impl = self.saved.pop()
+            cfg._attn_implementation_internal = impl
+        if self.keys:
+            from transformers.masking_utils import AttentionMaskInterface
+            from transformers.modeling_utils import AttentionInterface
+
+            while self.keys:
+                key = self.keys.pop()
+                AttentionInterface._global_mapping.pop(key, None)
+                AttentionMaskInterface._global_mapping.pop(key, None)
+
+    def _kernel(self, impl: str) -> Callable:
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        inner = ALL_ATTENTION_FUNCTIONS[impl] if impl != "eager" and impl in ALL_ATTENTION_FUNCTIONS else None
+        plan, att, verbose = self.att.plan, self.att, self.verbose
+
+        def kernel(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any):
+            rule = plan.attention_rule(module)
+            att.kernel_calls += 1
+            if id(module) not in att.kernel_modules:
+                att.kernel_modules.add(id(module))
+                if verbose:
+                    print(f"Applied {rule!r} on layer {plan.names.get(id(module), '?')} "
+                          f"({type(module).__name__}, attention kernel)")
+            if rule.at == "kernel":
+                query, key, value = rule.kernel_inputs(query, key, value)
+            fn = inner if inner is not None else _eager_attention(module)
+            return fn(module, query, key, value, *args, **kwargs)
+
+        return kernel
+
+
+# --------------------------------------------------------------------------- attach
+def _half_input(module: nn.Module, args: tuple) -> Any:
+    if args and isinstance(args[0], Tensor) and args[0].requires_grad:
+        return (scale_grad(args[0], 0.5),) + tuple(args[1:])
+    return None
+
+
+def _detach_output(module: nn.Module, args: tuple, output: Any) -> Any:
+    return output.detach() if isinstance(output, Tensor) else None
+
+
+def _projection_hook(parts: str, rule: Any) -> Callable:
+    table = dict(zip("qkv", rule.scales))
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+        if not isinstance(output, Tensor) or not output.requires_grad:
+            return None
+        width = output.shape[-1]
+        if width % len(parts):
+            raise ValueError(f"projection output of width {width} cannot be split into parts {parts!r}")
+        factors = [table[p] for p in parts]
+        if len(set(factors)) == 1:
+            return scale_grad(output, factors[0])
+        vec = torch.repeat_interleave(torch.tensor(factors, dtype=output.dtype, device=output.device),
+                                      width // len(parts))
+        return scale_grad(output, vec)
+
+    return hook
+
+
+@contextlib.contextmanager
+def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", rules: Mapping | None = None,
+                 verbose: bool = False) -> Iterator[Attachment]:
+    """Run the block with LRP rules attached to ``model``; everything is undone on exit.
+
+    Inside the block, ``input * input.grad`` (and ``activation * activation.grad`` at any layer) is
+    the LRP relevance of the explained score. Raises ``TypeError`` before touching the model if a
+    module has no rule.
+    """
+    plan = build_plan(model, composite, rules)
+    att = Attachment(plan)
+    hooks = HookSet()
+    switch = _KernelSwitch(model, att, verbose)
+    modes: list[_FunctionalActivations] = []
+    try:
+        if verbose:
+            for line in plan.describe():
+                print(line)
+            for name, module in plan.passed:
+                print(f"Applied no rule (plain gradient) on layer {name} ({type(module).__name__})")
+        for _, module, rule in plan.module_rules:
+            hooks.add(module.register_forward_hook(_rule_hook(rule), with_kwargs=True))
+        for _, rule, (gate, _up, down) in plan.products:
+            if rule.kind == "uniform":
+                hooks.add(down.register_forward_pre_hook(_half_input))
+            elif rule.kind == "detach_gate":
+                hooks.add(gate.register_forward_hook(_detach_output))
+        for _, rule, proj, parts in plan.projections:
+            hooks.add(proj.register_forward_hook(_projection_hook(parts, rule)))
+        for _, head in plan.heads:
+            def enter(module: nn.Module, args: tuple) -> None:
+                mode = _FunctionalActivations()
+                mode.__enter__()
+                modes.append(mode)
+
+            def leave(module: nn.Module, args: tuple, output: Any) -> None:
+                if modes:
+                    modes.pop().__exit__(None, None, None)
+
+            hooks.add(head.register_forward_pre_hook(enter))
+            hooks.add(head.register_forward_hook(leave, always_call=True))
+        _watch_attention(model, plan, att, hooks)
+        switch.on()
+        yield att
+    finally:
+        hooks.remove()
+        while modes:
+            modes.pop().__exit__(None, None, None)
+        switch.off()
+
+
+def _watch_attention(model: nn.Module, plan: Plan, att: Attachment, hooks: HookSet) -> None:
+    """Record which attention modules (found by their q/k/v children) run with a kernel rule."""
+    for module in model.modules():
+        rule = plan.attention_rule(module)
+        if rule.at != "kernel" or rule.kind == "gradient" or not _projection_parts(module):
+            continue
+
+        def ran(mod: nn.Module, args: tuple) -> None:
+            att.attention_ran.add(id(mod))
+
+        hooks.add(module.register_forward_pre_hook(ran))

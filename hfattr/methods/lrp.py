@@ -1,0 +1,96 @@
+"""``method="lrp"``: layer-wise relevance propagation (AttnLRP, CP-LRP or ε-LRP) per token.
+
+One forward pass with the rules attached and one backward pass per target row; a token's relevance
+is its input embedding times the gradient, summed over the embedding dimension. Relevance at any
+named site (``site=``) is that site's output times its gradient, summed the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from ..hf.architectures import resolve_sites
+from ..hf.prepare import Prepared
+from ..lrp.attach import attach_rules
+from ._common import result_fields
+
+__all__ = ["lrp"]
+
+
+def _first_tensor(out: Any) -> Tensor | None:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((o for o in out if isinstance(o, Tensor)), None)
+    return None
+
+
+def _per_token(value: Tensor, grad: Tensor | None) -> Tensor:
+    """Relevance summed over the last (feature) dimension, in float32 at least."""
+    dtype = torch.float32 if value.dtype in (torch.float16, torch.bfloat16) else value.dtype
+    if grad is None:
+        return torch.zeros(value.shape[:-1], dtype=dtype, device=value.device)
+    return (value.detach().to(dtype) * grad.to(dtype)).sum(-1)
+
+
+def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = None,
+        site: Any = None) -> list[dict]:
+    """Token relevance by LRP for every target row (``composite``: ``"attnlrp"``, ``"cp-lrp"`` or
+    ``"epsilon"``; ``rules`` overrides per module type, name pattern or role; ``site`` adds the
+    relevance at those sites to ``extras["site_relevance"]``)."""
+    if prep.forward.score != "logit":
+        raise ValueError(f"lrp explains logits (score='logit'); got score={prep.forward.score!r}")
+    model = prep.model
+    sites = resolve_sites(model, site) if site is not None else []
+    embeds = prep.embeds.detach().clone().requires_grad_(True)
+    captured: dict[str, list[Tensor]] = {name: [] for name, _ in sites}
+    with torch.enable_grad(), attach_rules(model, composite=composite, rules=rules) as att:
+        handles = []
+        try:
+            for name, module in sites:
+                def keep(mod: Any, args: tuple, out: Any, name: str = name) -> None:
+                    t = _first_tensor(out)
+                    if t is not None and t.requires_grad:
+                        captured[name].append(t)
+
+                handles.append(module.register_forward_hook(keep))
+            scores = prep.forward(embeds, *prep.forward_args())  # (B, R)
+        finally:
+            for h in handles:
+                h.remove()
+        att.check()
+        for name, values in captured.items():
+            if len(values) != 1:
+                raise ValueError(f"site {name!r} produced {len(values)} relevance-carrying values in one forward "
+                                 "pass (not run, or run several times); choose a site that runs once")
+        site_values = [captured[name][0] for name, _ in sites]
+        B, R = scores.shape
+        token_rel, site_rel = [], []
+        for r in range(R):
+            grads = torch.autograd.grad(scores[:, r].sum(), [embeds] + site_values,
+                                        retain_graph=r < R - 1, allow_unused=True)
+            token_rel.append(_per_token(embeds, grads[0]))
+            site_rel.append([_per_token(v, g) for v, g in zip(site_values, grads[1:])])
+    rel = torch.stack(token_rel, dim=1)  # (B, R, L)
+    delta = scores.detach().to(rel.dtype) - rel.sum(-1)  # (B, R)
+    L = prep.enc.input_ids.shape[1]
+    out = []
+    for i in range(B):
+        extras: dict[str, Any] = {"composite": composite if isinstance(composite, str) else composite.name}
+        if sites:
+            pos = prep.enc.positions(i)
+            per_site = {}
+            for k, (name, _) in enumerate(sites):
+                rows = torch.stack([site_rel[r][k][i] for r in range(R)])  # (R, L_site)
+                if rows.shape[-1] == L:
+                    rows = rows[:, pos]
+                per_site[name] = (rows[0] if R == 1 else rows).detach().cpu()
+            extras["sites"] = [name for name, _ in sites]
+            extras["site_relevance"] = per_site
+        scores_i = rel[i, 0] if R == 1 else rel[i]
+        d = delta[i, 0].item() if R == 1 else delta[i].detach().cpu()
+        out.append(result_fields(prep, i, scores_i, extras=extras, delta=d))
+    return out
