@@ -49,7 +49,21 @@ class Prepared:
         dec = None
         if self.targets[0].decoder_ids is not None:
             dec = torch.stack([t.decoder_ids.to(dev) for t in self.targets])
-        return (self.enc.attention_mask, pos, idx, dec, self.enc.extra.get("token_type_ids"))
+        ex = torch.arange(self.embeds.shape[0], device=dev)
+        return (self.enc.attention_mask, pos, idx, dec, self.enc.extra.get("token_type_ids"), ex)
+
+    def perturbation_forward(self, *, fast: bool = True) -> Any:
+        """The forward for methods that perturb the input embeddings.
+
+        On causal LMs (with ``fast``) it reuses the key/value cache of the unchanged prefix.
+        """
+        if fast and self.forward.kind == "causal":
+            from .prefix import PrefixReuseForward
+
+            wrapped = PrefixReuseForward(self.forward, self.embeds, self.forward_args())
+            if wrapped.enabled:
+                return wrapped
+        return self.forward
 
     @torch.no_grad()
     def scores(self, *, score: str | None = None) -> Tensor:

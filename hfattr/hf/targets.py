@@ -197,9 +197,10 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
 
 
 class TargetForward:
-    """``f(embeds, attention_mask, positions, indices[, decoder_ids][, token_type_ids]) -> (B, R)``.
+    """``f(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids, example_ids) -> (B, R)``.
 
-    Everything but the model is passed as tensors so perturbation batches repeat them correctly.
+    Everything but the model is passed as tensors so perturbation batches repeat them correctly;
+    ``example_ids`` says which original text each row comes from (used by fast paths).
     """
 
     def __init__(self, model: nn.Module, kind: str, *, score: str = "logit") -> None:
@@ -209,20 +210,32 @@ class TargetForward:
         self.seq2seq = kind == "seq2seq"
 
     def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
-                 decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None) -> Tensor:
+                 decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
+                 example_ids: Tensor | None = None) -> Tensor:
         kwargs: dict[str, Any] = dict(inputs_embeds=embeds, attention_mask=attention_mask)
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         if self.seq2seq:
             kwargs["decoder_input_ids"] = decoder_ids
-        if self.kind in ("causal", "seq2seq", "next_token", "continuation"):
+        if self.kind in ("causal", "seq2seq"):
             kwargs["use_cache"] = False
         logits = self.model(**kwargs).logits
-        if self.score == "prob":
-            logits = logits.float().softmax(-1)
-        elif self.score == "log_prob":
-            logits = logits.float().log_softmax(-1)
+        return self.select(logits, positions, indices)
+
+    def row_logits(self, logits: Tensor, positions: Tensor) -> Tensor:
+        """``(B, R, V)``: the logits each target row reads."""
         if logits.dim() == 2:  # sequence classification: (B, C)
-            return torch.gather(logits, 1, indices)
+            return logits.unsqueeze(1).expand(-1, positions.shape[1], -1)
         rows = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
-        return logits[rows, positions.clamp(min=0), indices]
+        return logits[rows, positions.clamp(min=0).to(logits.device)]
+
+    def finish(self, rows: Tensor, indices: Tensor) -> Tensor:
+        """Score transform over the class/vocabulary axis, then the target entries: ``(B, R)``."""
+        if self.score == "prob":
+            rows = rows.float().softmax(-1)
+        elif self.score == "log_prob":
+            rows = rows.float().log_softmax(-1)
+        return torch.gather(rows, 2, indices.to(rows.device).unsqueeze(-1)).squeeze(-1)
+
+    def select(self, logits: Tensor, positions: Tensor, indices: Tensor) -> Tensor:
+        return self.finish(self.row_logits(logits, positions), indices)

@@ -8,10 +8,14 @@ from ._common import SKIP, result_fields, token_mask
 
 
 def ablation(prep: Prepared, *, granularity: str = "token", perturbations_per_eval: int = 16,
-             show_progress: bool = False) -> list[dict]:
-    """Score of token i = target(x) − target(x with token i's embedding set to the baseline's)."""
+             show_progress: bool = False, fast: bool = True) -> list[dict]:
+    """Score of token i = target(x) − target(x with token i's embedding set to the baseline's).
+
+    On causal LMs (``fast``) each perturbation recomputes only the positions from the ablated
+    token on; the numbers are the same.
+    """
     (attr,) = feature_ablation(
-        prep.forward,
+        prep.perturbation_forward(fast=fast),
         (prep.embeds,),
         baselines=(prep.baseline,),
         additional_forward_args=prep.forward_args(),

@@ -14,7 +14,8 @@ _TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
 
 
 def sig(prep: Prepared, *, n_steps: int | str = 50, method: str = "gausslegendre",
-        internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False) -> list[dict]:
+        internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
+        fast: bool = True) -> list[dict]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
 
     ``extras`` holds the integration points used per token and the per-token completeness error
@@ -33,7 +34,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, method: str = "gausslegendre
     rows = embeds.shape[0]
     chunk = internal_batch_size or max(rows, _TOKEN_BUDGET // max(L, 1))
     (attr,), info = sequential_integrated_gradients(
-        prep.forward, (embeds,), baselines=(base,), target=target, additional_forward_args=args,
+        prep.perturbation_forward(fast=fast), (embeds,), baselines=(base,), target=target, additional_forward_args=args,
         n_steps=n_steps, method=method, internal_batch_size=chunk, positions=active,
         show_progress=show_progress, tol=tol, with_completeness=True,
     )

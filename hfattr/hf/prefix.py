@@ -1,0 +1,101 @@
+"""Prefix reuse on causal models: a perturbation at position p leaves positions < p unchanged.
+
+``PrefixReuseForward`` wraps a ``TargetForward`` of a causal LM. It runs the unperturbed batch
+once with a key/value cache; each later call finds the first position where any row differs from
+its original text (rows say which text they come from through ``example_ids``) and runs only
+positions from there on, on top of the cached prefix. Target rows that read a position before
+that point take the unperturbed logits. Gradients flow as usual (the cache is a constant, which
+it is for every position before the change). Used only where the cache is a plain per-layer
+key/value cache; otherwise every call is a full forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .targets import TargetForward
+
+__all__ = ["PrefixReuseForward", "supports_prefix_reuse"]
+
+
+def _plain_layers(cache: Any) -> list | None:
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return None
+    for layer in layers:
+        if type(layer).__name__ != "DynamicLayer" or getattr(layer, "keys", None) is None:
+            return None
+    return list(layers)
+
+
+def supports_prefix_reuse(forward: TargetForward) -> bool:
+    """Only causal LMs; the cache type is checked when the wrapper is built."""
+    return forward.kind == "causal"
+
+
+class PrefixReuseForward:
+    """Same signature and numbers as the wrapped ``TargetForward``, computing only suffixes."""
+
+    def __init__(self, forward: TargetForward, embeds: Tensor, args: tuple) -> None:
+        from transformers import DynamicCache
+
+        self.forward = forward
+        self.model = forward.model
+        self.original = embeds.detach()
+        self.calls = self.full_calls = 0
+        self.positions_run = 0
+        attention_mask, positions, indices = args[0], args[1], args[2]
+        import inspect
+
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        with torch.no_grad():
+            out = self.model(inputs_embeds=self.original, attention_mask=attention_mask, use_cache=True)
+        self._cache_type = DynamicCache
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        self.layers = _plain_layers(cache)
+        self.rows = forward.row_logits(out.logits, positions).detach()  # (B, R, V) unperturbed
+        self.keys = [layer.keys.detach() for layer in self.layers] if self.layers else None
+        self.values = [layer.values.detach() for layer in self.layers] if self.layers else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.layers is not None
+
+    def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
+                 decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
+                 example_ids: Tensor | None = None) -> Tensor:
+        self.calls += 1
+        N, L = embeds.shape[:2]
+        if not self.enabled or example_ids is None or L != self.original.shape[1]:
+            self.full_calls += 1
+            self.positions_run += N * L
+            return self.forward(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids)
+        ex = example_ids.to(self.original.device)
+        with torch.no_grad():
+            changed = (embeds.detach() != self.original.index_select(0, ex)).flatten(2).any(-1).any(0)
+        cols = changed.nonzero()
+        start = int(cols[0]) if len(cols) else L
+        if start == 0:
+            self.full_calls += 1
+            self.positions_run += N * L
+            return self.forward(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids)
+        base_rows = self.rows.index_select(0, ex)  # (N, R, V)
+        if start == L:
+            return self.forward.finish(base_rows, indices)
+        cache = self._cache_type()
+        for layer_idx, (k, v) in enumerate(zip(self.keys, self.values)):
+            cache.update(k.index_select(0, ex)[:, :, :start], v.index_select(0, ex)[:, :, :start], layer_idx)
+        out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask,
+                         use_cache=True, **{self._cache_kw: cache})
+        self.positions_run += N * (L - start)
+        suffix = out.logits  # (N, L - start, V)
+        pos = positions.to(suffix.device)
+        late = pos >= start
+        row_idx = torch.arange(N, device=suffix.device).unsqueeze(1)
+        from_suffix = suffix[row_idx, (pos - start).clamp(min=0)]  # (N, R, V)
+        rows = torch.where(late.unsqueeze(-1), from_suffix, base_rows.to(from_suffix.dtype))
+        return self.forward.finish(rows, indices)
