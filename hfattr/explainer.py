@@ -78,8 +78,15 @@ class Explainer:
     def __init__(self, model: nn.Module, tokenizer: Any, *, model_name: str | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a transformers model (torch.nn.Module), got {type(model).__name__}")
-        if model.get_input_embeddings() is None:
-            raise ValueError(f"{type(model).__name__} has no input embeddings; hfattr attributes to them")
+        try:
+            embeddings = model.get_input_embeddings()
+        except (AttributeError, NotImplementedError):
+            embeddings = None
+        if embeddings is None:
+            raise ValueError(
+                f"model {type(model).__name__} has no input embeddings (get_input_embeddings()); hfattr "
+                "attributes to the input embeddings of a transformers model"
+            )
         if tokenizer is None or not callable(tokenizer):
             raise TypeError("tokenizer must be a transformers tokenizer")
         self.model = model
@@ -115,7 +122,7 @@ class Explainer:
         enc_opts = {k: options.pop(k) for k in _ENCODE_OPTIONS if k in options}
         prep_opts = {k: options.pop(k) for k in _PREPARE_OPTIONS if k in options}
         _check_options(spec, options)
-        enc_all, single = encode(self.tokenizer, text, **enc_opts)
+        enc_all, single = encode(self.tokenizer, text, model_max_length=_position_limit(self.model), **enc_opts)
         n = enc_all.batch_size
         targets = target if isinstance(target, list) else [target] * n
         if len(targets) != n:
@@ -151,6 +158,15 @@ class Explainer:
 
     def __repr__(self) -> str:
         return f"Explainer(model={self.model_name!r}, methods={list_methods()})"
+
+
+def _position_limit(model: nn.Module) -> int | None:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_positions"):
+        n = getattr(config, name, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
 
 
 def _leading(cont: str, rows: Any, tokenizer: Any) -> str:

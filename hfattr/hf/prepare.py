@@ -83,6 +83,8 @@ def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str)
     mask = torch.cat([enc.attention_mask[:, :n], ones], dim=1)
     special = torch.cat([enc.special_mask[:, :n], torch.zeros(1, len(ids), dtype=torch.bool, device=dev)], dim=1)
     base = enc.texts[0]
+    if text and base and not base[-1].isspace() and not text[0].isspace():
+        base = base + " "
     joined = base + text
     offsets = word_ids = None
     if enc.offsets is not None:

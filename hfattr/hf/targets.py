@@ -90,12 +90,17 @@ def _label_name(model: nn.Module, idx: int) -> str:
 def _token_ids(tokenizer: Any, text: str, what: str) -> list[int]:
     if not isinstance(text, str) or not text:
         raise ValueError(f"{what} must be a non-empty string")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    fast = getattr(tokenizer, "is_fast", False)
+    out = tokenizer(text, add_special_tokens=False, return_offsets_mapping=fast)
+    ids = out["input_ids"]
     if not ids:
         raise ValueError(f"{what} {text!r} gives no tokens")
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is not None and unk in ids:
-        bad = [tok for tok, i in zip(tokenizer.convert_ids_to_tokens(ids), ids) if i == unk]
+        if fast:
+            bad = [text[s:e] for (s, e), i in zip(out["offset_mapping"], ids) if i == unk]
+        else:
+            bad = [tok for tok, i in zip(tokenizer.convert_ids_to_tokens(ids), ids) if i == unk]
         raise ValueError(
             f"{what} {text!r} has tokens outside the vocabulary (mapped to {tokenizer.unk_token!r}: {bad})"
         )
@@ -231,10 +236,12 @@ class TargetForward:
 
     def finish(self, rows: Tensor, indices: Tensor) -> Tensor:
         """Score transform over the class/vocabulary axis, then the target entries: ``(B, R)``."""
+        if self.score != "logit" and rows.dtype not in (torch.float32, torch.float64):
+            rows = rows.float()  # half precision: normalise in float32
         if self.score == "prob":
-            rows = rows.float().softmax(-1)
+            rows = rows.softmax(-1)
         elif self.score == "log_prob":
-            rows = rows.float().log_softmax(-1)
+            rows = rows.log_softmax(-1)
         return torch.gather(rows, 2, indices.to(rows.device).unsqueeze(-1)).squeeze(-1)
 
     def select(self, logits: Tensor, positions: Tensor, indices: Tensor) -> Tensor:

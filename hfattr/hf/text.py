@@ -91,10 +91,12 @@ def encode(
     add_special_tokens: bool = True,
     chat: bool = False,
     text_pair: Any = None,
+    model_max_length: int | None = None,
 ) -> tuple[Encoded, bool]:
     """Tokenize ``str | list[str] | BatchEncoding`` once; ``(Encoded, was_single)``.
 
-    Texts longer than the limit raise unless ``truncation=True`` (then a warning is given).
+    Texts longer than the limit (``max_length``, else the smaller of the tokenizer's and
+    ``model_max_length``) raise unless ``truncation=True`` (then a warning is given).
     With ``chat=True`` each text is a user message; the template's own tokens count as special.
     """
     if hasattr(tokenizer, "__call__") and _is_batch_encoding(text):
@@ -106,7 +108,8 @@ def encode(
         texts = [r[0] for r in rendered]
         content_spans = [r[1] for r in rendered]
         add_special_tokens = False
-    limit = max_length or _model_limit(tokenizer)
+    limits = [n for n in (_model_limit(tokenizer), model_max_length) if n]
+    limit = max_length or (min(limits) if limits else None)
     kwargs: dict[str, Any] = dict(
         add_special_tokens=add_special_tokens,
         padding=True,
@@ -164,7 +167,7 @@ def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
 def _to_encoded(tokenizer: Any, batch: Any, texts: list[str], content_spans: Any) -> Encoded:
     ids = batch["input_ids"]
     mask = batch["attention_mask"]
-    special = batch["special_tokens_mask"].bool() | ~mask.bool()
+    special = batch["special_tokens_mask"].bool() | ~mask.bool() | _typed_specials(tokenizer, ids)
     offsets = word_ids = None
     if "offset_mapping" in batch:
         offsets = [[tuple(map(int, o)) for o in row.tolist()] for row in batch["offset_mapping"]]
@@ -177,6 +180,15 @@ def _to_encoded(tokenizer: Any, batch: Any, texts: list[str], content_spans: Any
                     special[i, j] = True
     extra = {k: batch[k] for k in ("token_type_ids",) if k in batch}
     return Encoded(ids, mask, special, texts, offsets, word_ids, extra)
+
+
+def _typed_specials(tokenizer: Any, ids: Tensor) -> Tensor:
+    """Special tokens written in the text itself (``[MASK]``, ``<s>``...), except unk, which stands for a word."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special.discard(getattr(tokenizer, "unk_token_id", None))
+    if not special:
+        return torch.zeros_like(ids, dtype=torch.bool)
+    return torch.isin(ids, torch.tensor(sorted(special), dtype=ids.dtype))
 
 
 def baseline_token_id(tokenizer: Any, baseline: Any = None) -> int | None:

@@ -38,7 +38,7 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
     ids = enc.input_ids[i, pos].tolist()
     probs = prep_probability(prep, i)
     t = prep.targets[i]
-    if rows is None and len(t.indices) > 1:
+    if rows is None and len(t.indices) > 1 and scores.dim() == 2:
         rows = list(t.labels)
     sc = scores[..., pos].detach().float().cpu() if scores.dtype in (torch.bfloat16, torch.float16) \
         else scores[..., pos].detach().cpu()
@@ -60,6 +60,6 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
 
 def prep_probability(prep: Prepared, i: int) -> float | list[float]:
     if not hasattr(prep, "_probs"):
-        prep._probs = prep.scores(score="prob").float().cpu()  # type: ignore[attr-defined]
+        prep._probs = prep.scores(score="prob").double().cpu()  # type: ignore[attr-defined]
     row = prep._probs[i].tolist()  # type: ignore[attr-defined]
     return row[0] if len(row) == 1 else row

@@ -19,6 +19,9 @@ from ._common import SKIP, result_fields
 def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: float = 0.0,
                    perturbations_per_eval: int = 16) -> list[dict]:
     """Per site and token: target(x) − target(x with the site's output at that token ablated)."""
+    if getattr(prep.model.config, "is_encoder_decoder", False) and isinstance(sites, str) \
+            and sites in ("attention", "mlp", "block", "blocks"):
+        sites = f"encoder.{sites}"  # columns are input (encoder) tokens
     resolved = resolve_sites(prep.model, sites)
     B, L = prep.enc.input_ids.shape
     dev = prep.embeds.device
