@@ -25,6 +25,7 @@ from ._args import (
     run_forward,
     select_target,
 )
+from .batching import MemoryProbe, auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
 __all__ = ["feature_ablation", "feature_ablation_future", "format_feature_mask"]
@@ -73,7 +74,7 @@ def format_feature_mask(
 def _check_ppe(perturbations_per_eval: Any) -> int:
     if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int):
         raise TypeError(
-            f"perturbations_per_eval must be an int >= 1, got {perturbations_per_eval!r}"
+            f"perturbations_per_eval must be an int >= 1 or 'auto', got {perturbations_per_eval!r}"
         )
     if perturbations_per_eval < 1:
         raise ValueError(f"perturbations_per_eval must be >= 1, got {perturbations_per_eval}")
@@ -122,7 +123,8 @@ class _Plan:
         baseline_name: str = "baselines",
     ) -> None:
         self.inputs = inputs
-        self.ppe = _check_ppe(perturbations_per_eval)
+        self.auto = is_auto(perturbations_per_eval)
+        self.ppe = 1 if self.auto else _check_ppe(perturbations_per_eval)
         self.batch = inputs[0].shape[0]
         check_target(target, self.batch)
         self.target = target
@@ -154,26 +156,60 @@ class _Plan:
                     "dimension must be 1 (shared) or match the number of outputs"
                 )
 
+    def choose_size(self, probe: MemoryProbe) -> None:
+        """With ``perturbations_per_eval='auto'``: as many perturbations as fit in memory."""
+        if self.auto:
+            most = max([len(ids) for ids in self.ids] + [1])
+            self.ppe = max(1, auto_rows(self.inputs, rows_measured=self.batch, probe=probe,
+                                        limit=most * self.batch) // self.batch)
+
+    def step(self, i: int, chunk: Tensor) -> _Step:
+        """The batch ablating feature ids ``chunk`` of input ``i`` (one block of rows per id)."""
+        n = len(chunk)
+        if self._repeated is None or self._repeated[0] != n:
+            self._repeated = (
+                n,
+                tuple(torch.cat([t] * n, dim=0) if n > 1 else t for t in self.inputs),
+                expand_additional_args(self.args, n),
+                expand_target(self.target, n),
+            )
+        _, repeated, args, target = self._repeated
+        x, mask = self.inputs[i], self.masks[i]
+        stacked = mask.unsqueeze(0) == chunk.view((n,) + (1,) * mask.dim())
+        ablated = torch.where(stacked, self.baselines[i], x.unsqueeze(0))
+        batch = list(repeated)
+        batch[i] = ablated.reshape((n * x.shape[0],) + tuple(x.shape[1:]))
+        return _Step(i, stacked, tuple(batch), args, target)
+
+    _repeated: tuple | None = None
+
     def steps(self) -> Iterator[_Step]:
-        full: dict[int, tuple] = {}
-        for i, x in enumerate(self.inputs):
+        for i in range(len(self.inputs)):
             ids = self.ids[i]
             for start in range(0, len(ids), self.ppe):
-                chunk = ids[start : start + self.ppe]
-                n = len(chunk)
-                if n not in full:
-                    full[n] = (
-                        tuple(torch.cat([t] * n, dim=0) if n > 1 else t for t in self.inputs),
-                        expand_additional_args(self.args, n),
-                        expand_target(self.target, n),
-                    )
-                repeated, args, target = full[n]
-                mask = self.masks[i]
-                stacked = mask.unsqueeze(0) == chunk.view((n,) + (1,) * mask.dim())
-                ablated = torch.where(stacked, self.baselines[i], x.unsqueeze(0))
-                batch = list(repeated)
-                batch[i] = ablated.reshape((n * x.shape[0],) + tuple(x.shape[1:]))
-                yield _Step(i, stacked, tuple(batch), args, target)
+                yield self.step(i, ids[start : start + self.ppe])
+
+    def run(self, evaluate: Callable[[_Step], Tensor], totals: "_Totals", bar: Any) -> None:
+        """Evaluate every perturbation; in auto mode an out-of-memory call is retried smaller."""
+        for i in range(len(self.inputs)):
+            ids, start = self.ids[i], 0
+            while start < len(ids):
+                n = min(self.ppe, len(ids) - start)
+                step = self.step(i, ids[start : start + n])
+                try:
+                    out = evaluate(step)
+                except Exception as err:  # noqa: BLE001 - only memory errors are handled
+                    if not (self.auto and n > 1 and is_out_of_memory(err)):
+                        raise
+                    del step
+                    self._repeated = None
+                    self.ppe = max(1, n // 2)
+                    if self.inputs[0].is_cuda:
+                        torch.cuda.empty_cache()
+                    continue
+                totals.add(step, out)
+                start += n
+                bar.update()
 
 
 class _Totals:
@@ -192,7 +228,7 @@ class _Totals:
 
     def add(self, step: _Step, modified: Tensor) -> None:
         n = step.n
-        if self.plan.ppe > 1 and (
+        if (self.plan.ppe > 1 or self.plan.auto) and (
             self.initial.dim() == 0
             or modified.dim() == 0
             or modified.shape[0] != n * self.initial.shape[0]
@@ -247,13 +283,15 @@ def feature_ablation(
         mask_name=mask_name,
         baseline_name=baseline_name,
     )
-    with torch.no_grad(), progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
-        initial = run_forward(forward_func, inputs, target, plan.args)
-        bar.update()
+    probe = MemoryProbe(inputs[0].device)
+    with torch.no_grad():
+        with probe.measure():
+            initial = run_forward(forward_func, inputs, target, plan.args)
         totals = _Totals(plan, initial)
-        for step in plan.steps():
-            totals.add(step, run_forward(forward_func, step.inputs, step.target, step.args))
+        plan.choose_size(probe)
+        with progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
             bar.update()
+            plan.run(lambda step: run_forward(forward_func, step.inputs, step.target, step.args), totals, bar)
     return totals.result()
 
 
@@ -288,6 +326,7 @@ def feature_ablation_future(
             )
         return fut.then(lambda f: select_target(as_output_tensor(f.value()), tgt))
 
+    plan.choose_size(MemoryProbe(inputs[0].device))
     with progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
         first = launch(inputs, plan.args, target)
         bar.update()

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ._args import format_additional_args, format_baselines, run_forward, select_target
+from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
 __all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
@@ -127,32 +128,51 @@ def _chunks(n_rows: int, size: int) -> Iterator[slice]:
 
 def _integrate(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
                args: tuple | None, rows: tuple[Tensor, Tensor], alphas: Tensor, weights: Tensor,
-               chunk: int, grads: list[Tensor], bar: Any) -> int:
-    """Add ``weight * dF/dx[b, i]`` at the interpolated point of every row into ``grads``."""
+               chunk: int, grads: list[Tensor], bar: Any, *, shrink_on_oom: bool = False) -> int:
+    """Add ``weight * dF/dx[b, i]`` at the interpolated point of every row into ``grads``.
+
+    With ``shrink_on_oom`` a chunk that runs out of memory is retried with half the rows.
+    """
     ex, pos = rows
-    B = inputs[0].shape[0]
-    calls = 0
-    for sl in _chunks(len(ex), chunk):
-        e, p, a, w = ex[sl], pos[sl], alphas[sl], weights[sl]
-        leaves, batch = [], []
-        for x, b in zip(inputs, bases):
-            xr, br = x[e, p], b[e, p]
-            shape = (-1,) + (1,) * (xr.dim() - 1)
-            z = (br + a.to(x.dtype).view(shape) * (xr - br)).detach().requires_grad_(True)
-            full = x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), z)
-            leaves.append(z)
-            batch.append(full)
-        with torch.enable_grad():
-            out = run_forward(forward_func, tuple(batch), _gather_target(target, e), _gather_args(args, e, B))
-            g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
-        for k, gk in enumerate(g):
-            if gk is None:
-                continue
-            contrib = gk.detach() * w.to(gk.dtype).view((-1,) + (1,) * (gk.dim() - 1))
-            grads[k].index_put_((e, p), contrib, accumulate=True)
+    calls, start = 0, 0
+    while start < len(ex):
+        sl = slice(start, min(len(ex), start + chunk))
+        try:
+            _integrate_chunk(forward_func, inputs, bases, target, args, ex[sl], pos[sl], alphas[sl],
+                             weights[sl], grads)
+        except Exception as err:  # noqa: BLE001 - only memory errors are handled
+            if not (shrink_on_oom and chunk > 1 and is_out_of_memory(err)):
+                raise
+            chunk = max(1, chunk // 2)
+            if inputs[0].is_cuda:
+                torch.cuda.empty_cache()
+            continue
+        start = sl.stop
         calls += 1
         bar.update()
     return calls
+
+
+def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
+                     args: tuple | None, e: Tensor, p: Tensor, a: Tensor, w: Tensor, grads: list[Tensor]) -> None:
+    """One forward + backward over the rows ``(e, p)`` at interpolation points ``a``, weights ``w``."""
+    B = inputs[0].shape[0]
+    leaves, batch = [], []
+    for x, b in zip(inputs, bases):
+        xr, br = x[e, p], b[e, p]
+        shape = (-1,) + (1,) * (xr.dim() - 1)
+        z = (br + a.to(x.dtype).view(shape) * (xr - br)).detach().requires_grad_(True)
+        full = x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), z)
+        leaves.append(z)
+        batch.append(full)
+    with torch.enable_grad():
+        out = run_forward(forward_func, tuple(batch), _gather_target(target, e), _gather_args(args, e, B))
+        g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
+    for k, gk in enumerate(g):
+        if gk is None:
+            continue
+        contrib = gk.detach() * w.to(gk.dtype).view((-1,) + (1,) * (gk.dim() - 1))
+        grads[k].index_put_((e, p), contrib, accumulate=True)
 
 
 @torch.no_grad()
@@ -221,6 +241,10 @@ def sequential_integrated_gradients(
         raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use method='gausslegendre'")
     if not auto:
         quadrature(method, n_steps)  # validates n_steps and method early
+    auto_chunk = is_auto(internal_batch_size)
+    if auto_chunk:
+        # forward + backward: budget twice the working memory of a forward row
+        internal_batch_size = max(inputs[0].shape[0], auto_rows(inputs, rows_measured=1) // 2)
     if internal_batch_size is not None:
         if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int):
             raise TypeError(f"internal_batch_size must be an int or None, got {internal_batch_size!r}")
@@ -253,7 +277,7 @@ def sequential_integrated_gradients(
         grads = [torch.zeros_like(x) for x in inputs]
         with progress_bar(-(-len(row_ex) // chunk), show_progress, label) as bar:
             info.passes += _integrate(forward_func, inputs, bases, target, args, (row_ex, row_pos), row_a, row_w,
-                                      chunk, grads, bar)
+                                      chunk, grads, bar, shrink_on_oom=auto_chunk)
         info.rows += len(row_ex)
         steps[act] = n
         out = []
@@ -263,16 +287,21 @@ def sequential_integrated_gradients(
         return tuple(out)
 
     chunk_eval = internal_batch_size or max(int(active.sum()), 1)
+
+    def multiplied(a: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        # completeness holds for the attributions multiplied by (x - baseline)
+        return a if multiply_by_inputs else tuple(t * (x - b) for t, x, b in zip(a, inputs, bases))
+
     if not auto:
         attrs = run(active, n_steps, "SIG")
         if with_completeness:
-            info.completeness_error = completeness_error(forward_func, attrs, inputs, bases, target, args,
-                                                         active, chunk_eval)
+            info.completeness_error = completeness_error(forward_func, multiplied(attrs), inputs, bases, target,
+                                                         args, active, chunk_eval)
         return attrs, info
 
     n = start_steps
     attrs = run(active, n, f"SIG ({n} steps)")
-    err = completeness_error(forward_func, attrs, inputs, bases, target, args, active, chunk_eval)
+    err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, active, chunk_eval)
     todo = active & (err.abs() > tol)
     while todo.any() and n < max_steps:
         n = min(2 * n, max_steps)
@@ -280,7 +309,7 @@ def sequential_integrated_gradients(
         for a, r in zip(attrs, refined):
             mask = todo.view(B, L, *([1] * (a.dim() - 2)))
             a.copy_(torch.where(mask, r, a))
-        new_err = completeness_error(forward_func, attrs, inputs, bases, target, args, todo, chunk_eval)
+        new_err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, todo, chunk_eval)
         err = torch.where(todo, new_err, err)
         todo = todo & (err.abs() > tol)
     info.completeness_error = err
