@@ -72,10 +72,12 @@ class _EmbeddingCapture:
                 h.remove()
 
     def _hook(self, module: nn.Module, args: tuple, output: Any) -> Any:
-        if not args or not isinstance(output, Tensor):
+        if not args or not isinstance(args[0], Tensor) or not isinstance(output, Tensor):
             return None
+        a = args[0]
         for i, t in self.ids.items():
-            if args[0] is t:
+            # the ids themselves, or a view of them (models often reshape before the lookup)
+            if a is t or (a.numel() == t.numel() and a.dtype == t.dtype and a.data_ptr() == t.data_ptr()):
                 leaf = output.detach().requires_grad_(True)
                 self.seen.append((i, leaf))
                 return leaf
@@ -153,7 +155,7 @@ class LRP:
         for i, g in zip(floats, grads[: len(floats)]):
             result[i] = _relevance(leaves[i], g)
         for (i, emb), g in zip(capture.seen, grads[len(floats):]):
-            r = _relevance(emb, g).sum(-1)
+            r = _relevance(emb, g).sum(-1).reshape(leaves[i].shape)
             result[i] = r if result[i] is None else result[i] + r
         for i in ids:
             if result[i] is None:

@@ -277,6 +277,11 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
                 "models the role 'blocks.i.attention' is the output projection: use 'blocks.i')")
         if isinstance(rule, AttentionRule):
             attn, rule = rule, _NO_RULE
+        if isinstance(module, nn.MultiheadAttention) and attn.kind != "gradient":
+            raise TypeError(
+                f"{name!r} is a torch nn.MultiheadAttention, whose attention the {attn.kind} rule cannot reach "
+                "(it neither uses transformers' attention interface nor separate q/k/v projections); pass "
+                f"rules={{{name!r}: AttentionRule('gradient')}} to propagate through it by the plain gradient")
         elif isinstance(rule, ProductRule):
             product, rule = rule, _NO_RULE
         plan.attention[id(module)] = attn
