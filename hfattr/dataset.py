@@ -1,0 +1,489 @@
+"""Attribution over a whole dataset: ``attribute_dataset`` writes Parquet shards and a manifest.
+
+Rows are cut into shards of ``shard_size`` consecutive row ids. Each shard is attributed in
+batches of rows sorted by length, then written atomically; a rerun on the same output directory
+skips the shards already there. Under ``accelerate launch`` shard ``k`` goes to process
+``k % num_processes``, so the files are the same whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._version import __version__
+from .dataset_io import (RUN_FORMAT, failed_row, list_shards, load_results, read_manifest,
+                         remove_stale_temporaries, result_row, shard_info, shard_name, write_manifest,
+                         write_shard)
+from .explainer import _ENCODE_OPTIONS, _PREPARE_OPTIONS, Explainer, _check_options, _jsonable, get_method
+
+__all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "DEFAULT_SHARD_SIZE", "process_state"]
+
+DEFAULT_SHARD_SIZE = 1000
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
+                  ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".arrow": "arrow"}
+_OWN_FILES = ("corpus_summary.csv", "corpus_summary.png")
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``rows_new``/``tokens_new`` count this call; the rest the whole output."""
+
+    output_dir: str
+    rows_total: int
+    rows_done: int
+    rows_new: int
+    rows_resumed: int
+    tokens_new: int
+    failures: int
+    wall_s: float
+    num_processes: int = 1
+
+    @property
+    def complete(self) -> bool:
+        return self.rows_done == self.rows_total
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_new / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rows_per_s": self.rows_per_s, "complete": self.complete}
+
+    def format(self) -> str:
+        """A few lines for the terminal."""
+        return "\n".join([
+            f"rows:       {self.rows_done}/{self.rows_total} (new {self.rows_new}, resumed {self.rows_resumed})",
+            f"tokens:     {self.tokens_new}",
+            f"rows/s:     {self.rows_per_s:.2f}",
+            f"wall time:  {self.wall_s:.1f} s",
+            f"failures:   {self.failures}",
+            f"processes:  {self.num_processes}",
+            f"output:     {self.output_dir}",
+        ])
+
+
+# --------------------------------------------------------------------------- data
+def load_data(data: Any, *, split: str | None = None) -> Any:
+    """``data`` as a ``datasets.Dataset``: a Dataset, a DatasetDict (with ``split``), a local
+    CSV / JSON Lines / Parquet / text / Arrow file or folder, or a name for ``datasets.load_dataset``."""
+    import datasets
+
+    if isinstance(data, datasets.DatasetDict):
+        return _pick_split(data, split)
+    if isinstance(data, datasets.Dataset):
+        if split is not None:
+            raise ValueError(f"split={split!r} was given but data is already a single Dataset")
+        return data
+    if isinstance(data, (datasets.IterableDataset, datasets.IterableDatasetDict)):
+        raise TypeError("data is a streaming (iterable) dataset; give a Dataset (load it without streaming=True)")
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError("data must be a datasets.Dataset, a file or folder path, or a dataset name, "
+                        f"got {type(data).__name__}")
+    path = os.path.expanduser(os.fspath(data))
+    if not path.strip():
+        raise ValueError("data is an empty string; give a file path or a dataset name")
+    if os.path.isfile(path):
+        ext = os.path.splitext(path)[1].lower()
+        builder = _FILE_BUILDERS.get(ext)
+        if builder is None:
+            raise ValueError(f"data file {path!r} has an unknown extension {ext!r}; expected one of "
+                             f"{sorted(_FILE_BUILDERS)}")
+        kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
+        loaded = datasets.load_dataset(builder, data_files=path, **kwargs)
+        return _pick_split(loaded, split)
+    if os.path.isdir(path) or os.path.isabs(path) or path.startswith(("./", "../")):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"data path {path!r} does not exist")
+    try:
+        loaded = datasets.load_dataset(path, split=split)
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
+        raise ValueError(f"could not load dataset {path!r}: {err}") from err
+    return _pick_split(loaded, None) if isinstance(loaded, datasets.DatasetDict) else loaded
+
+
+def _pick_split(dd: Any, split: str | None) -> Any:
+    names = list(dd.keys())
+    if split is None:
+        if len(names) == 1:
+            return dd[names[0]]
+        raise ValueError(f"the dataset has splits {names}; pass split= (--split) to choose one")
+    if split not in dd:
+        raise ValueError(f"split {split!r} not found; the dataset has splits {names}")
+    return dd[split]
+
+
+def _check_columns(ds: Any, text_column: str, target_column: str | None) -> None:
+    import datasets
+
+    cols = list(ds.column_names)
+    for arg, col in (("text_column", text_column), ("target_column", target_column)):
+        if col is not None and col not in cols:
+            raise ValueError(f"{arg} {col!r} is not a column of the dataset; its columns are {cols}")
+    feat = ds.features[text_column]
+    if not (isinstance(feat, datasets.Value) and feat.dtype in ("string", "large_string")):
+        kind = feat.dtype if isinstance(feat, datasets.Value) else type(feat).__name__
+        raise TypeError(f"text_column {text_column!r} holds {kind} values, not text (strings)")
+    if target_column is not None:
+        tf = ds.features[target_column]
+        ok = isinstance(tf, datasets.ClassLabel) or (
+            isinstance(tf, datasets.Value) and (tf.dtype.startswith(("int", "uint")) or "string" in tf.dtype))
+        if not ok:
+            kind = tf.dtype if isinstance(tf, datasets.Value) else type(tf).__name__
+            raise TypeError(f"target_column {target_column!r} holds {kind} values; expected label ids (int) "
+                            "or label names / target texts (str)")
+
+
+def _data_digest(ds: Any, text_column: str, target_column: str | None) -> str:
+    h = hashlib.sha256()
+    cols = [text_column] + ([target_column] if target_column else [])
+    for batch in ds.select_columns(cols).iter(batch_size=4096):
+        targets = batch[target_column] if target_column else [None] * len(batch[text_column])
+        for t, g in zip(batch[text_column], targets):
+            h.update(json.dumps([t, g]).encode("utf-8"))
+            h.update(b"\n")
+    return h.hexdigest()
+
+
+def _model_digest(explainer: Explainer) -> str:
+    """A cheap identity of model and tokenizer: config, parameter names/shapes and sampled values."""
+    model, tok = explainer.model, explainer.tokenizer
+    h = hashlib.sha256(type(model).__name__.encode())
+    cfg = {k: v for k, v in model.config.to_dict().items()
+           if not k.startswith("_") and k not in ("name_or_path", "transformers_version")}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, p in model.named_parameters():
+        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+        if p.device.type != "meta" and p.numel():
+            flat = p.detach().reshape(-1)
+            h.update(flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes())
+    h.update(type(tok).__name__.encode())
+    with contextlib.suppress(Exception):
+        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- run identity
+def _identity(explainer: Explainer, method: str, options: dict, target: Any, text_column: str,
+              target_column: str | None, n_rows: int, digest: str, shard_size: int) -> dict:
+    return {
+        "model": {"digest": _model_digest(explainer)},  # the name is kept in the manifest, not compared
+        "method": method,
+        "options": _jsonable(options),
+        "target": _jsonable(target),
+        "text_column": text_column,
+        "target_column": target_column,
+        "data": {"rows": n_rows, "digest": digest},
+        "shard_size": shard_size,
+    }
+
+
+def _fingerprint(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+_WHAT = {"model": "model", "method": "method", "options": "method options", "target": "target",
+         "text_column": "text column", "target_column": "target column", "data": "data rows",
+         "shard_size": "shard size"}
+
+
+def _check_resume(out: Path, manifest: dict | None, identity: dict, fp: str, model_name: str) -> None:
+    if manifest is not None and manifest.get("fingerprint") != fp:
+        old = manifest.get("identity", {})
+        diffs = []
+        for key, what in _WHAT.items():
+            a, b = old.get(key), identity[key]
+            if a == b:
+                continue
+            if key == "model":
+                a = f"{manifest.get('model')} (weights/config digest {(a or {}).get('digest', '?')[:12]})"
+                b = f"{model_name} (weights/config digest {b['digest'][:12]})"
+            elif key == "data":
+                a = f"{(a or {}).get('rows')} rows with digest {(a or {}).get('digest', '?')[:12]}"
+                b = f"{b['rows']} rows with digest {b['digest'][:12]}"
+            else:
+                a, b = json.dumps(a, sort_keys=True), json.dumps(b, sort_keys=True)
+            diffs.append(f"{what}: {a} there, {b} now")
+        raise ValueError(f"output_dir {str(out)!r} holds a run with different settings ({'; '.join(diffs)}); "
+                         "rerun with the same settings to resume, or choose a new output directory")
+    if manifest is None and out.is_dir():
+        stray = [p.name for p in out.iterdir()
+                 if not (p.name.startswith((".tmp-", "shard-")) or p.name in _OWN_FILES)]
+        if stray:
+            raise ValueError(f"output_dir {str(out)!r} is not empty and holds no hfattr manifest "
+                             f"(found {sorted(stray)[:5]}); choose a new or empty directory")
+    for k, path in list_shards(out).items():
+        info = shard_info(path)
+        if info is not None and info.get("fingerprint") != fp:
+            raise ValueError(f"output_dir {str(out)!r} holds {path.name} from a different run "
+                             f"(fingerprint {info.get('fingerprint')}, now {fp}); choose a new output directory")
+
+
+# --------------------------------------------------------------------------- the run
+class _Run:
+    """One process's share of a dataset run."""
+
+    def __init__(self, explainer: Explainer, ds: Any, *, text_column: str, target_column: str | None,
+                 method: str, options: dict, target: Any, batch_size: int, shard_size: int, fp: str,
+                 out: Path, process_index: int) -> None:
+        from .hf.targets import head_kind
+
+        self.explainer, self.ds = explainer, ds
+        self.text_column, self.target_column = text_column, target_column
+        self.method, self.options, self.target = method, options, target
+        self.batch_size, self.shard_size, self.fp, self.out = batch_size, shard_size, fp, out
+        self.process_index = process_index
+        self.spec = get_method(method)
+        self.enc_opts = {k: v for k, v in options.items() if k in _ENCODE_OPTIONS}
+        try:
+            self.head = head_kind(explainer.model)
+        except ValueError:
+            self.head = None
+
+    def shard_range(self, k: int) -> tuple[int, int]:
+        return k * self.shard_size, min(len(self.ds), (k + 1) * self.shard_size)
+
+    def run_shard(self, k: int, bar: Any) -> dict:
+        start, stop = self.shard_range(k)
+        chunk = self.ds[start:stop]
+        texts = chunk[self.text_column]
+        targets = chunk[self.target_column] if self.target_column else [self.target] * len(texts)
+        rows, todo = [], []
+        for j, (text, tgt) in enumerate(zip(texts, targets)):
+            problem = _text_problem(text)
+            if problem:
+                rows.append(failed_row(start + j, text, problem, tgt))
+            else:
+                todo.append((start + j, text, tgt))
+        bar.update(len(rows))
+        lengths = self._lengths([t for _, t, _ in todo])
+        order = sorted(range(len(todo)), key=lambda i: (lengths[i], i))
+        for b in range(0, len(order), self.batch_size):
+            batch = [todo[i] for i in order[b : b + self.batch_size]]
+            rows.extend(self._attribute(batch))
+            bar.update(len(batch))
+        info = {"fingerprint": self.fp, "shard": k, "start": start, "stop": stop, "rows": len(rows),
+                "failures": sum(r["status"] != "ok" for r in rows),
+                "tokens": sum(r["n_tokens"] or 0 for r in rows), "process": self.process_index}
+        write_shard(self.out / shard_name(k), rows, info)
+        return info
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        try:
+            return [len(ids) for ids in self.explainer.tokenizer(texts)["input_ids"]]
+        except Exception:  # sorting only: fall back to characters
+            return [len(t) for t in texts]
+
+    def _attribute(self, batch: list[tuple[int, str, Any]]) -> list[dict]:
+        """Rows for a batch; on an error, each row is retried alone so one bad row fails alone."""
+        texts = [t for _, t, _ in batch]
+        targets = [g for _, _, g in batch]
+        grad = torch.enable_grad() if self.spec.needs_grad else torch.no_grad()
+        try:
+            with grad:
+                results = self.explainer.explain(texts, method=self.method, target=targets,
+                                                 batch_size=len(texts), **self.options)
+            if len(results) != len(batch):
+                raise RuntimeError(f"method {self.method!r} returned {len(results)} results for {len(batch)} texts")
+            preds = self._predictions(texts, targets, results)
+        except Exception as err:
+            if len(batch) > 1:
+                return [row for one in batch for row in self._attribute([one])]
+            rid, text, tgt = batch[0]
+            return [failed_row(rid, text, f"{type(err).__name__}: {' '.join(str(err).split())}", tgt)]
+        return [result_row(rid, res, p) for (rid, _, _), res, p in zip(batch, results, preds)]
+
+    def _predictions(self, texts: list[str], targets: list, results: list) -> list[tuple]:
+        """``(id, label, probability)`` of the model's prediction per text (None where unknown)."""
+        out: list[tuple] = []
+        for tgt, res in zip(targets, results):
+            t = res.target or {}
+            if tgt is None and isinstance(t.get("id"), int) and isinstance(res.probability, float):
+                out.append((t["id"], None if t.get("label") is None else str(t["label"]), res.probability))
+            else:
+                out.append((None, None, None))
+        need = [i for i, p in enumerate(out) if p[0] is None]
+        if need and self.head == "class":
+            for i, p in zip(need, self._classify([texts[i] for i in need])):
+                out[i] = p
+        return out
+
+    @torch.no_grad()
+    def _classify(self, texts: list[str]) -> list[tuple]:
+        from .hf.prepare import input_device
+        from .hf.text import encode
+
+        model = self.explainer.model
+        enc, _ = encode(self.explainer.tokenizer, texts, **self.enc_opts)
+        enc = enc.to(input_device(model))
+        with self.explainer._scoped():
+            logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, **enc.extra).logits
+        prob, idx = logits.float().softmax(-1).max(-1)
+        id2label = {int(k): str(v) for k, v in (getattr(model.config, "id2label", None) or {}).items()}
+        return [(int(i), id2label.get(int(i), str(int(i))), float(p)) for i, p in zip(idx.tolist(), prob.tolist())]
+
+
+def process_state() -> Any:
+    """accelerate's ``PartialState``: this process's index and the process count.
+
+    Without a GPU, processes started by ``accelerate launch`` / ``torchrun`` join as CPU processes.
+    """
+    from accelerate import PartialState
+
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    xpu = getattr(torch, "xpu", None)
+    has_gpu = torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
+    return PartialState(cpu=use_cpu or not has_gpu)
+
+
+def _text_problem(text: Any) -> str | None:
+    if text is None:
+        return "text is missing (None)"
+    if not isinstance(text, str):
+        return f"text is a {type(text).__name__}, not a string"
+    if not text.strip():
+        return "text is empty"
+    return None
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="rows", desc="attributing", disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr, smoothing=0.1)
+
+
+def _scan(out: Path, fp: str, n_shards: int) -> dict[int, dict]:
+    done = {}
+    for k, path in list_shards(out).items():
+        info = shard_info(path)
+        if k < n_shards and info is not None and info.get("fingerprint") == fp:
+            done[k] = info
+    return done
+
+
+def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, target_column: str | None = None,
+                      method: str, output_dir: str | os.PathLike, batch_size: int = 16,
+                      max_rows: int | None = None, split: str | None = None, shard_size: int | None = None,
+                      target: Any = None, progress: bool = True, data_source: str | None = None,
+                      **method_options: Any) -> RunSummary:
+    """Attribute every row of ``data`` and write Parquet shards and a manifest to ``output_dir``.
+
+    ``data``: a ``datasets.Dataset`` (or DatasetDict with ``split``), a local CSV / JSON Lines /
+    Parquet / text file, or a dataset name. ``target_column`` holds each row's target (label id
+    or name, or a continuation text); without it every row uses ``target`` (default: the
+    prediction). Rerunning on the same ``output_dir`` resumes; other settings are refused.
+    Returns a :class:`RunSummary`.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(explainer, Explainer):
+        raise TypeError(f"explainer must be an hfattr.Explainer, got {type(explainer).__name__}")
+    spec = get_method(method)
+    _check_options(spec, {k: v for k, v in method_options.items() if k not in _ENCODE_OPTIONS + _PREPARE_OPTIONS})
+    for reserved in ("text", "method_options"):
+        if reserved in method_options:
+            raise TypeError(f"attribute_dataset got an unexpected keyword {reserved!r}")
+    for name, value, least in (("batch_size", batch_size, 1), ("max_rows", max_rows, 1),
+                               ("shard_size", shard_size, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    if not isinstance(text_column, str) or not text_column:
+        raise ValueError(f"text_column must be a column name (str), got {text_column!r}")
+    if target_column is not None and target is not None:
+        raise ValueError("give target_column (a target per row) or target (one for all rows), not both")
+    if output_dir is None or not os.fspath(output_dir).strip():
+        raise ValueError("output_dir must be a directory path")
+    out = Path(os.path.expanduser(os.fspath(output_dir)))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {str(out)!r} exists and is not a directory")
+
+    state = process_state()
+    with state.main_process_first():
+        ds = load_data(data, split=split)
+    _check_columns(ds, text_column, target_column)
+    if max_rows is not None and max_rows < len(ds):
+        ds = ds.select(range(max_rows))
+    if len(ds) == 0:
+        raise ValueError("the dataset is empty (0 rows); nothing to attribute")
+    ds = ds.select_columns([text_column] + ([target_column] if target_column else []))
+    n = len(ds)
+
+    manifest = read_manifest(out)
+    if shard_size is None:
+        shard_size = (manifest or {}).get("identity", {}).get("shard_size") or DEFAULT_SHARD_SIZE
+    identity = _identity(explainer, method, method_options, target, text_column, target_column, n,
+                         _data_digest(ds, text_column, target_column), shard_size)
+    fp = _fingerprint(identity)
+    _check_resume(out, manifest, identity, fp, explainer.model_name)
+    n_shards = math.ceil(n / shard_size)
+    done_before = _scan(out, fp, n_shards)
+    state.wait_for_everyone()  # every process has checked before anything is written
+
+    base = {
+        "format": RUN_FORMAT, "format_version": 1, "hfattr_version": __version__, "fingerprint": fp,
+        "identity": identity, "model": explainer.model_name, "method": method,
+        "options": _jsonable(method_options), "target": _jsonable(target),
+        "source": {"data": data_source or _describe(data), "split": split, "max_rows": max_rows},
+        "rows_total": n, "n_shards": n_shards, "batch_size": batch_size,
+    }
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        write_manifest(out, _manifest(base, done_before, status="running", num_processes=state.num_processes))
+    state.wait_for_everyone()
+
+    run = _Run(explainer, ds, text_column=text_column, target_column=target_column, method=method,
+               options=method_options, target=target, batch_size=batch_size, shard_size=shard_size, fp=fp,
+               out=out, process_index=state.process_index)
+    mine = [k for k in range(n_shards) if k not in done_before and k % state.num_processes == state.process_index]
+    total = sum(run.shard_range(k)[1] - run.shard_range(k)[0] for k in mine)
+    with _progress(total, progress and state.is_main_process) as bar:
+        for k in mine:
+            run.run_shard(k, bar)
+    state.wait_for_everyone()
+
+    done = _scan(out, fp, n_shards)
+    new = [info for k, info in done.items() if k not in done_before]
+    summary = RunSummary(
+        output_dir=str(out), rows_total=n, rows_done=sum(i["rows"] for i in done.values()),
+        rows_new=sum(i["rows"] for i in new), rows_resumed=sum(i["rows"] for i in done_before.values()),
+        tokens_new=sum(i["tokens"] for i in new), failures=sum(i["failures"] for i in done.values()),
+        wall_s=time.perf_counter() - t0, num_processes=state.num_processes,
+    )
+    if state.is_main_process:
+        status = "complete" if summary.complete else "incomplete"
+        write_manifest(out, _manifest(base, done, status=status, num_processes=state.num_processes,
+                                      last_run=summary.to_dict()))
+    state.wait_for_everyone()
+    return summary
+
+
+def _manifest(base: dict, done: dict[int, dict], *, status: str, num_processes: int,
+              last_run: dict | None = None) -> dict:
+    shards = [{"file": shard_name(k), **{key: info[key] for key in
+                                          ("start", "stop", "rows", "failures", "tokens", "process")}}
+              for k, info in sorted(done.items())]
+    return {**base, "status": status, "num_processes": num_processes, "shards": shards,
+            "rows_done": sum(s["rows"] for s in shards), "failures": sum(s["failures"] for s in shards),
+            "tokens": sum(s["tokens"] for s in shards), "last_run": last_run,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        return os.path.abspath(path) if os.path.exists(path) else path
+    fp = getattr(data, "_fingerprint", None)
+    return f"{type(data).__name__}" + (f" (fingerprint {fp})" if fp else "")

@@ -1,0 +1,281 @@
+"""Files of a dataset run: Parquet shards (one row per input row), the manifest, and reading them back.
+
+A run directory holds ``shard-NNNNN.parquet`` files, each covering a fixed range of row ids,
+and ``manifest.json``. Every file is written to a temporary name and then renamed, so a file
+that exists is complete. Each shard's Parquet schema metadata (key ``hfattr``) records the
+run fingerprint and its row range, which is what a resumed run checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .result import Result
+
+__all__ = ["SCHEMA", "MANIFEST", "shard_name", "write_shard", "shard_info", "list_shards", "read_manifest",
+           "write_manifest", "atomic_write_text", "result_row", "failed_row", "load_results", "read_rows",
+           "RUN_FORMAT"]
+
+RUN_FORMAT = "hfattr.dataset-run"
+MANIFEST = "manifest.json"
+_META_KEY = b"hfattr"
+_SHARD_RE = re.compile(r"shard-(\d{5,})\.parquet")
+_TMP_PREFIX = ".tmp-"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+# Columns that are stored as their own Parquet columns; the rest of a Result goes to ``result_meta``.
+_COLUMN_FIELDS = ("tokens", "token_ids", "scores", "text", "offsets", "special_mask", "word_ids", "rows")
+
+SCHEMA = pa.schema([
+    ("row_id", pa.int64()),
+    ("status", pa.string()),                      # "ok" or "failed"
+    ("error", pa.string()),                       # why a row failed
+    ("text", pa.string()),
+    ("n_tokens", pa.int64()),
+    ("tokens", pa.list_(pa.string())),
+    ("token_ids", pa.list_(pa.int64())),
+    ("scores", pa.list_(pa.float64())),            # 1-D scores (null for 2-D results)
+    ("scores_2d", pa.list_(pa.list_(pa.float64()))),  # 2-D scores, one list per row (null for 1-D)
+    ("score_rows", pa.list_(pa.string())),         # labels of the rows of scores_2d
+    ("target_id", pa.int64()),
+    ("target_label", pa.string()),
+    ("target", pa.string()),                       # the Result's target dict as JSON
+    ("probability", pa.float64()),
+    ("prediction_id", pa.int64()),
+    ("prediction_label", pa.string()),
+    ("prediction_probability", pa.float64()),
+    ("delta", pa.float64()),
+    ("offsets", pa.list_(pa.list_(pa.int64()))),
+    ("special_mask", pa.list_(pa.bool_())),
+    ("word_ids", pa.list_(pa.int64())),
+    ("result_meta", pa.string()),                  # JSON: every other Result field, exact
+])
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+# --------------------------------------------------------------------------- atomic writes
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    _atomic(Path(path), write)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> int:
+    """Delete temporary files left by a killed run; returns how many."""
+    n = 0
+    for p in Path(directory).glob(f"{_TMP_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- rows
+def _probability(p: Any) -> float | None:
+    if isinstance(p, (int, float)) and not isinstance(p, bool):
+        return float(p)
+    return None
+
+
+def _delta(d: Any) -> float | None:
+    if isinstance(d, (int, float)) and not isinstance(d, bool):
+        return float(d)
+    if isinstance(d, torch.Tensor) and d.numel() == 1:
+        return float(d)
+    return None
+
+
+def result_row(row_id: int, res: Result, prediction: tuple[int | None, str | None, float | None]) -> dict:
+    """One output row for a successful Result."""
+    d = res.to_dict()
+    meta = {k: v for k, v in d.items() if k not in _COLUMN_FIELDS}
+    meta["scores_dtype"] = str(res.scores.dtype).removeprefix("torch.")
+    scores = res.scores.detach().cpu().double()
+    target = res.target or {}
+    return {
+        "row_id": int(row_id),
+        "status": "ok",
+        "error": None,
+        "text": res.text,
+        "n_tokens": len(res.tokens),
+        "tokens": list(res.tokens),
+        "token_ids": list(res.token_ids),
+        "scores": scores.tolist() if scores.dim() == 1 else None,
+        "scores_2d": scores.tolist() if scores.dim() == 2 else None,
+        "score_rows": res.rows,
+        "target_id": target.get("id") if isinstance(target.get("id"), int) else None,
+        "target_label": None if target.get("label") is None else str(target.get("label")),
+        "target": json.dumps(d["target"], sort_keys=True),
+        "probability": _probability(res.probability),
+        "prediction_id": prediction[0],
+        "prediction_label": prediction[1],
+        "prediction_probability": prediction[2],
+        "delta": _delta(res.delta),
+        "offsets": None if res.offsets is None else [list(o) for o in res.offsets],
+        "special_mask": res.special_mask,
+        "word_ids": res.word_ids,
+        "result_meta": json.dumps(meta, allow_nan=False),
+    }
+
+
+def failed_row(row_id: int, text: Any, reason: str, target: Any = None) -> dict:
+    """One output row for an input row that could not be attributed."""
+    row = {name: None for name in SCHEMA.names}
+    row.update(row_id=int(row_id), status="failed", error=str(reason),
+               text=text if isinstance(text, str) else None)
+    if isinstance(target, bool):
+        target = None
+    if isinstance(target, int):
+        row["target_id"] = target
+    elif isinstance(target, str):
+        row["target_label"] = target
+    return row
+
+
+# --------------------------------------------------------------------------- shards
+def write_shard(path: str | os.PathLike, rows: list[dict], info: dict) -> None:
+    """Write ``rows`` (sorted by row id) as one Parquet file, atomically; ``info`` goes to its metadata."""
+    rows = sorted(rows, key=lambda r: r["row_id"])
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    meta = dict(table.schema.metadata or {})
+    meta[_META_KEY] = json.dumps(info, sort_keys=True).encode("utf-8")
+    table = table.replace_schema_metadata(meta)
+
+    def write(tmp: str) -> None:
+        pq.write_table(table, tmp)
+
+    _atomic(Path(path), write)
+
+
+def shard_info(path: str | os.PathLike) -> dict | None:
+    """The ``info`` a shard was written with, or None if the file is not a readable hfattr shard."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta[_META_KEY].decode("utf-8"))
+    except (OSError, KeyError, ValueError, pa.ArrowException):
+        return None
+
+
+def list_shards(directory: str | os.PathLike) -> dict[int, Path]:
+    """Shard files present in ``directory`` by shard index."""
+    out = {}
+    d = Path(directory)
+    if d.is_dir():
+        for p in d.iterdir():
+            m = _SHARD_RE.fullmatch(p.name)
+            if m:
+                out[int(m.group(1))] = p
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------- manifest
+def read_manifest(directory: str | os.PathLike) -> dict | None:
+    """The run's manifest, or None when there is none."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable hfattr manifest: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path} is not an hfattr dataset-run manifest (format {RUN_FORMAT!r} expected)")
+    return data
+
+
+def write_manifest(directory: str | os.PathLike, manifest: dict) -> None:
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------- reading back
+def _shard_paths(path: str | os.PathLike) -> list[Path]:
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p} is neither a dataset-run directory nor a shard file")
+    shards = list(list_shards(p).values())
+    if not shards:
+        raise FileNotFoundError(f"{p} holds no shard-*.parquet files; is it an hfattr dataset-run directory?")
+    return shards
+
+
+def read_rows(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[dict]:
+    """The stored rows (dicts), in row-id order, from a run directory or one shard file."""
+    rows: list[dict] = []
+    for shard in _shard_paths(path):
+        rows.extend(pq.read_table(shard, columns=columns and sorted(set(columns) | {"row_id"})).to_pylist())
+    rows.sort(key=lambda r: r["row_id"])
+    return iter(rows)
+
+
+def row_to_result(row: dict) -> Result:
+    """Rebuild the :class:`Result` of one successful stored row."""
+    if row.get("status") != "ok":
+        raise ValueError(f"row {row.get('row_id')} failed ({row.get('error')}); it has no Result")
+    d = json.loads(row["result_meta"])
+    dtype = getattr(torch, d.pop("scores_dtype", "float32"))
+    values = row["scores"] if row["scores"] is not None else row["scores_2d"]
+    d.update(
+        tokens=row["tokens"], token_ids=row["token_ids"], text=row["text"],
+        scores=torch.tensor(values, dtype=torch.float64).to(dtype),
+        offsets=row["offsets"], special_mask=row["special_mask"], word_ids=row["word_ids"],
+        rows=row["score_rows"],
+    )
+    return Result.from_dict(d)
+
+
+def load_results(path: str | os.PathLike, *, failed: str = "skip") -> list[Result | None]:
+    """The :class:`Result` objects of a dataset run, in row order.
+
+    ``failed="skip"`` leaves failed rows out; ``failed="none"`` puts ``None`` in their place (and
+    in place of rows not written yet), so that list index == row id.
+    """
+    if failed not in ("skip", "none"):
+        raise ValueError(f"failed must be 'skip' or 'none', got {failed!r}")
+    out: list[Result | None] = []
+    for row in read_rows(path):
+        if failed == "none":
+            out.extend([None] * (row["row_id"] - len(out)))
+        if row["status"] == "ok":
+            out.append(row_to_result(row))
+        elif failed == "none":
+            out.append(None)
+    if failed == "none":
+        manifest = read_manifest(path) if Path(path).is_dir() else None
+        total = (manifest or {}).get("rows_total")
+        if isinstance(total, int) and total > len(out):
+            out.extend([None] * (total - len(out)))
+    return out
