@@ -101,26 +101,39 @@ class PlantedTask:
 
         return make_tokenizer("bert", self.vocab, model_max_length=self.max_words + 2)
 
-    def generate(self, n: int, *, seed: int = 0) -> list[PlantedExample]:
-        """``n`` examples, reproducible from ``seed``; labels are balanced in expectation."""
+    def generate(self, n: int, *, seed: int = 0, ties: float = 0.0) -> list[PlantedExample]:
+        """``n`` examples, reproducible from ``seed``; labels are balanced in expectation.
+
+        A share ``ties`` of them (used in training) has no majority: two classes with the same
+        count of planted words (a count seen in ``patterns``, 0 included); their label is ``-1``.
+        """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
+        if not 0.0 <= ties < 1.0:
+            raise ValueError(f"ties must be a share in [0, 1), got {ties!r}")
         rng = random.Random(seed)
+        counts = sorted({c for p in self.patterns for c in p} | {0})
         out = []
         for _ in range(n):
             label = rng.randrange(self.n_classes)
             win, opp = self.patterns[rng.randrange(len(self.patterns))]
             length = rng.randint(self.min_words, self.max_words)
             others = [c for c in range(self.n_classes) if c != label]
+            other = rng.choice(others)
+            if ties and rng.random() < ties:
+                win = opp = rng.choice([c for c in counts if 2 * c <= self.min_words])
+                label_out = -1
+            else:
+                label_out = label
             planted = [(rng.choice(self.signal_words[label]), True) for _ in range(win)]
-            planted += [(rng.choice(self.signal_words[rng.choice(others)]), False) for _ in range(opp)]
+            planted += [(rng.choice(self.signal_words[other]), False) for _ in range(opp)]
             words: list[tuple[str, bool | None]] = [(rng.choice(self.distractor_words), None)
                                                     for _ in range(length - len(planted))]
             for item in planted:
                 words.insert(rng.randint(0, len(words)), item)
             text = " ".join(w for w, _ in words)
             out.append(PlantedExample(
-                text=text, label=label,
+                text=text, label=label_out,
                 planted=tuple(i for i, (_, s) in enumerate(words) if s is True),
                 opposing=tuple(i for i, (_, s) in enumerate(words) if s is False),
                 words=tuple(w for w, _ in words),
@@ -130,7 +143,7 @@ class PlantedTask:
 
 def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_train: int = 3000,
                         epochs: int = 4, batch_size: int = 64, lr: float = 3e-3, hidden: int = 32,
-                        layers: int = 2, heads: int = 2):
+                        layers: int = 2, heads: int = 2, ties: float = 0.25):
     """Train a tiny BERT classifier on ``task`` (seeded; a few seconds on CPU).
 
     Returns ``(model, tokenizer)`` with the model in eval mode and labels ``CLASS_0``, ``CLASS_1``...
@@ -148,9 +161,12 @@ def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_tra
         id2label={i: f"CLASS_{i}" for i in range(task.n_classes)},
         label2id={f"CLASS_{i}": i for i in range(task.n_classes)},
     )
-    data = task.generate(n_train, seed=seed + 1_000_003)
+    data = task.generate(n_train, seed=seed + 1_000_003, ties=ties)
     enc = tok([e.text for e in data], padding=True, return_tensors="pt")
-    labels = torch.tensor([e.label for e in data])
+    labels = torch.full((n_train, task.n_classes), 1.0 / task.n_classes)  # ties: a uniform target
+    for i, e in enumerate(data):
+        if e.label >= 0:
+            labels[i] = torch.nn.functional.one_hot(torch.tensor(e.label), task.n_classes).float()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BertForSequenceClassification(config)
@@ -161,10 +177,10 @@ def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_tra
             order = torch.randperm(n_train, generator=gen)
             for start in range(0, n_train, batch_size):
                 idx = order[start : start + batch_size]
-                out = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx],
-                            labels=labels[idx])
+                logits = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx]).logits
+                loss = torch.nn.functional.cross_entropy(logits, labels[idx])
                 opt.zero_grad()
-                out.loss.backward()
+                loss.backward()
                 opt.step()
     model.eval()
     return model, tok
@@ -179,12 +195,17 @@ def planted_tokens(result: Any, example: PlantedExample, *, opposing: bool = Fal
     return [i for i, w in enumerate(result.word_ids) if w is not None and w in words and not special[i]]
 
 
-def hit_rate(results: Sequence[Any], examples: Sequence[PlantedExample], *, k: int | None = None) -> float:
-    """Share of examples whose deciding planted tokens are all among the ``k`` top-scored tokens.
+def hit_rate(results: Sequence[Any], examples: Sequence[PlantedExample], *, by: str = "value",
+             k: int | None = None) -> float:
+    """Share of examples whose planted tokens are all among the ``k`` top-ranked tokens.
 
-    ``k`` defaults to each example's number of deciding planted tokens; ranking is by signed score
-    (higher supports the explained class), ties broken by position.
+    ``by="value"``: the deciding planted tokens must lead the ranking by signed score (a higher
+    score supports the explained class). ``by="abs"``: every planted token, deciding or opposing,
+    must lead the ranking by magnitude. ``k`` defaults to the number of tokens asked for; ties
+    are broken by position.
     """
+    if by not in ("value", "abs"):
+        raise ValueError(f"by must be 'value' or 'abs', got {by!r}")
     if len(results) != len(examples):
         raise ValueError(f"got {len(results)} results for {len(examples)} examples")
     if not examples:
@@ -192,7 +213,9 @@ def hit_rate(results: Sequence[Any], examples: Sequence[PlantedExample], *, k: i
     hits = 0
     for res, ex in zip(results, examples):
         want = planted_tokens(res, ex)
-        top = {i for _, _, i in res.top_k(len(want) if k is None else k, by="value")}
+        if by == "abs":
+            want += planted_tokens(res, ex, opposing=True)
+        top = {i for _, _, i in res.top_k(len(want) if k is None else k, by=by)}
         hits += set(want) <= top
     return hits / len(examples)
 
