@@ -112,18 +112,15 @@ def encode(
     limit = max_length or (min(limits) if limits else None)
     kwargs: dict[str, Any] = dict(
         add_special_tokens=add_special_tokens,
-        padding=True,
-        return_tensors="pt",
         return_special_tokens_mask=True,
         return_attention_mask=True,
-        padding_side="right",  # positions of real tokens then match the unpadded text
     )
     fast = getattr(tokenizer, "is_fast", False)
     if fast:
         kwargs["return_offsets_mapping"] = True
     if text_pair is not None:
         kwargs["text_pair"] = [text_pair] if isinstance(text_pair, str) else list(text_pair)
-    probe = tokenizer(texts, **{**kwargs, "padding": False, "return_tensors": None})
+    probe = tokenizer(texts, **kwargs)
     too_long = [i for i, ids in enumerate(probe["input_ids"]) if limit and len(ids) > limit]
     if too_long:
         i = too_long[0]
@@ -136,8 +133,8 @@ def encode(
             )
         warnings.warn(f"{len(too_long)} text(s) truncated to {limit} tokens", stacklevel=3)
         kwargs.update(truncation=True, max_length=limit)
-    batch = tokenizer(texts, **kwargs)
-    return _to_encoded(tokenizer, batch, texts, content_spans), single
+        probe = tokenizer(texts, **kwargs)
+    return _to_encoded(tokenizer, probe, texts, content_spans), single
 
 
 def _model_limit(tokenizer: Any) -> int | None:
@@ -164,21 +161,32 @@ def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
     return Encoded(ids, mask, special | ~mask.bool(), texts, None, None, extra)
 
 
+def _pad(rows: list[list[Any]], value: Any, length: int) -> list[list[Any]]:
+    return [list(r) + [value] * (length - len(r)) for r in rows]
+
+
 def _to_encoded(tokenizer: Any, batch: Any, texts: list[str], content_spans: Any) -> Encoded:
-    ids = batch["input_ids"]
-    mask = batch["attention_mask"]
-    special = batch["special_tokens_mask"].bool() | ~mask.bool() | _typed_specials(tokenizer, ids)
+    """Pad on the right by hand (so positions of real tokens match the unpadded text, and
+    tokenizers without a pad token work): padding positions are masked and never perturbed."""
+    lengths = [len(r) for r in batch["input_ids"]]
+    L = max(lengths)
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    pad_id = 0 if pad_id is None else pad_id
+    ids = torch.tensor(_pad(batch["input_ids"], pad_id, L), dtype=torch.long)
+    mask = torch.tensor(_pad(batch["attention_mask"], 0, L), dtype=torch.long)
+    special = torch.tensor(_pad(batch["special_tokens_mask"], 1, L), dtype=torch.bool)
+    special = special | ~mask.bool() | _typed_specials(tokenizer, ids)
     offsets = word_ids = None
     if "offset_mapping" in batch:
-        offsets = [[tuple(map(int, o)) for o in row.tolist()] for row in batch["offset_mapping"]]
-        word_ids = [batch.word_ids(i) for i in range(ids.shape[0])]
+        offsets = _pad([[tuple(map(int, o)) for o in row] for row in batch["offset_mapping"]], (0, 0), L)
+        word_ids = _pad([batch.word_ids(i) for i in range(len(lengths))], None, L)
     if content_spans is not None and offsets is not None:
         for i, spans in enumerate(content_spans):
             for j, (s, e) in enumerate(offsets[i]):
                 inside = e > s and any(a <= s and e <= b for a, b in spans)
                 if not inside:
                     special[i, j] = True
-    extra = {k: batch[k] for k in ("token_type_ids",) if k in batch}
+    extra = {k: torch.tensor(_pad(batch[k], 0, L), dtype=torch.long) for k in ("token_type_ids",) if k in batch}
     return Encoded(ids, mask, special, texts, offsets, word_ids, extra)
 
 

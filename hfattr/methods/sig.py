@@ -13,10 +13,13 @@ from ._common import result_fields
 _TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
 
 
-def sig(prep: Prepared, *, n_steps: int | str = 50, method: str = "gausslegendre",
+def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
         internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
         fast: bool = True) -> list[dict]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
+
+    ``integration`` is the quadrature rule (the reference's ``method``: ``gausslegendre`` or a
+    ``riemann_*`` rule).
 
     ``extras`` holds the integration points used per token and the per-token completeness error
     (score − (target(x) − target(x with that token at the baseline))).
@@ -35,7 +38,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, method: str = "gausslegendre
     chunk = internal_batch_size or max(rows, _TOKEN_BUDGET // max(L, 1))
     (attr,), info = sequential_integrated_gradients(
         prep.perturbation_forward(fast=fast), (embeds,), baselines=(base,), target=target, additional_forward_args=args,
-        n_steps=n_steps, method=method, internal_batch_size=chunk, positions=active,
+        n_steps=n_steps, method=integration, internal_batch_size=chunk, positions=active,
         show_progress=show_progress, tol=tol, with_completeness=True,
     )
     per_token = attr.sum(-1)  # (rows, L)
