@@ -39,6 +39,7 @@ __all__ = [
     "faithfulness",
     "ranking",
     "n_top",
+    "check_result",
     "METRICS",
     "DEFAULT_REPLACEMENT",
     "REPLACEMENTS",
@@ -219,6 +220,17 @@ def _items(results: list[Result], model: nn.Module, tokenizer: Any, by: str) -> 
         pos = positions[0] if kind in ("masked", "token") else None
         out.append(_Item(list(r.token_ids), _order(row, _fixed(r, tokenizer), by), int(t["id"]), pos, where))
     return out
+
+
+def check_result(model: Any, result: Result, *, tokenizer: Any = None) -> None:
+    """Raise ``ValueError`` (saying why) if the metrics cannot be computed for ``result`` on ``model``.
+
+    No model call is made: this checks the Result's target kind against the model's head, its
+    scores (one row of token scores) and its token ids.
+    """
+    model, tokenizer = _model_tokenizer(model, tokenizer)
+    (r,), _ = _results([result])
+    _items([r], model, tokenizer, "value")
 
 
 # --------------------------------------------------------------------------- model calls

@@ -1,0 +1,220 @@
+"""CLI command ``hfattr evaluate PATH`` (registered on import): faithfulness metrics per row and their means.
+
+``PATH`` is a dataset-run directory written by ``hfattr attribute-dataset`` (or one of its shard
+files), or Result JSON files written by ``hfattr explain --json``. The per-row metrics go to a CSV
+(by default ``faithfulness.csv`` inside the run directory) and the means are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cli import CLIError, _quiet_loading, register_command
+
+__all__ = ["evaluate_results"]
+
+_OUTPUT_NAME = "faithfulness.csv"
+
+
+def _fraction_or_count(value: str) -> float | int:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or a token count, got {value!r}") from None
+    if value.strip().isdigit():
+        if int(value) < 1:
+            raise argparse.ArgumentTypeError(f"a token count must be >= 1, got {value!r}")
+        return int(value)
+    if not 0.0 < x <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or a token count, got {value!r}")
+    return x
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    from .evaluate import METRICS
+
+    p.add_argument("path", nargs="+", metavar="PATH",
+                   help="a dataset-run directory (or shard file) from `hfattr attribute-dataset`, or Result "
+                        "JSON files from `hfattr explain --json`")
+    p.add_argument("--model", "-m", default=None,
+                   help="hub name or local path (default: the model the results name; the embedded model "
+                        "for its own results)")
+    p.add_argument("--task", default=None, help="head to load (default: from the model's config)")
+    p.add_argument("--metrics", default="comprehensiveness,sufficiency,log_odds", metavar="M1,M2",
+                   help=f"comma-separated, from {', '.join(METRICS)} (default: the first three)")
+    p.add_argument("--top-k", type=_fraction_or_count, default=0.2, metavar="K",
+                   help="top tokens: a fraction in (0, 1] of each text's tokens, or a count (default 0.2)")
+    p.add_argument("--replacement", default=None, metavar="R",
+                   help="mask, pad, remove or a token id (default per metric: remove for comprehensiveness, "
+                        "sufficiency and AOPC, mask for log-odds)")
+    p.add_argument("--steps", type=int, default=10, metavar="S", help="AOPC steps (default 10)")
+    p.add_argument("--by", choices=("value", "abs"), default="value",
+                   help="rank tokens by signed score (default) or by magnitude")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per model call (default 64)")
+    p.add_argument("--output", "-O", default=None, metavar="CSV",
+                   help=f"per-row metrics (default: {_OUTPUT_NAME} in the run directory; none for JSON files)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model repositories to run their own code (off by default)")
+
+
+# --------------------------------------------------------------------------- inputs
+def _load(paths: list[str]) -> tuple[list[Any], list[int], dict | None, Path | None]:
+    """``(results, row_ids, manifest, run_dir)``; results may hold None (failed rows)."""
+    from .result import Result
+
+    first = Path(paths[0])
+    if len(paths) == 1 and (first.is_dir() or first.suffix == ".parquet"):
+        from .dataset_io import load_results, read_manifest
+
+        manifest = read_manifest(first) if first.is_dir() else None
+        results = load_results(first, failed="none")
+        ids = list(range(len(results)))
+        return results, ids, manifest, first if first.is_dir() else None
+    results = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir() or path.suffix == ".parquet":
+            raise CLIError(f"{p}: give one dataset-run directory (or shard), or only Result JSON files")
+        if not path.is_file():
+            raise CLIError(f"{p}: no such file or directory")
+        results.append(Result.load(path))
+    return results, list(range(len(results))), None, None
+
+
+def _model_name(args: argparse.Namespace, results: list, manifest: dict | None) -> str | None:
+    if args.model is not None:
+        if not args.model.strip():
+            raise CLIError("--model is empty; give a hub name or a local path")
+        return args.model
+    names = {r.model_name for r in results if r is not None}
+    if manifest and manifest.get("model"):
+        return manifest["model"]
+    if len(names) > 1:
+        raise CLIError(f"the results name several models ({sorted(map(str, names))}); pick one with --model")
+    name = next(iter(names), None)
+    if not name:
+        raise CLIError("the results do not name their model; give it with --model")
+    return name
+
+
+def _explainer(args: argparse.Namespace, name: str) -> Any:
+    from .hf.default_model import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
+    from .pipeline import pipeline
+
+    default = name == DEFAULT_MODEL_NAME or Path(name).resolve() == DEFAULT_MODEL_DIR
+    with _quiet_loading():
+        pipe = pipeline(args.task, None if default else name, trust_remote_code=args.trust_remote_code)
+    return pipe.explainer
+
+
+def _check_digest(explainer: Any, manifest: dict | None) -> None:
+    want = ((manifest or {}).get("identity") or {}).get("model", {}).get("digest")
+    if not want:
+        return
+    try:
+        from .dataset import _model_digest
+    except ImportError:
+        return
+    if _model_digest(explainer) != want:
+        print("hfattr evaluate: warning: the model loaded differs from the one the run used; the metrics "
+              "describe the loaded model", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk: int = 256,
+                     **options: Any) -> tuple[list[dict], dict[str, float]]:
+    """Metrics for each Result (``None`` and unsupported Results get an ``error``) and their means.
+
+    Returns ``(rows, means)``; ``rows[i]`` has ``index``, the metric values and ``error``.
+    ``options`` go to :func:`hfattr.evaluate.faithfulness`.
+    """
+    from .evaluate import check_result, faithfulness
+
+    rows: list[dict] = [{"index": i, **{m: None for m in metrics}, "error": None} for i in range(len(results))]
+    todo = []
+    for i, r in enumerate(results):
+        if r is None:
+            rows[i]["error"] = "no result (failed or missing row)"
+            continue
+        try:  # unsupported Results (2-D grids, neuron targets, ...) are reported, not fatal
+            check_result(explainer, r)
+        except ValueError as err:
+            rows[i]["error"] = " ".join(str(err).removeprefix("result ").split())
+            continue
+        todo.append(i)
+    for a in range(0, len(todo), chunk):
+        idx = todo[a : a + chunk]
+        values = faithfulness(explainer, [results[i] for i in idx], metrics=metrics, **options)
+        for m, v in values.items():
+            for i, x in zip(idx, v.tolist()):
+                rows[i][m] = x
+    means = {}
+    for m in metrics:
+        vals = [row[m] for row in rows if row[m] is not None and math.isfinite(row[m])]
+        means[m] = sum(vals) / len(vals) if vals else math.nan
+    return rows, means
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .evaluate import METRICS
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    bad = [m for m in metrics if m not in METRICS]
+    if bad or not metrics:
+        raise CLIError(f"--metrics: unknown {bad or 'empty list'}; choose from {', '.join(METRICS)}")
+    if args.steps < 1:
+        raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    replacement: Any = args.replacement
+    if replacement is not None and replacement.strip().isdigit():
+        replacement = int(replacement)
+    results, ids, manifest, run_dir = _load(args.path)
+    if not any(r is not None for r in results):
+        raise CLIError(f"{args.path[0]} holds no successful rows to evaluate")
+    explainer = _explainer(args, _model_name(args, results, manifest))
+    _check_digest(explainer, manifest)
+    rows, means = evaluate_results(explainer, results, metrics=metrics, top_k=args.top_k,
+                                   replacement=replacement, steps=args.steps, by=args.by,
+                                   batch_size=args.batch_size)
+    out = Path(args.output) if args.output else (run_dir / _OUTPUT_NAME if run_dir else None)
+    if out is not None:
+        _write_csv(out, rows, ids, metrics)
+    n_ok = sum(r["error"] is None for r in rows)
+    print(f"model:       {explainer.model_name}")
+    print(f"rows:        {n_ok} evaluated, {len(rows) - n_ok} skipped")
+    print(f"top_k:       {args.top_k}   ranking: {args.by}")
+    w = max(len(m) for m in metrics)
+    for m in metrics:
+        print(f"{m:<{w}}  {means[m]:+.4f}")
+    skipped = [r["error"] for r in rows if r["error"]]
+    if skipped:
+        print(f"skipped, e.g.: {skipped[0]}", file=sys.stderr)
+    if out is not None:
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _write_csv(path: Path, rows: list[dict], ids: list[int], metrics: list[str]) -> None:
+    from .dataset_io import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["row_id", *metrics, "error"])
+    for rid, row in zip(ids, rows):
+        w.writerow([rid, *("" if row[m] is None else repr(float(row[m])) for m in metrics), row["error"] or ""])
+    atomic_write_text(path, buf.getvalue())
+
+
+register_command(
+    "evaluate", help="faithfulness metrics (comprehensiveness, sufficiency, log-odds, AOPC) of stored results",
+    configure=_configure, run=_run,
+    description="Compute faithfulness metrics for every row of a dataset run (or Result JSON files), "
+                "write them per row to a CSV and print their means.",
+)
