@@ -104,19 +104,23 @@ def expand_target(target: Any, n: int) -> Any:
     return target
 
 
-def _index_columns(output: Tensor, index: tuple) -> Tensor:
-    if len(index) > output.dim() - 1:
+def index_after_batch(value: Tensor, index: tuple, *, what: str = "target", of: str = "output") -> Tensor:
+    """``value[:, *index]``, with errors naming ``what`` when the index does not fit."""
+    if len(index) > value.dim() - 1:
         raise ValueError(
-            f"target {index!r} indexes {len(index)} output dimension(s), but the output has shape "
-            f"{tuple(output.shape)} ({output.dim() - 1} dimension(s) after the batch)"
+            f"{what} {index!r} has {len(index)} indices, but the {of} of shape {tuple(value.shape)} "
+            f"has {value.dim() - 1} dimension(s) after the batch"
         )
     for d, i in enumerate(index, start=1):
-        if isinstance(i, int) and not -output.shape[d] <= i < output.shape[d]:
+        if isinstance(i, int) and not -value.shape[d] <= i < value.shape[d]:
             raise IndexError(
-                f"target index {i} is out of range for output dimension {d} of size "
-                f"{output.shape[d]} (output shape {tuple(output.shape)})"
+                f"{what} index {i} is out of range for {of} dimension {d} of size "
+                f"{value.shape[d]} ({of} shape {tuple(value.shape)})"
             )
-    return output[(slice(None), *index)]
+    return value[(slice(None), *index)]
+
+
+_index_columns = index_after_batch
 
 
 def select_target(output: Tensor, target: Any) -> Tensor:

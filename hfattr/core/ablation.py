@@ -272,17 +272,9 @@ def feature_ablation(
 
     Features whose mask id equals ``skip_id`` are never ablated (attribution 0, no pass spent).
     """
-    plan = _Plan(
-        inputs,
-        baselines=baselines,
-        target=target,
-        additional_forward_args=additional_forward_args,
-        feature_mask=feature_mask,
-        perturbations_per_eval=perturbations_per_eval,
-        skip_id=skip_id,
-        mask_name=mask_name,
-        baseline_name=baseline_name,
-    )
+    plan = _Plan(inputs, baselines=baselines, target=target, additional_forward_args=additional_forward_args,
+                 feature_mask=feature_mask, perturbations_per_eval=perturbations_per_eval, skip_id=skip_id,
+                 mask_name=mask_name, baseline_name=baseline_name)
     probe = MemoryProbe(inputs[0].device)
     with torch.no_grad():
         with probe.measure():
@@ -307,14 +299,8 @@ def feature_ablation_future(
     show_progress: bool = False,
 ) -> torch.futures.Future:
     """As :func:`feature_ablation` for a ``forward_func`` returning ``torch.futures.Future``."""
-    plan = _Plan(
-        inputs,
-        baselines=baselines,
-        target=target,
-        additional_forward_args=additional_forward_args,
-        feature_mask=feature_mask,
-        perturbations_per_eval=perturbations_per_eval,
-    )
+    plan = _Plan(inputs, baselines=baselines, target=target, additional_forward_args=additional_forward_args,
+                 feature_mask=feature_mask, perturbations_per_eval=perturbations_per_eval)
 
     def launch(batch: tuple[Tensor, ...], args: Any, tgt: Any) -> torch.futures.Future:
         with torch.no_grad():

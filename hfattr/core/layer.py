@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ._args import call_forward, format_additional_args
+from ._args import call_forward, format_additional_args, index_after_batch
 from .ablation import feature_ablation
 from .fastpath import PrefixRecorder, find_root, record_prefix, reuse_prefix
 from .hooks import Captured, StopForward, capture_layer, replace_layer
@@ -179,18 +179,7 @@ def select_neuron(values: tuple[Tensor, ...], neuron_selector: Any) -> Tensor:
             "neuron_selector must be an int, a tuple of ints and slices, or a callable; got "
             f"{neuron_selector!r}"
         )
-    if len(index) > out.dim() - 1:
-        raise ValueError(
-            f"neuron_selector {neuron_selector!r} has {len(index)} indices but the layer value of "
-            f"shape {tuple(out.shape)} has {out.dim() - 1} dimension(s) after the batch"
-        )
-    for d, i in enumerate(index, start=1):
-        if isinstance(i, int) and not -out.shape[d] <= i < out.shape[d]:
-            raise IndexError(
-                f"neuron_selector index {i} is out of range for layer dimension {d} of size "
-                f"{out.shape[d]} (layer value shape {tuple(out.shape)})"
-            )
-    picked = out[(slice(None), *index)]
+    picked = index_after_batch(out, index, what="neuron_selector", of="layer value")
     if any(isinstance(i, slice) for i in index):
         return picked.reshape(picked.shape[0], -1).sum(1)
     if picked.dim() > 1:
