@@ -19,7 +19,16 @@ D64 = torch.float64
 
 @pytest.fixture(scope="module", autouse=True)
 def _registered():
+    from hfattr import explainer
+
+    explainer.get_method("ablation")  # load the built-in methods first
+    before = explainer._METHODS.get("lrp")
     hfattr.register_method("lrp", lrp, overwrite=True, needs_grad=True)
+    yield
+    if before is None:
+        explainer._METHODS.pop("lrp", None)
+    else:
+        explainer._METHODS["lrp"] = before
 
 
 def _bias_free(name: str, *, dtype=D64, **kw):

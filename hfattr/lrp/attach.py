@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ..core.hooks import HookSet
-from .composites import Composite, Plan, _projection_parts, build_plan
+from .composites import Composite, Plan, build_plan
 from .rules import PropagationRule, _gelu_tanh_ratio, _phi, _tanh_ratio, _wide, scale_grad, substitute
 
 __all__ = ["attach_rules", "Attachment", "KERNEL_PREFIX"]
@@ -256,7 +256,7 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
 
             hooks.add(head.register_forward_pre_hook(enter))
             hooks.add(head.register_forward_hook(leave, always_call=True))
-        _watch_attention(model, plan, att, hooks)
+        _watch_attention(plan, att, hooks)
         switch.on()
         yield att
     finally:
@@ -266,14 +266,11 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
         switch.off()
 
 
-def _watch_attention(model: nn.Module, plan: Plan, att: Attachment, hooks: HookSet) -> None:
-    """Record which attention modules (found by their q/k/v children) run with a kernel rule."""
-    for module in model.modules():
-        rule = plan.attention_rule(module)
-        if rule.at != "kernel" or rule.kind == "gradient" or not _projection_parts(module):
-            continue
+def _watch_attention(plan: Plan, att: Attachment, hooks: HookSet) -> None:
+    """Record which attention modules (found by their q/k/v children) run under a kernel rule."""
 
-        def ran(mod: nn.Module, args: tuple) -> None:
-            att.attention_ran.add(id(mod))
+    def ran(mod: nn.Module, args: tuple) -> None:
+        att.attention_ran.add(id(mod))
 
+    for module in plan.attention_modules:
         hooks.add(module.register_forward_pre_hook(ran))

@@ -143,6 +143,7 @@ class Plan:
     attention: dict[int, AttentionRule] = field(default_factory=dict)
     products: list[tuple[str, ProductRule, tuple[nn.Module, nn.Module, nn.Module]]] = field(default_factory=list)
     projections: list[tuple[str, AttentionRule, nn.Module, str]] = field(default_factory=list)
+    attention_modules: list[nn.Module] = field(default_factory=list)  # with q/k/v children, kernel rule
     heads: list[tuple[str, nn.Module]] = field(default_factory=list)
 
     def attention_rule(self, module: nn.Module) -> AttentionRule:
@@ -170,8 +171,7 @@ def rule_of(module: nn.Module) -> Any:
     return rule
 
 
-def _match_key(model: nn.Module, key: Any) -> list[tuple[str, nn.Module]]:
-    mods = list(model.named_modules())
+def _match_key(model: nn.Module, key: Any, mods: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
     if isinstance(key, type):
         return [(n, m) for n, m in mods if isinstance(m, key)]
     if isinstance(key, nn.Module):
@@ -196,7 +196,7 @@ def _match_key(model: nn.Module, key: Any) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def _explicit(model: nn.Module, rules: Mapping | None) -> dict[int, Any]:
+def _explicit(model: nn.Module, rules: Mapping | None, mods: list[tuple[str, nn.Module]]) -> dict[int, Any]:
     out: dict[int, Any] = {}
     if rules is not None:
         if not isinstance(rules, Mapping):
@@ -204,9 +204,9 @@ def _explicit(model: nn.Module, rules: Mapping | None) -> dict[int, Any]:
         for key, rule in rules.items():
             if rule is not None and not isinstance(rule, PropagationRule):
                 raise TypeError(f"rules[{key!r}] must be a PropagationRule or None, got {type(rule).__name__}")
-            for _, m in _match_key(model, key):
+            for _, m in _match_key(model, key, mods):
                 out[id(m)] = rule
-    for _, m in model.named_modules():
+    for _, m in mods:
         r = rule_of(m)
         if r is not _NO_RULE:
             out[id(m)] = r
@@ -225,16 +225,18 @@ def _missing_error(missing: list[tuple[str, nn.Module]], model: nn.Module) -> Ty
     )
 
 
-def _projection_parts(module: nn.Module) -> list[tuple[nn.Module, str]]:
-    children = dict(module.named_children())
+def _children(module: nn.Module) -> dict[str, nn.Module]:
+    return {k: v for k, v in module._modules.items() if v is not None}
+
+
+def _projection_parts(children: dict[str, nn.Module]) -> list[tuple[nn.Module, str]]:
     for table in ATTENTION_PROJECTIONS:
         if all(c in children for c in table):
             return [(children[c], parts) for c, parts in table.items()]
     return []
 
 
-def _gated(module: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module] | None:
-    children = dict(module.named_children())
+def _gated(children: dict[str, nn.Module]) -> tuple[nn.Module, nn.Module, nn.Module] | None:
     for gate, up, down in GATED_MLPS:
         if gate in children and up in children and down in children:
             return children[gate], children[up], children[down]
@@ -256,11 +258,9 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     comp = get_composite(composite)
-    explicit = _explicit(model, rules)
-    names = {}
-    for n, m in model.named_modules():
-        names.setdefault(id(m), n)
-    plan = Plan(model, comp, names)
+    mods = list(model.named_modules())
+    explicit = _explicit(model, rules, mods)
+    plan = Plan(model, comp, {id(m): n for n, m in reversed(mods)})
     missing: list[tuple[str, nn.Module]] = []
     seen: set[int] = set()
 
@@ -268,43 +268,52 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
         if id(module) in seen:  # shared modules (tied embeddings, shared layers) are planned once
             return
         seen.add(id(module))
+        children = _children(module)
         rule = explicit.get(id(module), _NO_RULE)
-        leaf = not any(True for _ in module.children())
-        if isinstance(rule, (AttentionRule, ProductRule)) and leaf:
-            raise TypeError(
-                f"{type(rule).__name__} is set on {name!r} ({type(module).__name__}), a module with nothing "
-                "inside; set it on the attention / MLP module or on a block containing it (in BERT-like "
-                "models the role 'blocks.i.attention' is the output projection: use 'blocks.i')")
-        if isinstance(rule, AttentionRule):
-            attn, rule = rule, _NO_RULE
+        leaf = not children
+        if isinstance(rule, (AttentionRule, ProductRule)):
+            if leaf:
+                raise TypeError(
+                    f"{type(rule).__name__} is set on {name!r} ({type(module).__name__}), a module with nothing "
+                    "inside; set it on the attention / MLP module or on a block containing it (in BERT-like "
+                    "models the role 'blocks.i.attention' is the output projection: use 'blocks.i')")
+            if isinstance(rule, AttentionRule):
+                attn = rule
+            else:
+                product = rule
+            rule = _NO_RULE
         if isinstance(module, nn.MultiheadAttention) and attn.kind != "gradient":
             raise TypeError(
                 f"{name!r} is a torch nn.MultiheadAttention, whose attention the {attn.kind} rule cannot reach "
                 "(it neither uses transformers' attention interface nor separate q/k/v projections); pass "
                 f"rules={{{name!r}: AttentionRule('gradient')}} to propagate through it by the plain gradient")
-        elif isinstance(rule, ProductRule):
-            product, rule = rule, _NO_RULE
-        plan.attention[id(module)] = attn
+        if attn is not comp.attention:
+            plan.attention[id(module)] = attn
         if rule is _NO_RULE:
             known, rule = comp.default_rule(module)
             if not known and leaf and name:
                 missing.append((name, module))
-        if rule is not None and rule is not _NO_RULE and name:
+        if rule is not None and name:
             if isinstance(rule, _ModifiedWeights) and "weight" not in module._parameters and not leaf:
                 raise TypeError(f"{type(rule).__name__} changes a module's own weight; {name!r} "
                                 f"({type(module).__name__}) has none. Set it on its Linear/Conv children")
             plan.module_rules.append((name, module, rule))
         elif rule is None and name:
             plan.passed.append((name, module))
-        gated = _gated(module)
+        if leaf:
+            return
+        gated = _gated(children)
         if gated is not None and product.kind != "gradient":
             plan.products.append((name, product, gated))
-        if attn.at == "projections" and attn.kind != "gradient" and not projected:
-            parts = _projection_parts(module)
-            for proj, p in parts:
-                plan.projections.append((names[id(proj)], attn, proj, p))
-            projected = bool(parts)
-        for child_name, child in module.named_children():
+        if attn.kind != "gradient" and not projected:
+            parts = _projection_parts(children)
+            if parts and attn.at == "projections":
+                for proj, p in parts:
+                    plan.projections.append((plan.names[id(proj)], attn, proj, p))
+                projected = True
+            elif parts:
+                plan.attention_modules.append(module)
+        for child_name, child in children.items():
             walk(f"{name}.{child_name}" if name else child_name, child, attn, product, projected)
 
     walk("", model, comp.attention, comp.product, False)

@@ -76,7 +76,10 @@ def substitute(value: Tensor, source: Tensor, factor: Tensor) -> Tensor:
     by a diagonal one. The forward value is exactly ``value``.
     """
     delta = source - source.detach()  # exact zeros that carry the gradient
-    return value.detach() + (factor.to(source.dtype) * delta).to(value.dtype)
+    factor = factor.to(source.dtype)
+    if value.dtype == source.dtype:
+        return torch.addcmul(value.detach(), factor, delta)
+    return value.detach() + (factor * delta).to(value.dtype)
 
 
 def _first_input(args: tuple, kwargs: dict) -> Tensor | None:
@@ -352,12 +355,13 @@ class NormRule(PropagationRule):
         dims = tuple(range(-ndim, 0))
         xw = _wide(x.detach())
         xc = xw - xw.mean(dims, keepdim=True) if centred else xw
-        scale = torch.rsqrt(xc.pow(2).mean(dims, keepdim=True) + eps)
+        scale = torch.rsqrt(xc.pow(2).mean(dims, keepdim=True).add_(eps))
         factor = scale * _wide(weight.detach()) if weight is not None else scale
-        delta = x - x.detach()
         if centred and not self.detach_mean:
+            delta = x - x.detach()
             delta = delta - delta.mean(dims, keepdim=True)
-        return output.detach() + (factor.to(x.dtype) * delta).to(output.dtype)
+            return output.detach() + (factor.to(x.dtype) * delta).to(output.dtype)
+        return substitute(output, x, factor)
 
 
 _ATTENTION_KINDS = {"attnlrp": (0.25, 0.25, 0.5), "cp": (0.0, 0.0, 1.0), "gradient": (1.0, 1.0, 1.0)}
