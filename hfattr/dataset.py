@@ -100,7 +100,14 @@ def load_data(data: Any, *, split: str | None = None) -> Any:
             raise ValueError(f"data file {path!r} has an unknown extension {ext!r}; expected one of "
                              f"{sorted(_FILE_BUILDERS)}")
         kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
-        loaded = datasets.load_dataset(builder, data_files=path, **kwargs)
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"data file {path!r} is empty (0 rows); nothing to attribute")
+        try:
+            loaded = datasets.load_dataset(builder, data_files=path, **kwargs)
+        except Exception as err:  # datasets and pandas raise many kinds; name the file
+            if "corresponds to no data" in str(err):
+                raise ValueError(f"data file {path!r} is empty (0 rows); nothing to attribute") from None
+            raise ValueError(f"could not read data file {path!r} as {builder}: {err}") from err
         return _pick_split(loaded, split)
     if os.path.isdir(path) or os.path.isabs(path) or path.startswith(("./", "../")):
         if not os.path.exists(path):
@@ -130,6 +137,8 @@ def _check_columns(ds: Any, text_column: str, target_column: str | None) -> None
     for arg, col in (("text_column", text_column), ("target_column", target_column)):
         if col is not None and col not in cols:
             raise ValueError(f"{arg} {col!r} is not a column of the dataset; its columns are {cols}")
+    if len(ds) == 0:
+        raise ValueError("the dataset is empty (0 rows); nothing to attribute")
     feat = ds.features[text_column]
     if not (isinstance(feat, datasets.Value) and feat.dtype in ("string", "large_string")):
         kind = feat.dtype if isinstance(feat, datasets.Value) else type(feat).__name__
@@ -415,8 +424,6 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     _check_columns(ds, text_column, target_column)
     if max_rows is not None and max_rows < len(ds):
         ds = ds.select(range(max_rows))
-    if len(ds) == 0:
-        raise ValueError("the dataset is empty (0 rows); nothing to attribute")
     ds = ds.select_columns([text_column] + ([target_column] if target_column else []))
     n = len(ds)
 

@@ -1,0 +1,189 @@
+"""``hfattr attribute-dataset`` as a user runs it: subprocesses, SIGKILL and resume, accelerate launch.
+
+Subprocesses run with one torch thread, as the in-process reference runs do (tests/conftest.py),
+so stored scores of both are compared exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+import hfattr
+from hfattr.dataset import attribute_dataset, load_results
+from hfattr.dataset_io import list_shards, read_manifest
+from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ["the", "movie", "was", "great", "boring", "pizza", "tasty", "service", "annoying", "fantastic",
+         "acting", "terrible", "waste", "of", "time", "quite", "pleasant", "weekend", "worst", "app"]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="",
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false", NO_COLOR="1")
+    env.pop("ACCELERATE_USE_CPU", None)
+    return env
+
+
+def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hfattr", *args], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _texts(n: int) -> list[str]:
+    """Deterministic short reviews of 3..12 words, some empty (failed rows)."""
+    out = []
+    for i in range(n):
+        k = 3 + (i * 7) % 10
+        out.append("" if i % 23 == 5 else " ".join(WORDS[(i * 3 + j * j) % len(WORDS)] for j in range(k)))
+    return out
+
+
+def _write_jsonl(path: Path, texts: list[str]) -> None:
+    path.write_text("".join(json.dumps({"review": t, "label": i % 2}) + "\n" for i, t in enumerate(texts)))
+
+
+@pytest.fixture(scope="module")
+def explainer():
+    model, tok = load_default_model()
+    return hfattr.Explainer(model, tok, model_name=DEFAULT_MODEL_NAME)
+
+
+def _assert_same_output(a: Path, b: Path) -> None:
+    sa, sb = list_shards(a), list_shards(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        ta, tb = pq.read_table(sa[k]), pq.read_table(sb[k])
+        assert ta.equals(tb), f"shard {k} differs"
+    assert [r.to_dict() for r in load_results(a)] == [r.to_dict() for r in load_results(b)]
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(explainer, tmp_path):
+    n, shard = 160, 4
+    data = tmp_path / "reviews.jsonl"
+    _write_jsonl(data, _texts(n))
+    out = tmp_path / "run"
+    args = ["attribute-dataset", "--data", str(data), "--text-column", "review", "--target-column", "label",
+            "--output", str(out), "--shard-size", str(shard), "--batch-size", "4", "--no-progress",
+            "--no-corpus-summary"]
+    proc = subprocess.Popen([sys.executable, "-m", "hfattr", *args], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = out / "shard-00000.parquet"
+    deadline = time.monotonic() + 180
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert first.exists(), "the run never wrote its first shard"
+    assert proc.returncode == -signal.SIGKILL
+    n_shards = -(-n // shard)
+    kept = len(list_shards(out))
+    assert 1 <= kept < n_shards, f"expected a part-way run, found {kept} of {n_shards} shards"
+    assert read_manifest(out)["status"] == "running"
+
+    done = _cli(*args)
+    assert done.returncode == 0, done.stderr
+    resumed_rows = sum(pq.read_metadata(p).num_rows for p in list(list_shards(out).values())[:kept])
+    assert f"rows:       {n}/{n} (new {n - resumed_rows}, resumed {resumed_rows})" in done.stdout
+
+    ids = [r["row_id"] for p in list_shards(out).values() for r in pq.read_table(p, columns=["row_id"]).to_pylist()]
+    assert sorted(ids) == list(range(n)) and len(ids) == len(set(ids))  # nothing lost, nothing twice
+    m = read_manifest(out)
+    assert m["status"] == "complete" and m["rows_done"] == n and len(m["shards"]) == n_shards
+    assert m["failures"] == sum(1 for t in _texts(n) if not t) > 0
+    assert not list(out.glob(".tmp-*"))
+
+    ref = tmp_path / "uninterrupted"
+    attribute_dataset(explainer, str(data), text_column="review", target_column="label", method="ablation",
+                      output_dir=ref, shard_size=shard, batch_size=4, progress=False)
+    _assert_same_output(out, ref)
+
+    again = _cli(*args)  # a finished run: nothing to do, same files
+    assert again.returncode == 0 and f"(new 0, resumed {n})" in again.stdout
+
+
+def test_accelerate_two_processes_equal_one(explainer, tmp_path):
+    if shutil.which("accelerate") is None:
+        pytest.skip("the accelerate command is not installed")
+    texts = _texts(14)
+    data = tmp_path / "reviews.jsonl"
+    _write_jsonl(data, texts)
+    out = tmp_path / "multi"
+    # `--multi_gpu` selects accelerate's torchrun launcher; without a GPU the processes join as CPU
+    # processes (gloo). `--cpu` alone starts a single process in accelerate 1.x.
+    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           "-m", "hfattr", "attribute-dataset", "--data", str(data), "--text-column", "review",
+           "--output", str(out), "--shard-size", "3", "--batch-size", "2", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("rows:       14/14 (new 14, resumed 0)") == 1  # only the main process reports
+    assert "processes:  2" in proc.stdout
+    m = read_manifest(out)
+    assert m["status"] == "complete" and m["num_processes"] == 2
+    assert [(s["file"], s["process"]) for s in m["shards"]] == [(f"shard-{k:05d}.parquet", k % 2) for k in range(5)]
+    assert (out / "corpus_summary.csv").is_file()
+
+    single = tmp_path / "single"
+    attribute_dataset(explainer, datasets.Dataset.from_dict({"review": texts}), text_column="review",
+                      method="ablation", output_dir=single, shard_size=3, batch_size=2, progress=False)
+    _assert_same_output(out, single)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from hfattr.cli import main
+
+    data = tmp_path / "d.jsonl"
+    _write_jsonl(data, _texts(4))
+    base = ["attribute-dataset", "--data", str(data), "--output", str(tmp_path / "o"), "--no-progress"]
+    cases = [
+        (["--text-column", "text"], "hfattr: error: text_column 'text' is not a column of the dataset; "
+                                    "its columns are ['review', 'label']"),
+        (["--text-column", "label"], "hfattr: error: text_column 'label' holds int64 values, not text (strings)"),
+        (["--text-column", "review", "--method", "nope"], "hfattr: error: unknown method 'nope'"),
+        (["--text-column", "review", "-o", "batch_size=3"],
+         "hfattr: error: --option batch_size=... is not allowed; use --batch-size"),
+        (["--text-column", "review", "-o", "bogus=3"], "hfattr: error: method 'ablation' got unknown option(s)"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0, err
+    # argparse usage errors: usage plus the error, exit 2
+    assert main([*base, "--text-column", "review", "--target-column", "label", "--target", "1"]) == 2
+    assert "argument --target: not allowed with argument --target-column" in capsys.readouterr().err
+    assert main([*base, "--text-column", "review", "--batch-size", "0"]) == 2
+    assert "expected a positive integer, got '0'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["corpus-summary", str(tmp_path)]) == 2
+    assert "holds no shard-*.parquet files" in capsys.readouterr().err
+
+
+def test_cli_run_writes_corpus_summary_and_the_summary_command(tmp_path, capsys):
+    from hfattr.cli import main
+
+    data = tmp_path / "d.txt"
+    data.write_text("the movie was great\nboring pizza\n\nthe service was annoying\n")
+    out = tmp_path / "run"
+    assert main(["attribute-dataset", "--data", str(data), "--text-column", "text", "--output", str(out),
+                 "--no-progress", "--top-k", "3"]) == 0
+    stdout = capsys.readouterr().out
+    for line in ("rows:       4/4 (new 4, resumed 0)", "failures:   1", "wall time:", "rows/s:", "tokens:"):
+        assert line in stdout
+    assert (out / "corpus_summary.csv").is_file() and (out / "corpus_summary.png").is_file()
+    csv_a = (out / "corpus_summary.csv").read_text()
+    assert main(["corpus-summary", str(out), "--csv", str(tmp_path / "s.csv"), "--no-plot"]) == 0
+    assert (tmp_path / "s.csv").read_text() == csv_a
+    assert len(load_results(out)) == 3
