@@ -72,8 +72,8 @@ def _load_explainer(args: argparse.Namespace, options: dict, state) -> object:
         pipe = pipeline(args.task, args.model, method=args.method, trust_remote_code=args.trust_remote_code,
                         device_map=args.device_map, **options)
     explainer = pipe.explainer
-    if args.device_map is None and state.num_processes > 1:
-        explainer.model.to(state.device)  # one device per process under accelerate launch
+    if args.device_map is None:
+        explainer.model.to(state.device)  # the GPU when there is one; one device per process when launched
     return explainer
 
 

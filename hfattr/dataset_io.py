@@ -22,9 +22,9 @@ import torch
 
 from .result import Result
 
-__all__ = ["SCHEMA", "MANIFEST", "shard_name", "write_shard", "shard_info", "list_shards", "read_manifest",
-           "write_manifest", "atomic_write_text", "result_row", "failed_row", "load_results", "read_rows",
-           "RUN_FORMAT"]
+__all__ = ["SCHEMA", "MANIFEST", "RUN_FORMAT", "shard_name", "write_shard", "shard_info", "list_shards",
+           "read_manifest", "write_manifest", "atomic_write_text", "remove_stale_temporaries", "result_row",
+           "failed_row", "read_rows", "row_to_result", "load_results"]
 
 RUN_FORMAT = "hfattr.dataset-run"
 MANIFEST = "manifest.json"

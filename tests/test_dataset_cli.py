@@ -187,3 +187,28 @@ def test_cli_run_writes_corpus_summary_and_the_summary_command(tmp_path, capsys)
     assert main(["corpus-summary", str(out), "--csv", str(tmp_path / "s.csv"), "--no-plot"]) == 0
     assert (tmp_path / "s.csv").read_text() == csv_a
     assert len(load_results(out)) == 3
+
+
+def test_cli_local_zoo_model_with_device_map(tmp_path, capsys):
+    """A saved tiny zoo model loaded by path with --device-map auto gives the API's output."""
+    from hfattr.cli import main
+    from hfattr.hf.loading import load_model
+    from hfattr.testing import save_tiny
+
+    path = save_tiny("roberta", tmp_path / "model", "sequence-classification")
+    texts = _texts(6)
+    data = tmp_path / "d.jsonl"
+    _write_jsonl(data, texts)
+    out = tmp_path / "cli"
+    assert main(["attribute-dataset", "--model", path, "--device-map", "auto", "--data", str(data),
+                 "--text-column", "review", "--target-column", "label", "--output", str(out), "--no-progress",
+                 "--shard-size", "4", "--batch-size", "3", "-o", "perturbations_per_eval=2"]) == 0
+    assert "rows:       6/6 (new 6, resumed 0)" in capsys.readouterr().out
+    model, tok = load_model(path)
+    ref = tmp_path / "api"
+    attribute_dataset(hfattr.Explainer(model, tok, model_name=path), str(data), text_column="review",
+                      target_column="label", method="ablation", output_dir=ref, shard_size=4, batch_size=3,
+                      progress=False, perturbations_per_eval=2)
+    _assert_same_output(out, ref)
+    m = read_manifest(out)
+    assert m["model"] == path and m["options"] == {"perturbations_per_eval": 2}
