@@ -2,7 +2,7 @@
 
 Model: a 6-layer Llama-like zoo model (``hfattr.testing.tiny_model("llama", num_layers=6)``,
 ``--hidden`` wide), one text of ``--length`` tokens (default 256), causal-LM head, explaining the
-next-token logit. Reported (best of ``--repeat`` runs, after a warm-up):
+next-token logit. Reported (after a warm-up):
 
 * ``forward``: one plain forward pass (no gradient);
 * ``forward+backward``: one forward and one backward pass to the input embeddings, no rules
@@ -11,7 +11,8 @@ next-token logit. Reported (best of ``--repeat`` runs, after a warm-up):
 * ``captum LIG 50``: Captum's ``LayerIntegratedGradients`` on the embedding layer, 50 steps,
   all steps in one batch (``--lig-batch`` to chunk).
 
-Captum is imported only here, as the peer.
+The first four are timed in turns (best of ``--repeat``), so a changing machine load hits them
+alike. Captum is imported only here, as the peer.
 
     python benchmarks/bench_lrp.py [--length 256] [--hidden 32] [--repeat 3] [--threads 0]
 """
@@ -35,6 +36,19 @@ def _timed(fn, repeat: int):
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
+
+
+def _interleaved(fns: dict, repeat: int) -> dict[str, float]:
+    """Best time of each function, run in turns so that a changing machine load hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def run(length: int, hidden: int, repeat: int, lig_batch: int | None) -> dict[str, float]:
@@ -70,12 +84,13 @@ def run(length: int, hidden: int, repeat: int, lig_batch: int | None) -> dict[st
         (g,) = torch.autograd.grad(wrapped(x)[:, target].sum(), x)
         return x * g
 
-    times = {}
-    times["forward"], _ = _timed(forward, repeat)
-    times["forward+backward"], _ = _timed(grad_x_input, repeat)
-    for comp in ("attnlrp", "cp-lrp"):
-        lrp = LRP(wrapped, composite=comp)
-        times[f"lrp {comp}"], _ = _timed(lambda: lrp.attribute(embeds, target=target), repeat)
+    attnlrp, cplrp = LRP(wrapped, composite="attnlrp"), LRP(wrapped, composite="cp-lrp")
+    times = _interleaved({
+        "forward": forward,
+        "forward+backward": grad_x_input,
+        "lrp attnlrp": lambda: attnlrp.attribute(embeds, target=target),
+        "lrp cp-lrp": lambda: cplrp.attribute(embeds, target=target),
+    }, repeat)
 
     def ids_forward(input_ids):
         return model(input_ids=input_ids, use_cache=False).logits[:, -1, :]

@@ -382,3 +382,16 @@ def test_explainer_method_rejects_probability_scores():
     m, tok = tiny("bert")
     with pytest.raises(ValueError, match="logits"):
         Explainer(m, tok).explain("a great movie", method="lrp", score="prob")
+
+
+def test_verbose_lists_layers_and_attention_kernels(capsys):
+    m = tiny_model("llama", num_layers=1)
+    LRP(m, composite="cp-lrp").attribute(_ids(m, B=1, L=4), target=(-1, 3), verbose=True)
+    out = capsys.readouterr().out
+    for line in ("NormRule() on layer model.layers.0.input_layernorm (LlamaRMSNorm)",
+                 "IdentityRule() on layer model.layers.0.mlp.act_fn",
+                 "ProductRule(kind='detach_gate') on layer model.layers.0.mlp (gated product)",
+                 "EpsilonRule(epsilon=0.0) on layer lm_head (Linear)",
+                 "no rule (plain gradient) on layer model.embed_tokens (Embedding)",
+                 "AttentionRule(kind='cp') on layer model.layers.0.self_attn (LlamaAttention, attention kernel)"):
+        assert "Applied " + line in out, line

@@ -233,8 +233,6 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
         if verbose:
             for line in plan.describe():
                 print(line)
-            for name, module in plan.passed:
-                print(f"Applied no rule (plain gradient) on layer {name} ({type(module).__name__})")
         for _, module, rule in plan.module_rules:
             hooks.add(module.register_forward_hook(_rule_hook(rule), with_kwargs=True))
         for _, rule, (gate, _up, down) in plan.products:

@@ -150,11 +150,13 @@ class Plan:
         return self.attention.get(id(module), self.composite.attention)
 
     def describe(self) -> list[str]:
-        """One line per module that a rule acts on (for ``verbose``)."""
-        lines = [f"Applied {r!r} on layer {n} ({type(m).__name__})" for n, m, r in self.module_rules]
-        lines += [f"Applied {r!r} on layer {n} (gated product)" for n, r, _ in self.products]
-        lines += [f"Applied {r!r} on layer {n} ({type(m).__name__}, parts {p})" for n, r, m, p in self.projections]
-        return lines
+        """One line per layer, in model order (for ``verbose``); kernel rules are reported when they run."""
+        lines = [(n, f"{r!r} on layer {n} ({type(m).__name__})") for n, m, r in self.module_rules]
+        lines += [(n, f"no rule (plain gradient) on layer {n} ({type(m).__name__})") for n, m in self.passed]
+        lines += [(n, f"{r!r} on layer {n} (gated product)") for n, r, _ in self.products]
+        lines += [(n, f"{r!r} on layer {n} ({type(m).__name__}, parts {p})") for n, r, m, p in self.projections]
+        order = {n: i for i, n in enumerate(self.names.values())}
+        return ["Applied " + text for n, text in sorted(lines, key=lambda item: order.get(item[0], -1))]
 
 
 _NO_RULE = object()
@@ -260,7 +262,10 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
     comp = get_composite(composite)
     mods = list(model.named_modules())
     explicit = _explicit(model, rules, mods)
-    plan = Plan(model, comp, {id(m): n for n, m in reversed(mods)})
+    names: dict[int, str] = {}
+    for n, m in mods:
+        names.setdefault(id(m), n)
+    plan = Plan(model, comp, names)
     missing: list[tuple[str, nn.Module]] = []
     seen: set[int] = set()
 
@@ -298,7 +303,7 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
                 raise TypeError(f"{type(rule).__name__} changes a module's own weight; {name!r} "
                                 f"({type(module).__name__}) has none. Set it on its Linear/Conv children")
             plan.module_rules.append((name, module, rule))
-        elif rule is None and name:
+        elif rule is None and name and (leaf or id(module) in explicit):
             plan.passed.append((name, module))
         if leaf:
             return
