@@ -395,3 +395,29 @@ def test_verbose_lists_layers_and_attention_kernels(capsys):
                  "no rule (plain gradient) on layer model.embed_tokens (Embedding)",
                  "AttentionRule(kind='cp') on layer model.layers.0.self_attn (LlamaAttention, attention kernel)"):
         assert "Applied " + line in out, line
+
+
+def test_functional_tanh_in_classification_head_gets_the_identity_rule():
+    m = tiny_model("roberta").double()
+    seen = {}
+
+    def keep(name):
+        def hook(module, args, out):
+            t = args[0] if name == "out_in" else out
+            t.retain_grad()
+            seen[name] = t
+        return hook
+
+    x = m.get_input_embeddings()(_ids(m, B=2, L=6)).detach().requires_grad_(True)
+    with attach_rules(m, composite="attnlrp"):
+        h1 = m.classifier.dense.register_forward_hook(keep("dense_out"))
+        h2 = m.classifier.out_proj.register_forward_hook(keep("out_in"))
+        try:
+            m(inputs_embeds=x).logits[:, 1].sum().backward()
+        finally:
+            h1.remove()
+            h2.remove()
+    r_pre = seen["dense_out"] * seen["dense_out"].grad  # before torch.tanh
+    r_post = seen["out_in"] * seen["out_in"].grad  # after it (dropout is the identity in eval)
+    torch.testing.assert_close(r_pre, r_post, atol=1e-12, rtol=1e-9)
+    assert torch._C._len_torch_function_stack() == 0
