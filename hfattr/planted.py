@@ -167,23 +167,34 @@ def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_tra
     for i, e in enumerate(data):
         if e.label >= 0:
             labels[i] = torch.nn.functional.one_hot(torch.tensor(e.label), task.n_classes).float()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = BertForSequenceClassification(config)
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(n_train, generator=gen)
-            for start in range(0, n_train, batch_size):
-                idx = order[start : start + batch_size]
-                logits = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx]).logits
-                loss = torch.nn.functional.cross_entropy(logits, labels[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # fastest for a model this small, and the same weights on any machine
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = BertForSequenceClassification(config)
+            _fit(model, enc, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     return model, tok
+
+
+def _fit(model: Any, enc: Any, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+         seed: int) -> None:
+    n = labels.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            logits = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx]).logits
+            loss = torch.nn.functional.cross_entropy(logits, labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
 
 
 def planted_tokens(result: Any, example: PlantedExample, *, opposing: bool = False) -> list[int]:
