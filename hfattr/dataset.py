@@ -146,7 +146,7 @@ def _check_columns(ds: Any, text_column: str, target_column: str | None) -> None
     if target_column is not None:
         tf = ds.features[target_column]
         ok = isinstance(tf, datasets.ClassLabel) or (
-            isinstance(tf, datasets.Value) and (tf.dtype.startswith(("int", "uint")) or "string" in tf.dtype))
+            isinstance(tf, datasets.Value) and (tf.dtype.startswith(("int", "uint", "float")) or "string" in tf.dtype or tf.dtype == "null"))
         if not ok:
             kind = tf.dtype if isinstance(tf, datasets.Value) else type(tf).__name__
             raise TypeError(f"target_column {target_column!r} holds {kind} values; expected label ids (int) "
@@ -269,7 +269,8 @@ class _Run:
         targets = chunk[self.target_column] if self.target_column else [self.target] * len(texts)
         rows, todo = [], []
         for j, (text, tgt) in enumerate(zip(texts, targets)):
-            problem = _text_problem(text)
+            tgt = _whole(tgt)
+            problem = _text_problem(text) or _target_problem(tgt)
             if problem:
                 rows.append(failed_row(start + j, text, problem, tgt))
             else:
@@ -355,6 +356,22 @@ def process_state() -> Any:
     xpu = getattr(torch, "xpu", None)
     has_gpu = torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
     return PartialState(cpu=use_cpu or not has_gpu)
+
+
+def _whole(value: Any) -> Any:
+    """Label ids read as floats (a CSV column with gaps): 1.0 -> 1, NaN -> None (the prediction)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return int(value)
+    return value
+
+
+def _target_problem(value: Any) -> str | None:
+    if isinstance(value, float):
+        return f"target {value!r} is not a label id (a whole number)"
+    return None
 
 
 def _text_problem(text: Any) -> str | None:

@@ -9,6 +9,7 @@ run fingerprint and its row range, which is what a resumed run checks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -16,13 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from .result import Result
 
-__all__ = ["SCHEMA", "MANIFEST", "RUN_FORMAT", "shard_name", "write_shard", "shard_info", "list_shards",
+__all__ = ["schema", "MANIFEST", "RUN_FORMAT", "shard_name", "write_shard", "shard_info", "list_shards",
            "read_manifest", "write_manifest", "atomic_write_text", "remove_stale_temporaries", "result_row",
            "failed_row", "read_rows", "row_to_result", "load_results"]
 
@@ -37,30 +36,36 @@ os.umask(_UMASK)
 # Columns that are stored as their own Parquet columns; the rest of a Result goes to ``result_meta``.
 _COLUMN_FIELDS = ("tokens", "token_ids", "scores", "text", "offsets", "special_mask", "word_ids", "rows")
 
-SCHEMA = pa.schema([
-    ("row_id", pa.int64()),
-    ("status", pa.string()),                      # "ok" or "failed"
-    ("error", pa.string()),                       # why a row failed
-    ("text", pa.string()),
-    ("n_tokens", pa.int64()),
-    ("tokens", pa.list_(pa.string())),
-    ("token_ids", pa.list_(pa.int64())),
-    ("scores", pa.list_(pa.float64())),            # 1-D scores (null for 2-D results)
-    ("scores_2d", pa.list_(pa.list_(pa.float64()))),  # 2-D scores, one list per row (null for 1-D)
-    ("score_rows", pa.list_(pa.string())),         # labels of the rows of scores_2d
-    ("target_id", pa.int64()),
-    ("target_label", pa.string()),
-    ("target", pa.string()),                       # the Result's target dict as JSON
-    ("probability", pa.float64()),
-    ("prediction_id", pa.int64()),
-    ("prediction_label", pa.string()),
-    ("prediction_probability", pa.float64()),
-    ("delta", pa.float64()),
-    ("offsets", pa.list_(pa.list_(pa.int64()))),
-    ("special_mask", pa.list_(pa.bool_())),
-    ("word_ids", pa.list_(pa.int64())),
-    ("result_meta", pa.string()),                  # JSON: every other Result field, exact
-])
+
+@functools.lru_cache(maxsize=None)
+def schema():
+    """The Arrow schema of a shard (pyarrow is imported on first use, not with hfattr)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("row_id", pa.int64()),
+        ("status", pa.string()),                      # "ok" or "failed"
+        ("error", pa.string()),                       # why a row failed
+        ("text", pa.string()),
+        ("n_tokens", pa.int64()),
+        ("tokens", pa.list_(pa.string())),
+        ("token_ids", pa.list_(pa.int64())),
+        ("scores", pa.list_(pa.float64())),            # 1-D scores (null for 2-D results)
+        ("scores_2d", pa.list_(pa.list_(pa.float64()))),  # 2-D scores, one list per row (null for 1-D)
+        ("score_rows", pa.list_(pa.string())),         # labels of the rows of scores_2d
+        ("target_id", pa.int64()),
+        ("target_label", pa.string()),
+        ("target", pa.string()),                       # the Result's target dict as JSON
+        ("probability", pa.float64()),
+        ("prediction_id", pa.int64()),
+        ("prediction_label", pa.string()),
+        ("prediction_probability", pa.float64()),
+        ("delta", pa.float64()),
+        ("offsets", pa.list_(pa.list_(pa.int64()))),
+        ("special_mask", pa.list_(pa.bool_())),
+        ("word_ids", pa.list_(pa.int64())),
+        ("result_meta", pa.string()),                  # JSON: every other Result field, exact
+    ])
 
 
 def shard_name(index: int) -> str:
@@ -152,7 +157,7 @@ def result_row(row_id: int, res: Result, prediction: tuple[int | None, str | Non
 
 def failed_row(row_id: int, text: Any, reason: str, target: Any = None) -> dict:
     """One output row for an input row that could not be attributed."""
-    row = {name: None for name in SCHEMA.names}
+    row = {name: None for name in schema().names}
     row.update(row_id=int(row_id), status="failed", error=str(reason),
                text=text if isinstance(text, str) else None)
     if isinstance(target, bool):
@@ -167,8 +172,11 @@ def failed_row(row_id: int, text: Any, reason: str, target: Any = None) -> dict:
 # --------------------------------------------------------------------------- shards
 def write_shard(path: str | os.PathLike, rows: list[dict], info: dict) -> None:
     """Write ``rows`` (sorted by row id) as one Parquet file, atomically; ``info`` goes to its metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     rows = sorted(rows, key=lambda r: r["row_id"])
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=schema())
     meta = dict(table.schema.metadata or {})
     meta[_META_KEY] = json.dumps(info, sort_keys=True).encode("utf-8")
     table = table.replace_schema_metadata(meta)
@@ -181,6 +189,9 @@ def write_shard(path: str | os.PathLike, rows: list[dict], info: dict) -> None:
 
 def shard_info(path: str | os.PathLike) -> dict | None:
     """The ``info`` a shard was written with, or None if the file is not a readable hfattr shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         meta = pq.read_schema(path).metadata or {}
         return json.loads(meta[_META_KEY].decode("utf-8"))
@@ -234,6 +245,8 @@ def _shard_paths(path: str | os.PathLike) -> list[Path]:
 
 def read_rows(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[dict]:
     """The stored rows (dicts), in row-id order, from a run directory or one shard file."""
+    import pyarrow.parquet as pq
+
     rows: list[dict] = []
     for shard in _shard_paths(path):
         rows.extend(pq.read_table(shard, columns=columns and sorted(set(columns) | {"row_id"})).to_pylist())

@@ -18,7 +18,7 @@ import torch
 
 import hfattr
 from hfattr.dataset import attribute_dataset, load_data, load_results
-from hfattr.dataset_io import SCHEMA, list_shards, read_manifest
+from hfattr.dataset_io import list_shards, read_manifest, schema
 from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 
 TEXTS = [
@@ -80,7 +80,7 @@ def test_in_memory_dataset_matches_explain_and_loads_with_datasets(explainer, tm
 
     table = datasets.load_dataset("parquet", data_files=str(out / "shard-*.parquet"), split="train",
                                   cache_dir=str(tmp_path / "cache"))
-    assert table.num_rows == 10 and table.column_names == SCHEMA.names
+    assert table.num_rows == 10 and table.column_names == schema().names
     rows = sorted(table, key=lambda r: r["row_id"])
     assert [r["row_id"] for r in rows] == list(range(10))
     assert [r["text"] for r in rows] == TEXTS
@@ -354,3 +354,21 @@ def test_corpus_summary_csv_and_plot(explainer, tmp_path):
     fig = plot_corpus_summary(corpus_summary(out), top_k=3)
     assert len(fig.axes) == len({r["label"] for r in rows})
     assert all(len(ax.patches) == 3 for ax in fig.axes)
+
+
+def test_label_ids_read_as_floats(explainer, tmp_path):
+    # a CSV label column with a gap is read as float64: 1.0 -> 1, empty -> the prediction, 0.5 fails
+    path = tmp_path / "gap.csv"
+    path.write_text("text,label\nthe movie was great,1\nboring,\nbad film,0.5\nfantastic acting,0\n")
+    out = tmp_path / "run"
+    s = attribute_dataset(explainer, str(path), text_column="text", target_column="label", method="ablation",
+                          output_dir=out, progress=False)
+    assert (s.rows_done, s.failures) == (4, 1)
+    rows = sorted(pq.read_table(out / "shard-00000.parquet").to_pylist(), key=lambda r: r["row_id"])
+    assert rows[2]["status"] == "failed" and rows[2]["error"] == "target 0.5 is not a label id (a whole number)"
+    got = load_results(out)
+    refs = _explain_each(explainer, ["the movie was great", "boring", "fantastic acting"], [1, None, 0],
+                         method="ablation")
+    for stored, ref in zip(got, refs):
+        _same(stored, ref)
+    assert [r.target["id"] for r in got] == [1, refs[1].target["id"], 0]
