@@ -183,10 +183,12 @@ def _run(args: argparse.Namespace) -> int:
     rows, means = evaluate_results(explainer, results, metrics=metrics, top_k=args.top_k,
                                    replacement=replacement, steps=args.steps, by=args.by,
                                    batch_size=args.batch_size)
+    n_ok = sum(r["error"] is None for r in rows)
+    if n_ok == 0:
+        raise CLIError(f"no row could be evaluated; e.g. {rows[0]['error']}")
     out = Path(args.output) if args.output else (run_dir / _OUTPUT_NAME if run_dir else None)
     if out is not None:
         _write_csv(out, rows, ids, metrics)
-    n_ok = sum(r["error"] is None for r in rows)
     print(f"model:       {explainer.model_name}")
     print(f"rows:        {n_ok} evaluated, {len(rows) - n_ok} skipped")
     print(f"top_k:       {args.top_k}   ranking: {args.by}")
