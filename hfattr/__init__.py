@@ -3,6 +3,7 @@
 from ._version import __version__
 from .core import FeatureAblation, LayerFeatureAblation, NeuronGradient, SequentialIntegratedGradients
 from .explainer import Explainer, list_methods, register_method
+from .lrp import LRP
 from .hf.architectures import get_architecture, register_architecture, resolve_sites
 from .pipeline import AttributionPipeline, pipeline
 from .result import Result
@@ -13,6 +14,7 @@ __all__ = [
     "LayerFeatureAblation",
     "NeuronGradient",
     "SequentialIntegratedGradients",
+    "LRP",
     "Explainer",
     "Result",
     "pipeline",

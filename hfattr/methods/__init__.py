@@ -4,6 +4,7 @@ from ..explainer import register_method
 from .ablation import ablation
 from .layer_ablation import layer_ablation
 from .neuron_gradient import neuron_gradient
+from .lrp import lrp
 from .sig import sig
 
 register_method("ablation", ablation, description="token-level feature ablation on the input embeddings",
@@ -15,4 +16,8 @@ register_method("neuron_gradient", neuron_gradient, needs_grad=True,
 register_method("sig", sig, needs_grad=True,
                 description="Sequential Integrated Gradients per token (arXiv 2305.15853)", overwrite=True)
 
-__all__ = ["ablation", "layer_ablation", "neuron_gradient", "sig"]
+register_method("lrp", lrp, needs_grad=True, overwrite=True,
+                description="layer-wise relevance propagation per token (AttnLRP, CP-LRP or epsilon): "
+                            "one forward and one backward pass")
+
+__all__ = ["ablation", "layer_ablation", "neuron_gradient", "sig", "lrp"]
