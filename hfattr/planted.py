@@ -241,7 +241,7 @@ def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = Non
     Returns a Result (or a list for a list of texts), with ``method="grad_x_input"``.
     """
     from .core.hooks import preserved_state
-    from .explainer import Explainer
+    from .explainer import Explainer, _slice
     from .hf.prepare import input_device, prepare
     from .hf.text import encode
     from .methods._common import result_fields
@@ -260,8 +260,6 @@ def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = Non
     with preserved_state(model, eval_mode=True, freeze=True):
         for a in range(0, n, batch_size):
             b = min(n, a + batch_size)
-            from .explainer import _slice
-
             enc = _slice(enc_all, a, b).to(input_device(model))
             prep = prepare(model, tokenizer, enc, targets[a:b], baseline=baseline)
             if prep.n_rows != 1:
