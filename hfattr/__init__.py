@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .core import FeatureAblation, LayerFeatureAblation, NeuronGradient, SequentialIntegratedGradients
+from .dataset import attribute_dataset, load_results
 from .explainer import Explainer, list_methods, register_method
 from .lrp import LRP
 from .hf.architectures import get_architecture, register_architecture, resolve_sites
@@ -17,6 +18,8 @@ __all__ = [
     "LRP",
     "Explainer",
     "Result",
+    "attribute_dataset",
+    "load_results",
     "pipeline",
     "AttributionPipeline",
     "list_methods",
