@@ -8,6 +8,7 @@ from .lrp import LRP
 from .hf.architectures import get_architecture, register_architecture, resolve_sites
 from .pipeline import AttributionPipeline, pipeline
 from .result import Result
+from . import evaluate, planted  # noqa: E402  hfattr.evaluate: the faithfulness metrics
 
 __all__ = [
     "__version__",
@@ -20,6 +21,8 @@ __all__ = [
     "Result",
     "attribute_dataset",
     "load_results",
+    "evaluate",
+    "planted",
     "pipeline",
     "AttributionPipeline",
     "list_methods",
