@@ -8,7 +8,7 @@ install:
 	$(PYTHON) -m pip install -e ".[test]"
 
 run: install
-	hfattr explain "the movie was wonderful but the ending was terrible"
+	$(PYTHON) -m hfattr explain "the movie was wonderful but the ending was terrible"
 
 test: install
 	$(PYTHON) -m pytest -q

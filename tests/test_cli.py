@@ -216,7 +216,8 @@ def test_python_m_hfattr_on_the_default_model(tmp_path):
 
 
 def test_console_script():
-    exe = shutil.which("hfattr")
+    # pip puts the script next to the interpreter (a PATH shim may not exist yet, e.g. pyenv)
+    exe = shutil.which("hfattr", path=os.path.dirname(sys.executable)) or shutil.which("hfattr")
     if exe is None:
         pytest.skip("the hfattr console script is not installed (pip install -e . --no-deps)")
     proc = subprocess.run([exe, "--version"], env=_env(), capture_output=True, text=True, timeout=120)
