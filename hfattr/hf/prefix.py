@@ -37,7 +37,13 @@ def supports_prefix_reuse(forward: TargetForward) -> bool:
 
 
 class PrefixReuseForward:
-    """Same signature and numbers as the wrapped ``TargetForward``, computing only suffixes."""
+    """Same signature and numbers as the wrapped ``TargetForward``, computing only suffixes.
+
+    Callers that know where their perturbation starts pass ``first_changed`` (SIG does: a row at
+    the end of its path equals the input, yet needs its gradient).
+    """
+
+    accepts_first_changed = True
 
     def __init__(self, forward: TargetForward, embeds: Tensor, args: tuple) -> None:
         from transformers import DynamicCache
@@ -67,7 +73,7 @@ class PrefixReuseForward:
 
     def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
                  decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
-                 example_ids: Tensor | None = None) -> Tensor:
+                 example_ids: Tensor | None = None, first_changed: int | None = None) -> Tensor:
         self.calls += 1
         N, L = embeds.shape[:2]
         if not self.enabled or example_ids is None or L != self.original.shape[1]:
@@ -79,6 +85,8 @@ class PrefixReuseForward:
             changed = (embeds.detach() != self.original.index_select(0, ex)).flatten(2).any(-1).any(0)
         cols = changed.nonzero()
         start = int(cols[0]) if len(cols) else L
+        if first_changed is not None:
+            start = min(start, first_changed)
         if start == 0:
             self.full_calls += 1
             self.positions_run += N * L

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..core.sig import sequential_integrated_gradients
+from ..core.sig import METHODS, sequential_integrated_gradients
 from ..hf.prepare import Prepared
 from ._common import result_fields
 
@@ -24,6 +24,10 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
     ``extras`` holds the integration points used per token and the per-token completeness error
     (score − (target(x) − target(x with that token at the baseline))).
     """
+    if integration not in METHODS:
+        raise ValueError(f"integration must be one of {METHODS}, got {integration!r}")
+    if n_steps == "auto" and integration != "gausslegendre":
+        raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use integration='gausslegendre'")
     B, L, _ = prep.embeds.shape
     R = prep.n_rows
     embeds, base, active = prep.embeds, prep.baseline, ~prep.fixed
