@@ -7,7 +7,7 @@
 - each hfattr run against its pass-count bound: the number of forward calls it needs times the
   time of one plain forward call of the same batch size.
 
-    python benchmarks/bench_fastpaths.py [--length 128] [--ppe 16] [--repeat 3]
+    python benchmarks/bench_fastpaths.py [--length 128] [--ppe 16] [--repeat 3] [--hidden 32]
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def best_of(fn, repeat: int):
     return best, out
 
 
-def prepared(name: str, length: int):
+def prepared(name: str, length: int, hidden: int):
     task = "causal-lm" if name == "llama" else "sequence-classification"
-    model = tiny_model(name, task, num_layers=6)
+    model = tiny_model(name, task, num_layers=6, hidden=hidden)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(5, model.config.vocab_size, (1, length), generator=gen)
     enc = Encoded(ids, torch.ones_like(ids), torch.zeros_like(ids, dtype=torch.bool), ["x"])
@@ -72,15 +72,16 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--ppe", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--hidden", type=int, default=32, help="model width (the zoo default is 32)")
     args = parser.parse_args()
     L, ppe, rep = args.length, args.ppe, args.repeat
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, L={L}, perturbations_per_eval={ppe}, "
-          f"best of {rep}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, L={L}, hidden={args.hidden}, "
+          f"perturbations_per_eval={ppe}, best of {rep}")
     print(f"{'case':52s} {'hfattr s':>9s} {'captum s':>9s} {'speed-up':>9s} {'max|diff|':>10s} {'vs bound':>9s}")
     mask = torch.arange(L).view(1, L, 1)
 
     for name in ("llama", "bert"):
-        model, prep = prepared(name, L)
+        model, prep = prepared(name, L, args.hidden)
         args_ = prep.forward_args()
 
         def plain(x):
