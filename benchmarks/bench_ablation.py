@@ -10,21 +10,14 @@ here, as the peer and the oracle.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from _timing import best_of
 
 import hfattr
 from hfattr.testing import tiny_model
 
 
-def _timed(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _setup(name: str, length: int, seed: int = 0):
@@ -62,8 +55,8 @@ def run(length: int, ppe: int, repeat: int) -> list[tuple[str, float, float, flo
     for name in ("llama", "bert"):
         model, forward, embeds, target, blocks = _setup(name, length)
         kw = dict(target=target, feature_mask=mask, perturbations_per_eval=ppe)
-        t_h, a_h = _timed(lambda: hfattr.FeatureAblation(forward).attribute(embeds, **kw), repeat)
-        t_c, a_c = _timed(lambda: CaptumFA(forward).attribute(embeds, **kw), repeat)
+        t_h, a_h = best_of(lambda: hfattr.FeatureAblation(forward).attribute(embeds, **kw), repeat)
+        t_c, a_c = best_of(lambda: CaptumFA(forward).attribute(embeds, **kw), repeat)
         rows.append((f"{name}-6L token FeatureAblation", t_h, t_c, float((a_h - a_c).abs().max())))
 
         lkw = dict(target=target, layer_mask=mask, perturbations_per_eval=ppe)
@@ -71,8 +64,8 @@ def run(length: int, ppe: int, repeat: int) -> list[tuple[str, float, float, flo
         def per_block(cls):
             return [cls(forward, b).attribute(embeds, **lkw) for b in blocks]
 
-        t_h, a_h = _timed(lambda: per_block(hfattr.LayerFeatureAblation), repeat)
-        t_c, a_c = _timed(lambda: per_block(CaptumLFA), repeat)
+        t_h, a_h = best_of(lambda: per_block(hfattr.LayerFeatureAblation), repeat)
+        t_c, a_c = best_of(lambda: per_block(CaptumLFA), repeat)
         diff = max(float((x - y).abs().max()) for x, y in zip(a_h, a_c))
         rows.append((f"{name}-6L per-block LayerFeatureAblation", t_h, t_c, diff))
     return rows

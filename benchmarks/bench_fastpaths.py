@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from _timing import best_of
 
 import hfattr
 from hfattr.core.ablation import feature_ablation
@@ -25,13 +25,6 @@ from hfattr.hf.text import Encoded
 from hfattr.testing import tiny_model
 
 
-def best_of(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def prepared(name: str, length: int, hidden: int):

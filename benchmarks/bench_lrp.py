@@ -24,18 +24,16 @@ import time
 
 import torch
 
+from _timing import best_of
+
+
+def best_of_warm(fn, repeat):
+    return best_of(fn, repeat, warmup=True)
+
 from hfattr.lrp import LRP
 from hfattr.testing import tiny_model
 
 
-def _timed(fn, repeat: int):
-    fn()  # warm-up
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _interleaved(fns: dict, repeat: int) -> dict[str, float]:
@@ -96,7 +94,7 @@ def run(length: int, hidden: int, repeat: int, lig_batch: int | None) -> dict[st
         return model(input_ids=input_ids, use_cache=False).logits[:, -1, :]
 
     lig = LayerIntegratedGradients(ids_forward, emb_layer)
-    times["captum LIG 50"], _ = _timed(
+    times["captum LIG 50"], _ = best_of_warm(
         lambda: lig.attribute(ids, target=target, n_steps=50, internal_batch_size=lig_batch), max(1, repeat // 2))
     return times
 
