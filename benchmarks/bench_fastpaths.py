@@ -19,6 +19,8 @@ from _timing import best_of
 
 import hfattr
 from hfattr.core.ablation import feature_ablation
+from hfattr.core.layer import layer_feature_ablation
+from hfattr.methods.layer_ablation import _Summed
 from hfattr.hf.prepare import prepare
 from hfattr.hf.targets import resolve_targets
 from hfattr.hf.text import Encoded
@@ -111,6 +113,18 @@ def main() -> None:
         bound = len(blocks) * (2 * t1 + calls * tb)  # capture + unperturbed + perturbation calls, full depth
         print(f"{name + '-6L per-block LayerFeatureAblation':52s} {t_h:9.3f} {t_c:9.3f} {t_c / t_h:8.2f}x "
               f"{diff:10.2e} {t_h / bound:8.2f}x")
+
+        # the Explainer's layer_ablation path: on causal LMs also only positions from the ablated one on
+        def explainer_path():
+            total = _Summed(prep.perturbation_forward(fast=True))
+            return [layer_feature_ablation(total, b, (prep.embeds,), additional_forward_args=args_,
+                                           layer_mask=mask, perturbations_per_eval=ppe, root=model)[0][0]
+                    for b in blocks]
+
+        t_e, a_e = best_of(explainer_path, rep)
+        diff = max(float((x - y).abs().max()) for x, y in zip(a_e, a_c))
+        print(f"{name + '-6L per-block layer_ablation (Explainer path)':52s} {t_e:9.3f} {t_c:9.3f} "
+              f"{t_c / t_e:8.2f}x {diff:10.2e} {t_e / bound:8.2f}x")
     print("vs bound: wall time over (forward calls needed × time of one plain call at that batch size); "
           "below 1 means the fast path does less work than full forwards.")
 

@@ -120,6 +120,19 @@ def test_prefix_reuse_equals_full_computation(arch, method, options):
     torch.testing.assert_close(cont.scores, cont_full.scores, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("sites", ["attention", "mlp", "block"])
+def test_layer_ablation_suffix_on_causal_models_equals_full_computation(arch, sites):
+    model, tok = tiny(arch)
+    ex = hfattr.Explainer(model.double(), tok)
+    texts = ["the movie was great and the acting was good", "a bad film"]
+    fast = ex.explain(texts, method="layer_ablation", sites=sites, perturbations_per_eval=3)
+    full = ex.explain(texts, method="layer_ablation", sites=sites, perturbations_per_eval=3, fast=False)
+    for a, b in zip(fast, full):
+        torch.testing.assert_close(a.scores, b.scores, atol=ATOL, rtol=0)
+        assert a.extras["site_scores"] == pytest.approx(b.extras["site_scores"], abs=ATOL)
+
+
 def test_prefix_reuse_recomputes_only_suffixes():
     model, tok = tiny("llama")
     from hfattr.hf.prepare import prepare

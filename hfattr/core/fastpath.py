@@ -23,7 +23,26 @@ from torch import Tensor, nn
 
 from .hooks import HookSet, batch_of
 
-__all__ = ["PrefixRecorder", "record_prefix", "reuse_prefix", "find_root"]
+__all__ = ["PrefixRecorder", "record_prefix", "reuse_prefix", "find_root", "FIRST_CHANGED", "suffix_of"]
+
+# A forward function with this attribute set accepts ``first_changed=i``: the inputs (or the
+# substituted layer value) differ from the unperturbed ones only at sequence positions >= i, and
+# it may run positions >= i only (a causal model over a cached prefix).
+FIRST_CHANGED = "accepts_first_changed"
+
+
+def suffix_of(value: Any, length: int) -> Any:
+    """The last ``length`` sequence positions (dimension 1) of every tensor with a sequence dim."""
+    if isinstance(value, Tensor):
+        return value[:, value.shape[1] - length:] if value.dim() >= 2 and value.shape[1] > length else value
+    return tuple(suffix_of(v, length) if isinstance(v, Tensor) else v for v in value)
+
+
+def _seq_len(args: tuple, kwargs: dict) -> int | None:
+    for v in list(args) + list(kwargs.values()):
+        if isinstance(v, Tensor) and v.dim() >= 2:
+            return v.shape[1]
+    return None
 
 _MISSING = object()
 
@@ -126,8 +145,12 @@ def _repeat(out: Any, n: int) -> Any:
 
 
 @contextlib.contextmanager
-def reuse_prefix(rec: PrefixRecorder | None) -> Iterator[None]:
-    """While active, recorded blocks return their recorded output (repeated to the batch)."""
+def reuse_prefix(rec: PrefixRecorder | None, *, suffix: bool = False) -> Iterator[None]:
+    """While active, recorded blocks return their recorded output (repeated to the batch).
+
+    With ``suffix`` the forward may run a sequence suffix only; the recorded output is then cut
+    to the length of the block's input.
+    """
     if rec is None:
         yield
         return
@@ -140,7 +163,12 @@ def reuse_prefix(rec: PrefixRecorder | None) -> Iterator[None]:
                 n_rows = batch_of(args, kwargs)
                 if n_rows is None or n_rows % _b:
                     return _orig(*args, **kwargs)
-                return _repeat(_out, n_rows // _b)
+                out = _repeat(_out, n_rows // _b)
+                if suffix:
+                    length = _seq_len(args, kwargs)
+                    if length is not None:
+                        out = suffix_of(out, length)
+                return out
 
             saved.append((mod, mod.__dict__.get("forward", _MISSING)))
             mod.forward = forward  # per-instance override, undone below

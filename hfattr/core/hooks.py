@@ -208,23 +208,25 @@ def replace_layer(
     *,
     inputs: bool = False,
     value: LayerValue | None = None,
+    suffix: bool = False,
 ) -> Iterator[None]:
     """Substitute ``module``'s attributable output (or input) tensors during the block.
 
     ``replacement(device)`` returns the tensors to use for a call running on ``device``;
-    ``value`` (from the capture pass) says which members they replace.
+    ``value`` (from the capture pass) says which members they replace. With ``suffix`` the module
+    may run on the last positions of the sequence only; the replacement's matching suffix is used.
     """
 
     def fwd_hook(mod: nn.Module, args: tuple, out: Any) -> Any:
         where = value or LayerValue.of_output(out)
         current = where.get(out)
-        new = _match(replacement(_device_of(current)), current)
+        new = _match(_cut(replacement(_device_of(current)), current, suffix), current)
         return where.put_output(out, new)
 
     def pre_hook(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
         where = value or LayerValue.of_inputs(args, kwargs)
         current = where.get(args=args, kwargs=kwargs)
-        new = _match(replacement(_device_of(current)), current)
+        new = _match(_cut(replacement(_device_of(current)), current, suffix), current)
         return where.put_inputs(args, kwargs, new)
 
     with HookSet() as hooks:
@@ -233,6 +235,13 @@ def replace_layer(
         else:
             hooks.add(module.register_forward_hook(fwd_hook))
         yield
+
+
+def _cut(new: tuple[Tensor, ...], current: tuple[Tensor, ...], suffix: bool) -> tuple[Tensor, ...]:
+    if not suffix:
+        return new
+    return tuple(n[:, n.shape[1] - c.shape[1]:] if n.dim() >= 2 and c.dim() >= 2 and n.shape[1] > c.shape[1]
+                 else n for n, c in zip(new, current))
 
 
 def _match(new: tuple[Tensor, ...], current: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

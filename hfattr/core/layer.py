@@ -8,6 +8,7 @@ because substituting its value would change every call.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from ._args import call_forward, format_additional_args, index_after_batch
 from .ablation import feature_ablation
-from .fastpath import PrefixRecorder, find_root, record_prefix, reuse_prefix
+from .fastpath import FIRST_CHANGED, PrefixRecorder, find_root, record_prefix, reuse_prefix
 from .hooks import Captured, StopForward, capture_layer, replace_layer
 
 __all__ = ["layer_feature_ablation", "neuron_gradient", "layer_eval", "select_neuron"]
@@ -72,6 +73,8 @@ def layer_eval(
     _check_module(layer, "layer")
     args = format_additional_args(additional_forward_args)
     ids = _device_ids(forward_func, device_ids)
+    if getattr(forward_func, FIRST_CHANGED, False):
+        forward_func = functools.partial(forward_func, first_changed=0)  # a full pass: the layer must run
     with torch.no_grad(), capture_layer(layer, inputs=attribute_to_layer_input, first_only=first_only) as cap, \
             record_prefix(record_root, layer, inputs[0].shape[0]) as prefix:
         call_forward(forward_func, inputs, args)
@@ -121,16 +124,22 @@ def layer_feature_ablation(
         first_only=first_only,
     )
     n_values, n_inputs = len(values), len(inputs)
+    # forward functions that can run a sequence suffix (causal LMs with a cached prefix) are told
+    # the first position the substituted value changes; the layer then runs on that suffix only
+    suffix = bool(getattr(forward_func, FIRST_CHANGED, False)) and not ids and _sequence_like(values)
 
     def substituted_forward(*flat: Any) -> Any:
         new_values = flat[:n_values]
         original = flat[n_values : n_values + n_inputs]
         rest = flat[n_values + n_inputs :]
         by_device = _scatter(new_values, ids)
+        fwd = forward_func
+        if suffix:
+            fwd = functools.partial(forward_func, first_changed=_first_changed(values, new_values))
         with replace_layer(layer, lambda dev: by_device.get(dev, new_values), inputs=attribute_to_layer_input,
-                           value=where), \
-                reuse_prefix(prefix):
-            return call_forward(forward_func, original, rest)
+                           value=where, suffix=suffix), \
+                reuse_prefix(prefix, suffix=suffix):
+            return call_forward(fwd, original, rest)
 
     attributions = feature_ablation(
         substituted_forward,
@@ -145,6 +154,22 @@ def layer_feature_ablation(
         baseline_name="layer_baselines",
     )
     return attributions, was_tuple
+
+
+def _sequence_like(values: tuple[Tensor, ...]) -> bool:
+    return all(v.dim() >= 2 and v.shape[1] == values[0].shape[1] for v in values)
+
+
+def _first_changed(values: tuple[Tensor, ...], new_values: tuple[Tensor, ...]) -> int:
+    """First position along dimension 1 where any row of ``new_values`` differs from ``values``."""
+    first = values[0].shape[1]
+    for old, new in zip(values, new_values):
+        n = new.shape[0] // old.shape[0]
+        reference = old.to(new.device).repeat((n,) + (1,) * (old.dim() - 1))
+        changed = (new != reference).transpose(0, 1).reshape(new.shape[1], -1).any(1).nonzero()
+        if len(changed):
+            first = min(first, int(changed[0]))
+    return first
 
 
 def _scatter(values: tuple[Tensor, ...], ids: list[int] | None) -> dict[torch.device, tuple[Tensor, ...]]:

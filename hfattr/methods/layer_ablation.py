@@ -16,9 +16,24 @@ from ..hf.prepare import Prepared
 from ._common import SKIP, result_fields
 
 
+class _Summed:
+    """The target rows summed; passes ``first_changed`` through to a prefix-reusing forward."""
+
+    def __init__(self, forward: Any) -> None:
+        self.forward = forward
+        self.accepts_first_changed = getattr(forward, "accepts_first_changed", False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.forward(*args, **kwargs).sum(-1)
+
+
 def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: float = 0.0,
-                   perturbations_per_eval: int = 16) -> list[dict]:
-    """Per site and token: target(x) − target(x with the site's output at that token ablated)."""
+                   perturbations_per_eval: int = 16, fast: bool = True) -> list[dict]:
+    """Per site and token: target(x) − target(x with the site's output at that token ablated).
+
+    Fast paths (``fast``, same numbers): blocks before the site are not recomputed, and on causal
+    LMs only the positions from the ablated one on are.
+    """
     if getattr(prep.model.config, "is_encoder_decoder", False) and isinstance(sites, str) \
             and sites in ("attention", "mlp", "block", "blocks"):
         sites = f"encoder.{sites}"  # columns are input (encoder) tokens
@@ -31,8 +46,7 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
     whole = torch.zeros(B, L, dtype=torch.long, device=dev)
     whole[pad] = SKIP
 
-    def total(*args: Any) -> torch.Tensor:
-        return prep.forward(*args).sum(-1)
+    total = _Summed(prep.perturbation_forward(fast=fast))
 
     grid, site_scores = [], []
     for name, module in resolved:
@@ -46,7 +60,7 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
             (attr,), _ = layer_feature_ablation(
                 total, module, (prep.embeds,), layer_baselines=layer_baseline,
                 additional_forward_args=prep.forward_args(), layer_mask=mask.unsqueeze(-1),
-                perturbations_per_eval=perturbations_per_eval, skip_id=SKIP, root=prep.model,
+                perturbations_per_eval=perturbations_per_eval, skip_id=SKIP, root=prep.model, skip_prefix=fast,
                 first_only=True,
             )
             if attr.dim() < 2 or attr.shape[1] != L:
