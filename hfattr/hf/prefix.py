@@ -95,8 +95,13 @@ class PrefixReuseForward:
         if start == L:
             return self.forward.finish(base_rows, indices)
         cache = self._cache_type()
+        same = bool((ex == ex[0]).all())  # one text (the common case): a view, no copy
         for layer_idx, (k, v) in enumerate(zip(self.keys, self.values)):
-            cache.update(k.index_select(0, ex)[:, :, :start], v.index_select(0, ex)[:, :, :start], layer_idx)
+            if same:
+                k, v = k[ex[0] : ex[0] + 1].expand(N, -1, -1, -1), v[ex[0] : ex[0] + 1].expand(N, -1, -1, -1)
+            else:
+                k, v = k.index_select(0, ex), v.index_select(0, ex)
+            cache.update(k[:, :, :start], v[:, :, :start], layer_idx)
         out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask,
                          use_cache=True, **{self._cache_kw: cache})
         self.positions_run += N * (L - start)
