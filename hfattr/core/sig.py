@@ -191,23 +191,35 @@ def _sum_per_example(forward_func: Callable, inputs: tuple[Tensor, ...], target:
 
 
 @torch.no_grad()
-def completeness_error(forward_func: Callable, attributions: tuple[Tensor, ...], inputs: tuple[Tensor, ...],
-                       bases: tuple[Tensor, ...], target: Any, args: tuple | None, active: Tensor,
-                       chunk: int) -> Tensor:
-    """``(B, L)``: Σ over position i's features of the attributions − (F(x) − F(x with i at baseline))."""
+def position_drops(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
+                   args: tuple | None, active: Tensor, chunk: int) -> Tensor:
+    """``(B, L)`` float64: F(x) − F(x with position i at its baseline) where ``active`` (else 0)."""
     B, L = active.shape
     dev = inputs[0].device
     f_x = _sum_per_example(forward_func, inputs, target, args)
-    err = torch.zeros(B, L, dtype=torch.float64, device=dev)
+    drops = torch.zeros(B, L, dtype=torch.float64, device=dev)
     ex, pos = active.nonzero(as_tuple=True)
-    attr_sum = sum(a.reshape(B, L, -1).sum(-1).to(torch.float64) for a in attributions)
     for sl in _chunks(len(ex), chunk):
         e, p = ex[sl], pos[sl]
         batch = tuple(x.index_select(0, e).index_put((torch.arange(len(e), device=dev), p), b[e, p])
                       for x, b in zip(inputs, bases))
         f_i = _sum_per_example(forward_func, batch, _gather_target(target, e), _gather_args(args, e, B))
-        err[e, p] = attr_sum[e, p] - (f_x[e] - f_i).to(torch.float64)
-    return err
+        drops[e, p] = (f_x[e] - f_i).to(torch.float64)
+    return drops
+
+
+def completeness_error(forward_func: Callable, attributions: tuple[Tensor, ...], inputs: tuple[Tensor, ...],
+                       bases: tuple[Tensor, ...], target: Any, args: tuple | None, active: Tensor,
+                       chunk: int, *, drops: Tensor | None = None) -> Tensor:
+    """``(B, L)``: Σ over position i's features of the attributions − (F(x) − F(x with i at baseline)).
+
+    ``drops`` (from :func:`position_drops`) saves the forward passes when already known.
+    """
+    B, L = active.shape
+    if drops is None:
+        drops = position_drops(forward_func, inputs, bases, target, args, active, chunk)
+    attr_sum = sum(a.reshape(B, L, -1).sum(-1).to(torch.float64) for a in attributions)
+    return torch.where(active, attr_sum - drops, torch.zeros_like(drops))
 
 
 def convergence_delta(forward_func: Callable, attributions: tuple[Tensor, ...], inputs: tuple[Tensor, ...],
@@ -312,7 +324,9 @@ def sequential_integrated_gradients(
 
     n = start_steps
     attrs = run(active, n, f"SIG ({n} steps)")
-    err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, active, chunk_eval)
+    drops = position_drops(forward_func, inputs, bases, target, args, active, chunk_eval)  # once for all rounds
+    err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, active, chunk_eval,
+                             drops=drops)
     todo = active & (err.abs() > tol)
     while todo.any() and n < max_steps:
         n = min(2 * n, max_steps)
@@ -320,7 +334,8 @@ def sequential_integrated_gradients(
         for a, r in zip(attrs, refined):
             mask = todo.view(B, L, *([1] * (a.dim() - 2)))
             a.copy_(torch.where(mask, r, a))
-        new_err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, todo, chunk_eval)
+        new_err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, todo, chunk_eval,
+                                     drops=drops)
         err = torch.where(todo, new_err, err)
         todo = todo & (err.abs() > tol)
     info.completeness_error = err
