@@ -602,3 +602,24 @@ def test_quadrature_rules():
     assert math.isclose(sum(wi * ai for wi, ai in zip(w, a)), 0.5, rel_tol=1e-6)
     assert quadrature("riemann_left", 4)[1] == pytest.approx([0, 0.25, 0.5, 0.75])
     assert quadrature("riemann_right", 4)[1] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_long_input_runs_in_chunks_bounded_by_internal_batch_size():
+    """1024 positions: every call holds at most internal_batch_size rows, and the identity holds."""
+    torch.manual_seed(0)
+    L, D = 1024, 4
+    proj = torch.nn.Linear(D, 1).double()
+    rows_seen = []
+
+    def forward(x):
+        rows_seen.append(x.shape[0])
+        h = torch.tanh(proj(x)).squeeze(-1)  # (N, L)
+        return (h * h.roll(1, dims=1)).sum(1, keepdim=True)  # couples neighbouring positions
+
+    x = torch.randn(1, L, D, dtype=torch.float64)
+    sig = SequentialIntegratedGradients(forward)
+    attr = sig.attribute(x, target=0, n_steps=16, internal_batch_size=256)
+    assert max(rows_seen) <= 256
+    assert sig.last_info.rows == L * 16
+    err = sig.compute_completeness_error(attr, x, target=0)
+    assert err.abs().max() < 1e-8  # 16 Gauss-Legendre points on a smooth path
