@@ -78,7 +78,8 @@ def auto_rows(inputs: tuple[Tensor, ...], *, rows_measured: int, probe: MemoryPr
     """How many rows of the shape of ``inputs``' examples fit in one call (at least 1)."""
     device = inputs[0].device
     free = free_memory(device) * HEADROOM
-    if probe is not None and probe.peak is not None and device.type == "cuda":
+    measured = probe is not None and probe.peak is not None and probe.peak > 2**20
+    if measured and device.type == "cuda":  # (a call that did almost nothing measures nothing)
         per_row = probe.peak / max(1, rows_measured)
         rows = int(free // per_row)
     else:

@@ -31,11 +31,11 @@ __all__ = ["PrefixRecorder", "record_prefix", "reuse_prefix", "find_root", "FIRS
 FIRST_CHANGED = "accepts_first_changed"
 
 
-def suffix_of(value: Any, length: int) -> Any:
-    """The last ``length`` sequence positions (dimension 1) of every tensor with a sequence dim."""
+def suffix_of(value: Any, length: int, full: int) -> Any:
+    """The last ``length`` of ``full`` sequence positions (dim 1) of the tensors that have ``full`` there."""
     if isinstance(value, Tensor):
-        return value[:, value.shape[1] - length:] if value.dim() >= 2 and value.shape[1] > length else value
-    return tuple(suffix_of(v, length) if isinstance(v, Tensor) else v for v in value)
+        return value[:, full - length:] if value.dim() >= 2 and value.shape[1] == full > length else value
+    return tuple(suffix_of(v, length, full) if isinstance(v, Tensor) else v for v in value)
 
 
 def _seq_len(args: tuple, kwargs: dict) -> int | None:
@@ -132,9 +132,10 @@ def record_prefix(root: nn.Module | None, layer: nn.Module, batch: int) -> Itera
 
 
 def _detach(out: Any) -> Any:
+    # a copy: the model may still change the live tensor in place after the block returned it
     if isinstance(out, Tensor):
-        return out.detach()
-    return tuple(o.detach() if isinstance(o, Tensor) else o for o in out)
+        return out.detach().clone()
+    return tuple(o.detach().clone() if isinstance(o, Tensor) else o for o in out)
 
 
 def _repeat(out: Any, n: int) -> Any:
@@ -166,8 +167,9 @@ def reuse_prefix(rec: PrefixRecorder | None, *, suffix: bool = False) -> Iterato
                 out = _repeat(_out, n_rows // _b)
                 if suffix:
                     length = _seq_len(args, kwargs)
-                    if length is not None:
-                        out = suffix_of(out, length)
+                    full = _seq_len((_out,) if isinstance(_out, Tensor) else _out, {})
+                    if length is not None and full is not None:
+                        out = suffix_of(out, length, full)
                 return out
 
             saved.append((mod, mod.__dict__.get("forward", _MISSING)))

@@ -80,6 +80,14 @@ def layer_eval(
         call_forward(forward_func, inputs, args)
     _check_ran(cap, layer, once=True)
     tensors = cap.gathered(_device_order(ids))
+    batch = inputs[0].shape[0]
+    for t in tensors:
+        if t.dim() == 0 or t.shape[0] != batch:
+            raise ValueError(
+                f"layer {type(layer).__name__} gives a value of shape {tuple(t.shape)}, without one row per "
+                f"example (batch {batch}) in dimension 0; choose a layer whose "
+                f"{'input' if attribute_to_layer_input else 'output'} is per example"
+            )
     was_tuple = len(tensors) > 1
     return tensors, was_tuple, prefix, cap.value
 

@@ -180,7 +180,8 @@ def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: 
     for k, gk in enumerate(g):
         if gk is None:
             continue
-        contrib = gk.detach() * w.to(gk.dtype).view((-1,) + (1,) * (gk.dim() - 1))
+        acc = grads[k].dtype
+        contrib = gk.detach().to(acc) * w.to(acc).view((-1,) + (1,) * (gk.dim() - 1))
         grads[k].index_put_((e, p), contrib, accumulate=True)
 
 
@@ -297,7 +298,8 @@ def sequential_integrated_gradients(
         row_a = torch.tensor(alphas, dtype=torch.float64, device=dev).repeat(n_cells)
         row_w = torch.tensor(weights, dtype=torch.float64, device=dev).repeat(n_cells)
         chunk = internal_batch_size or default_chunk
-        grads = [torch.zeros_like(x) for x in inputs]
+        # accumulate in at least float32 (half-precision sums lose the small step contributions)
+        grads = [torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in inputs]
         with progress_bar(-(-len(row_ex) // chunk), show_progress, label) as bar:
             info.passes += _integrate(forward_func, inputs, bases, target, args, (row_ex, row_pos), row_a, row_w,
                                       chunk, grads, bar, shrink_on_oom=auto_chunk)
@@ -305,8 +307,9 @@ def sequential_integrated_gradients(
         steps[act] = n
         out = []
         for g, x, b in zip(grads, inputs, bases):
-            a = g * (x - b) if multiply_by_inputs else g
-            out.append(a * act.view(B, L, *([1] * (x.dim() - 2))).to(a.dtype))
+            a = g * (x - b).to(g.dtype) if multiply_by_inputs else g
+            a = a * act.view(B, L, *([1] * (x.dim() - 2))).to(a.dtype)
+            out.append(a.to(x.dtype))
         return tuple(out)
 
     chunk_eval = internal_batch_size or default_chunk

@@ -58,12 +58,15 @@ class PrefixReuseForward:
 
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        with torch.no_grad():
-            out = self.model(inputs_embeds=self.original, attention_mask=attention_mask, use_cache=True)
+        try:
+            with torch.no_grad():
+                out = self.model(inputs_embeds=self.original, attention_mask=attention_mask, use_cache=True)
+        except TypeError:  # a model without a key/value cache: every call is a full forward
+            out = None
         self._cache_type = DynamicCache
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        cache = None if out is None else (getattr(out, "cache", None) or getattr(out, "past_key_values", None))
         self.layers = _plain_layers(cache)
-        self.rows = forward.row_logits(out.logits, positions).detach()  # (B, R, V) unperturbed
+        self.rows = forward.row_logits(out.logits, positions).detach() if self.layers else None  # (B, R, V)
         self.keys = [layer.keys.detach() for layer in self.layers] if self.layers else None
         self.values = [layer.values.detach() for layer in self.layers] if self.layers else None
 

@@ -149,16 +149,23 @@ def _is_batch_encoding(obj: Any) -> bool:
 
 
 def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
+    """An already tokenized batch; rows are moved to right padding like every other input."""
     ids = torch.as_tensor(batch["input_ids"])
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
     mask = torch.as_tensor(batch.get("attention_mask", torch.ones_like(ids))).reshape(ids.shape)
-    texts = [tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(ids, mask)]
-    special = torch.tensor(
-        [[i in set(tokenizer.all_special_ids) for i in row.tolist()] for row in ids], dtype=torch.bool
-    )
-    extra = {k: torch.as_tensor(batch[k]).reshape(ids.shape) for k in ("token_type_ids",) if k in batch}
-    return Encoded(ids, mask, special | ~mask.bool(), texts, None, None, extra)
+    extra_in = {k: torch.as_tensor(batch[k]).reshape(ids.shape) for k in ("token_type_ids",) if k in batch}
+    keep = [row_mask.bool() for row_mask in mask]
+    rows = [row[k].tolist() for row, k in zip(ids, keep)]
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    L = ids.shape[1]
+    ids = torch.tensor(_pad(rows, 0 if pad_id is None else pad_id, L), dtype=torch.long)
+    mask = torch.tensor(_pad([[1] * len(r) for r in rows], 0, L), dtype=torch.long)
+    extra = {k: torch.tensor(_pad([v[i][k_].tolist() for i, k_ in enumerate(keep)], 0, L), dtype=torch.long)
+             for k, v in extra_in.items()}
+    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+    special = _typed_specials(tokenizer, ids) | ~mask.bool()
+    return Encoded(ids, mask, special, texts, None, None, extra)
 
 
 def _pad(rows: list[list[Any]], value: Any, length: int) -> list[list[Any]]:
