@@ -147,16 +147,16 @@ def _fmt_target(target: dict) -> str:
 
 def render(result: Any, *, color: bool, width: int | None = None) -> str:
     """Header (model, method, target, probability) and the terminal table of ``result``."""
-    from .viz import describe, text_table
+    from .viz import _printable, describe, text_table
 
     header = [
-        f"model:       {result.model_name or '?'}",
-        f"method:      {result.method}",
-        f"target:      {_fmt_target(result.target)}",
+        f"model:       {_printable(str(result.model_name or '?'))}",
+        f"method:      {_printable(str(result.method))}",
+        f"target:      {_printable(_fmt_target(result.target))}",
         f"probability: {_fmt_probability(result.probability)}",
     ]
     if result.options:
-        header.append("options:     " + json.dumps(result.options, sort_keys=True, default=str))
+        header.append("options:     " + _printable(json.dumps(result.options, sort_keys=True, default=str)))
     if color:
         header = [f"\x1b[1m{line[:13]}\x1b[0m{line[13:]}" for line in header]
     table = text_table(result, color=color, width=width).split("\n")

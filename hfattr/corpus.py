@@ -84,15 +84,12 @@ def plot_corpus_summary(summary: list[dict], *, top_k: int = 15, path: str | os.
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
     try:
-        import matplotlib
-
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
     except ImportError as err:  # matplotlib is the optional "plot" extra
         raise ImportError("the corpus-summary plot needs matplotlib (pip install 'hfattr[plot]')") from err
     labels = sorted({r["label"] for r in summary}) or ["(no rows)"]
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.5 * len(labels), 0.35 * top_k + 1.5), squeeze=False)
+    fig = Figure(figsize=(4.5 * len(labels), 0.35 * top_k + 1.5))
+    axes = fig.subplots(1, len(labels), squeeze=False)
     for ax, label in zip(axes[0], labels):
         top = [r for r in summary if r["label"] == label][:top_k]
         names = [f"{r['token']} ({r['count']})" for r in top][::-1]
@@ -105,7 +102,6 @@ def plot_corpus_summary(summary: list[dict], *, top_k: int = 15, path: str | os.
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
-        plt.close(fig)
     return fig
 
 
@@ -117,6 +113,8 @@ def write_corpus_summary(source: Any, *, csv_path: str | os.PathLike | None = No
     Paths default to ``corpus_summary.csv`` / ``.png`` inside a run directory ``source``.
     Returns ``(csv_path, plot_path or None)``.
     """
+    if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
+        raise FileNotFoundError(f"run directory {str(source)!r} does not exist")
     base = Path(source) if isinstance(source, (str, os.PathLike)) and Path(source).is_dir() else None
     if csv_path is None:
         if base is None:

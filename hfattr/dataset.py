@@ -206,6 +206,25 @@ _WHAT = {"model": "model", "method": "method", "options": "method options", "tar
          "shard_size": "shard size"}
 
 
+def _model_reference(name: Any) -> Any:
+    """A local model directory is recorded as an absolute path, so the run can be reopened anywhere."""
+    if isinstance(name, str) and name and os.path.isdir(os.path.expanduser(name)):
+        return os.path.abspath(os.path.expanduser(name))
+    return name
+
+
+def _dry_run(explainer: Any, ds: Any, text_column: str, method: str, target: Any, options: dict) -> None:
+    """Explain one row before anything is written, so that a bad method option or target is an
+    error of the run (raised here) rather than a failure of every row."""
+    for text in ds[text_column][:50]:
+        if isinstance(text, str) and text.strip():
+            try:
+                explainer.explain(text[:200], method=method, target=target, truncation=True, **options)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"the run's settings fail on its first text: {err}") from None
+            return
+
+
 def _check_resume(out: Path, manifest: dict | None, identity: dict, fp: str, model_name: str) -> None:
     if manifest is not None and manifest.get("fingerprint") != fp:
         old = manifest.get("identity", {})
@@ -451,13 +470,14 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
                          _data_digest(ds, text_column, target_column), shard_size)
     fp = _fingerprint(identity)
     _check_resume(out, manifest, identity, fp, explainer.model_name)
+    _dry_run(explainer, ds, text_column, method, target, method_options)
     n_shards = math.ceil(n / shard_size)
     done_before = _scan(out, fp, n_shards)
     state.wait_for_everyone()  # every process has checked before anything is written
 
     base = {
         "format": RUN_FORMAT, "format_version": 1, "hfattr_version": __version__, "fingerprint": fp,
-        "identity": identity, "model": explainer.model_name, "method": method,
+        "identity": identity, "model": _model_reference(explainer.model_name), "method": method,
         "options": _jsonable(method_options), "target": _jsonable(target),
         "source": {"data": data_source or _describe(data), "split": split, "max_rows": max_rows},
         "rows_total": n, "n_shards": n_shards, "batch_size": batch_size,

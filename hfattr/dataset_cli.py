@@ -100,6 +100,10 @@ def _run(args: argparse.Namespace) -> int:
     if not state.is_main_process:
         return 0
     print(summary.format())
+    if summary.rows_done and summary.failures >= summary.rows_done:
+        print(f"hfattr: error: every row failed (see the 'error' column in {args.output}); fix the settings "
+              "and start again in a new output directory", file=sys.stderr)
+        return 2
     if args.corpus_summary and summary.complete and summary.rows_done > summary.failures:
         _write_summary(args.output, None, None, args.min_count, args.top_k)
     return 0

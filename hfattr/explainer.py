@@ -7,6 +7,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import torch
 from torch import nn
 
 from .core.hooks import preserved_state
@@ -128,7 +129,11 @@ class Explainer:
         if len(targets) != n:
             raise ValueError(f"target list has {len(targets)} entries but {n} texts were given")
         results: list[Result] = []
-        with self._scoped():
+        grad = contextlib.ExitStack()
+        if spec.needs_grad:  # gradient methods work inside a caller's no_grad / inference_mode too
+            grad.enter_context(torch.inference_mode(False))
+            grad.enter_context(torch.enable_grad())
+        with grad, self._scoped():
             for start in range(0, n, batch_size):
                 chunk = _slice(enc_all, start, min(n, start + batch_size))
                 for prepared in self._prepared(chunk, targets[start : start + batch_size], spec, prep_opts):

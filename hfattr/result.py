@@ -297,7 +297,7 @@ class Result:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
+    def from_dict(cls, d: dict) -> "Result":  # noqa: C901 - validation of untrusted input
         """Rebuild a Result from :meth:`to_dict` output."""
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
             raise ValueError("not an hfattr Result: expected a dict with "
@@ -309,10 +309,16 @@ class Result:
         missing = [k for k in ("tokens", "token_ids", "scores") if k not in d]
         if missing:
             raise ValueError(f"hfattr Result dict is missing required keys {missing}")
-        kwargs = {name: _decode(d[name]) for name in cls.__dataclass_fields__ if name in d}
-        if kwargs.get("offsets") is not None:
-            kwargs["offsets"] = [tuple(span) for span in kwargs["offsets"]]
-        return cls(**kwargs)
+        try:
+            kwargs = {name: _decode(d[name]) for name in cls.__dataclass_fields__ if name in d}
+            _check_types(kwargs)
+            if kwargs.get("offsets") is not None:
+                kwargs["offsets"] = [tuple(span) for span in kwargs["offsets"]]
+            return cls(**kwargs)
+        except ValueError:
+            raise
+        except (TypeError, RuntimeError, OverflowError, RecursionError, AttributeError, KeyError) as err:
+            raise ValueError(f"not a valid hfattr Result: {type(err).__name__}: {err}") from None
 
     def save(self, path: str | Path) -> Path:
         """Write the Result as JSON (never pickle) and return the path."""
@@ -327,7 +333,7 @@ class Result:
         raw = path.read_text(encoding="utf-8", errors="replace")
         try:
             data = json.loads(raw)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise ValueError(f"{path} is not an hfattr Result file (invalid JSON: {err})") from None
         try:
             return cls.from_dict(data)
@@ -352,3 +358,22 @@ class Result:
 
     def __str__(self) -> str:
         return _viz.text_table(self, color=False)
+
+
+def _check_types(kwargs: dict) -> None:
+    """Field types of a decoded Result (the JSON may come from anywhere)."""
+    def ints(name: str, allow_none: bool = False) -> None:
+        v = kwargs.get(name)
+        if v is None:
+            return
+        if not isinstance(v, list) or not all(
+                (allow_none and x is None) or (isinstance(x, int) and not isinstance(x, bool)) for x in v):
+            raise ValueError(f"Result field {name!r} must be a list of integers")
+
+    for name in ("text", "method", "model_name", "hfattr_version"):
+        if kwargs.get(name) is not None and not isinstance(kwargs[name], str):
+            raise ValueError(f"Result field {name!r} must be a string")
+    if not isinstance(kwargs.get("tokens"), list) or not all(isinstance(t, str) for t in kwargs["tokens"]):
+        raise ValueError("Result field 'tokens' must be a list of strings")
+    ints("token_ids")
+    ints("word_ids", allow_none=True)

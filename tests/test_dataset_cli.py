@@ -214,3 +214,20 @@ def test_cli_local_zoo_model_with_device_map(tmp_path, capsys):
     _assert_same_output(out, ref)
     m = read_manifest(out)
     assert m["model"] == path and m["options"] == {"perturbations_per_eval": 2}
+
+
+def test_bad_settings_fail_before_any_output(tmp_path):
+    """A wrong constant target or method option is an error of the run (exit 2, nothing written)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "a.tsv"
+    data.write_text("text\tlabel\nthe movie was great\tpositive\na bad film\tnegative\n", encoding="utf-8")
+    for extra in (["--target", "NOPE"], ["--method", "lrp", "-o", "composite=foo"]):
+        out = tmp_path / ("run-" + extra[1])
+        proc = subprocess.run([sys.executable, "-m", "hfattr", "attribute-dataset", "--data", str(data),
+                               "--text-column", "text", "--output", str(out), "--no-progress", *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert "fail on its first text" in proc.stderr
+        assert not out.exists()

@@ -421,3 +421,26 @@ def test_functional_tanh_in_classification_head_gets_the_identity_rule():
     r_post = seen["out_in"] * seen["out_in"].grad  # after it (dropout is the identity in eval)
     torch.testing.assert_close(r_pre, r_post, atol=1e-12, rtol=1e-9)
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_loss_modules_of_task_heads_need_no_rule():
+    """DistilBERT's masked-LM head holds a CrossEntropyLoss that never runs in an attribution."""
+    import hfattr
+    from hfattr.testing import tiny as _tiny
+
+    model, tok = _tiny("distilbert", "masked-lm")
+    res = hfattr.Explainer(model, tok).explain("the movie was [MASK] .", method="lrp")
+    assert res.scores.shape == (len(res.tokens),)
+    assert torch.isfinite(res.scores).all()
+
+
+def test_lrp_method_works_inside_inference_mode():
+    import hfattr
+    from hfattr.testing import tiny as _tiny
+
+    model, tok = _tiny("bert")
+    ex = hfattr.Explainer(model, tok)
+    plain = ex.explain("the movie was great", method="lrp")
+    with torch.inference_mode():
+        inside = ex.explain("the movie was great", method="lrp")
+    torch.testing.assert_close(inside.scores, plain.scores)

@@ -295,3 +295,26 @@ def test_views_delegate_to_viz():
     assert r.to_text(color=True, width=60) == viz.text_table(r, color=True, width=60)
     assert "\x1b" not in str(r)
     assert "feature_ablation" in repr(r) and "(9,)" in repr(r)
+
+
+@pytest.mark.parametrize("patch", [
+    {"text": 123},
+    {"token_ids": "12"},
+    {"word_ids": [0.5, 1]},
+])
+def test_load_rejects_fields_of_the_wrong_type(tmp_path, patch):
+    r = Result(tokens=["a", "b"], token_ids=[1, 2], scores=torch.tensor([0.5, -0.5]), text="a b",
+               word_ids=[0, 1])
+    d = r.to_dict()
+    d.update(patch)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    with pytest.raises(ValueError, match="not a valid hfattr Result"):
+        Result.load(path)
+
+
+def test_load_rejects_deeply_nested_json(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100000 + "]" * 100000, encoding="utf-8")
+    with pytest.raises(ValueError, match="not an hfattr Result file"):
+        Result.load(path)

@@ -296,7 +296,8 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
             plan.attention[id(module)] = attn
         if rule is _NO_RULE:
             known, rule = comp.default_rule(module)
-            if not known and leaf and name:
+            if not known and leaf and name and not isinstance(module, nn.modules.loss._Loss):
+                # (loss modules of task heads never run in an attribution forward)
                 missing.append((name, module))
         if rule is not None and name:
             if isinstance(rule, _ModifiedWeights) and "weight" not in module._parameters and not leaf:
