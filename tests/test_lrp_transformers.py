@@ -444,3 +444,15 @@ def test_lrp_method_works_inside_inference_mode():
     with torch.inference_mode():
         inside = ex.explain("the movie was great", method="lrp")
     torch.testing.assert_close(inside.scores, plain.scores)
+
+
+def test_nested_attachment_on_a_plain_torch_model_is_refused():
+    from hfattr.lrp import attach_rules
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with attach_rules(net, composite="epsilon"):
+        with pytest.raises(RuntimeError, match="already attached"):
+            with attach_rules(net, composite="epsilon"):
+                pass
+    with attach_rules(net, composite="epsilon"):  # released after the block
+        pass

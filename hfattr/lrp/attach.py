@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -215,6 +216,9 @@ def _projection_hook(parts: str, rule: Any) -> Callable:
     return hook
 
 
+_ATTACHED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # models with rules attached right now
+
+
 @contextlib.contextmanager
 def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", rules: Mapping | None = None,
                  verbose: bool = False) -> Iterator[Attachment]:
@@ -224,11 +228,15 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
     the LRP relevance of the explained score. Raises ``TypeError`` before touching the model if a
     module has no rule.
     """
+    if any(m is model for m in _ATTACHED):
+        raise RuntimeError("LRP rules are already attached to this model (nested LRP calls on one model "
+                           "are not supported)")
     plan = build_plan(model, composite, rules)
     att = Attachment(plan)
     hooks = HookSet()
     switch = _KernelSwitch(model, att, verbose)
     modes: list[_FunctionalActivations] = []
+    _ATTACHED.add(model)
     try:
         if verbose:
             for line in plan.describe():
@@ -258,6 +266,7 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
         switch.on()
         yield att
     finally:
+        _ATTACHED.discard(model)
         hooks.remove()
         while modes:
             modes.pop().__exit__(None, None, None)
