@@ -513,8 +513,9 @@ def test_feature_equal_to_its_baseline_gets_zero(nets):
     baseline[:, 1] += 1.0  # only feature 1 differs from the input
     out = FeatureAblation(net).attribute(x, baselines=baseline, target=2, perturbations_per_eval=2)
     keep = [0, 2, 3, 4]
-    assert torch.all(out[:, keep] == 0)
-    assert torch.all(out[:, 1] != 0)
+    # f(x) - f(x) evaluated at another batch size: zero up to BLAS rounding (float64)
+    assert torch.all(out[:, keep].abs() < 1e-12)
+    assert torch.all(out[:, 1].abs() > 1e-6)
 
 
 def test_single_feature_equals_direct_difference(nets):
