@@ -20,7 +20,7 @@ from _timing import best_of
 import hfattr
 from hfattr.core.ablation import feature_ablation
 from hfattr.core.layer import layer_feature_ablation
-from hfattr.methods.layer_ablation import _Summed
+from hfattr.methods.layer_ablation import SummedRows
 from hfattr.hf.prepare import prepare
 from hfattr.hf.targets import resolve_targets
 from hfattr.hf.text import Encoded
@@ -116,7 +116,7 @@ def main() -> None:
 
         # the Explainer's layer_ablation path: on causal LMs also only positions from the ablated one on
         def explainer_path():
-            total = _Summed(prep.perturbation_forward(fast=True))
+            total = SummedRows(prep.perturbation_forward(fast=True))
             return [layer_feature_ablation(total, b, (prep.embeds,), additional_forward_args=args_,
                                            layer_mask=mask, perturbations_per_eval=ppe, root=model)[0][0]
                     for b in blocks]

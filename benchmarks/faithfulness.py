@@ -40,11 +40,11 @@ import torch
 
 import hfattr
 from hfattr import evaluate as ev
-from hfattr.explainer import _slice
+from hfattr.explainer import slice_encoded
 from hfattr.hf.default_model import load_default_model
 from hfattr.hf.prepare import prepare
 from hfattr.hf.text import encode
-from hfattr.methods._common import result_fields
+from hfattr.methods.fields import as_result_kwargs, result_fields
 from hfattr.planted import PlantedTask, gradient_x_input, hit_rate, train_planted_model
 from hfattr.result import Result
 
@@ -67,7 +67,7 @@ def integrated_gradients(explainer: hfattr.Explainer, texts: list[str], targets:
     model.eval()
     for a in range(0, len(texts), batch_size):
         b = min(len(texts), a + batch_size)
-        prep = prepare(model, tok, _slice(enc_all, a, b), targets[a:b], baseline="mask")
+        prep = prepare(model, tok, slice_encoded(enc_all, a, b), targets[a:b], baseline="mask")
         x = prep.embeds
         base = torch.where(prep.fixed.unsqueeze(-1), x, prep.baseline)
         B = x.shape[0]
@@ -82,7 +82,7 @@ def integrated_gradients(explainer: hfattr.Explainer, texts: list[str], targets:
         scores = ((x - base) * avg).sum(-1)
         for i in range(B):
             out.append(Result(method="integrated_gradients", options={"n_steps": n_steps},
-                              model_name=explainer.model_name, **result_fields(prep, i, scores[i])))
+                              model_name=explainer.model_name, **as_result_kwargs(result_fields(prep, i, scores[i]), "grad_x_input")))
     return out
 
 

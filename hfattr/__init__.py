@@ -8,7 +8,12 @@ from .lrp import LRP
 from .hf.architectures import get_architecture, register_architecture, resolve_sites
 from .pipeline import AttributionPipeline, pipeline
 from .result import Result
-from . import evaluate, planted  # noqa: E402  hfattr.evaluate: the faithfulness metrics
+import sys as _sys
+
+from . import evaluate
+from .evaluate import planted
+
+_sys.modules[__name__ + ".planted"] = planted  # the documented path ``hfattr.planted`` (now hfattr.evaluate.planted)
 
 __all__ = [
     "__version__",

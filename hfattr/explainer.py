@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, overload
 
 import torch
 from torch import nn
@@ -14,63 +12,13 @@ from .core.hooks import preserved_state
 from .hf.prepare import Prepared, append_continuation, prepare
 from .hf.targets import resolve_targets
 from .hf.text import Encoded, encode
+from .methods import MethodSpec, get_method, list_methods, register_method
+from .methods.fields import as_result_kwargs
+from .methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options
 from .result import Result
 
-__all__ = ["Explainer", "register_method", "list_methods", "get_method", "MethodSpec"]
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered method: ``fn(prepared, **options) -> list[Result-fields dict]``."""
-
-    name: str
-    fn: Callable[..., list[dict]]
-    description: str = ""
-    batched: bool = True  # may take several texts with one target row each in one call
-    needs_grad: bool = False
-
-
-_METHODS: dict[str, MethodSpec] = {}
-
-
-def register_method(
-    name: str,
-    fn: Callable[..., list[dict]],
-    *,
-    description: str = "",
-    batched: bool = True,
-    needs_grad: bool = False,
-    overwrite: bool = False,
-) -> MethodSpec:
-    """Make ``fn`` available as ``Explainer.explain(..., method=name)``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError("method name must be a non-empty string")
-    if name in _METHODS and not overwrite:
-        raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
-    spec = MethodSpec(name, fn, description, batched, needs_grad)
-    _METHODS[name] = spec
-    return spec
-
-
-def list_methods() -> list[str]:
-    """Names of the registered methods."""
-    _load_builtin_methods()
-    return sorted(_METHODS)
-
-
-def get_method(name: str) -> MethodSpec:
-    _load_builtin_methods()
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
-
-
-def _load_builtin_methods() -> None:
-    from . import methods  # noqa: F401  (registers the built-in methods)
-
-
-_ENCODE_OPTIONS = ("max_length", "truncation", "chat", "add_special_tokens")
-_PREPARE_OPTIONS = ("baseline", "keep_special", "score")
+__all__ = ["Explainer", "register_method", "list_methods", "get_method", "MethodSpec", "slice_encoded",
+           "jsonable"]
 
 
 class Explainer:
@@ -114,15 +62,23 @@ class Explainer:
             if attn is not None and getattr(config, "_attn_implementation", None) != attn:
                 config._attn_implementation = attn
 
+    @overload
+    def explain(self, text: str, *, method: str = ..., target: Any = ..., batch_size: int = ...,
+                **options: Any) -> Result: ...
+
+    @overload
+    def explain(self, text: list[str], *, method: str = ..., target: Any = ..., batch_size: int = ...,
+                **options: Any) -> list[Result]: ...
+
     def explain(self, text: Any, *, method: str = "ablation", target: Any = None, batch_size: int = 8,
                 **options: Any) -> Result | list[Result]:
         """Attribute the model's output on ``text`` (a str gives a Result, a list gives a list)."""
         spec = get_method(method)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        enc_opts = {k: options.pop(k) for k in _ENCODE_OPTIONS if k in options}
-        prep_opts = {k: options.pop(k) for k in _PREPARE_OPTIONS if k in options}
-        _check_options(spec, options)
+        enc_opts = {k: options.pop(k) for k in ENCODE_OPTIONS if k in options}
+        prep_opts = {k: options.pop(k) for k in PREPARE_OPTIONS if k in options}
+        check_options(spec, options)
         enc_all, single = encode(self.tokenizer, text, model_max_length=_position_limit(self.model), **enc_opts)
         n = enc_all.batch_size
         targets = target if isinstance(target, list) else [target] * n
@@ -135,7 +91,7 @@ class Explainer:
             grad.enter_context(torch.enable_grad())
         with grad, self._scoped():
             for start in range(0, n, batch_size):
-                chunk = _slice(enc_all, start, min(n, start + batch_size))
+                chunk = slice_encoded(enc_all, start, min(n, start + batch_size))
                 for prepared in self._prepared(chunk, targets[start : start + batch_size], spec, prep_opts):
                     for fields in spec.fn(prepared, **options):
                         results.append(self._result(fields, method, options, enc_opts, prep_opts))
@@ -151,15 +107,16 @@ class Explainer:
             yield prepare(self.model, self.tokenizer, enc, rows, **prep_opts)
             return
         for i, r in enumerate(rows):
-            one = _slice(enc, i, i + 1, trim=True)
+            one = slice_encoded(enc, i, i + 1, trim=True)
             if r.extra_ids:
                 cont = targets[i] if isinstance(targets[i], str) else ""
                 one = append_continuation(self.tokenizer, one, r.extra_ids[:-1], _leading(cont, r, self.tokenizer))
             yield prepare(self.model, self.tokenizer, one, [r], **prep_opts)
 
-    def _result(self, fields: dict, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
+    def _result(self, fields: Any, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
         opts = {**enc_opts, **prep_opts, **options}
-        return Result(method=method, options=_jsonable(opts), model_name=self.model_name, **fields)
+        return Result(method=method, options=jsonable(opts), model_name=self.model_name,
+                      **as_result_kwargs(fields, method))
 
     def __repr__(self) -> str:
         return f"Explainer(model={self.model_name!r}, methods={list_methods()})"
@@ -185,20 +142,8 @@ def _leading(cont: str, rows: Any, tokenizer: Any) -> str:
     return cont[: offs[-2][1]]
 
 
-def _check_options(spec: MethodSpec, options: dict) -> None:
-    params = inspect.signature(spec.fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(
-            f"method {spec.name!r} got unknown option(s) {unknown}; it accepts {allowed} plus "
-            f"{list(_ENCODE_OPTIONS + _PREPARE_OPTIONS)}"
-        )
-
-
-def _slice(enc: Encoded, a: int, b: int, *, trim: bool = False) -> Encoded:
+def slice_encoded(enc: Encoded, a: int, b: int, *, trim: bool = False) -> Encoded:
+    """Texts ``a:b`` of ``enc`` (``trim``: drop columns that are padding in every kept text)."""
     ids, mask = enc.input_ids[a:b], enc.attention_mask[a:b]
     end = ids.shape[1]
     if trim:
@@ -211,11 +156,12 @@ def _slice(enc: Encoded, a: int, b: int, *, trim: bool = False) -> Encoded:
     )
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """``obj`` with every value JSON-able (anything else becomes its repr)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return repr(obj)

@@ -14,12 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .explainer import _ENCODE_OPTIONS, _PREPARE_OPTIONS, Explainer, _check_options, get_method
+from .explainer import Explainer
+from .methods.registry import GENERAL_OPTIONS, check_options, get_method
 from .result import Result
 
 __all__ = ["pipeline", "AttributionPipeline"]
 
-_GENERAL_OPTIONS = frozenset(_ENCODE_OPTIONS + _PREPARE_OPTIONS)
+_GENERAL_OPTIONS = frozenset(GENERAL_OPTIONS)
 
 
 class AttributionPipeline:
@@ -76,7 +77,7 @@ class AttributionPipeline:
 def _validate(method: str, options: dict) -> None:
     """Fail early on options the method does not accept (``target``/``batch_size`` are general)."""
     own = {k: v for k, v in options.items() if k not in _GENERAL_OPTIONS and k not in ("target", "batch_size")}
-    _check_options(get_method(method), own)
+    check_options(get_method(method), own)
 
 
 def _is_hf_pipeline(obj: Any) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 if TYPE_CHECKING:  # pragma: no cover
     from .result import Result
 
-__all__ = ["html", "save_html", "plot", "text_table", "score_color", "describe"]
+__all__ = ["html", "save_html", "plot", "text_table", "score_color", "describe", "printable"]
 
 _POS = (220, 38, 38)   # red end of the scale
 _NEG = (37, 99, 235)   # blue end of the scale
@@ -70,7 +70,7 @@ def score_color(value: float, scale: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def _printable(token: str) -> str:
+def printable(token: str) -> str:
     """Show control characters (newlines, escapes, ...) as backslash escapes."""
     out = []
     for ch in token:
@@ -116,12 +116,12 @@ def describe(result: "Result") -> str:
             delta = float(delta.abs().max()) if delta.numel() else None
         if delta is not None:
             parts.append(f"|delta| = {delta:.3g}")
-    return _printable(" | ".join(parts))
+    return printable(" | ".join(parts))
 
 
 # --------------------------------------------------------------------------- HTML
 def _esc(value: object) -> str:
-    return _html.escape(_printable(str(value)), quote=True)
+    return _html.escape(printable(str(value)), quote=True)
 
 
 def html(result: "Result") -> str:
@@ -216,7 +216,7 @@ def save_html(result_or_results: "Result | Iterable[Result]", path: str | Path) 
 # --------------------------------------------------------------------------- matplotlib
 def _mpl_text(s: str) -> str:
     """Stop matplotlib from reading ``$...$`` in tokens as math."""
-    return _printable(s).replace("$", r"\$")
+    return printable(s).replace("$", r"\$")
 
 
 def plot(result: "Result", *, ax=None):
@@ -297,7 +297,7 @@ def _sign_kind(v: float) -> str:
 
 def _text_bars(result: "Result", color: bool, width: int) -> list[str]:
     values, special, scale = _matrix(result)[0], _specials(result), _scale(result)
-    toks = [_printable(t) for t in result.tokens]
+    toks = [printable(t) for t in result.tokens]
     tok_w = min(max([len(t) for t in toks] + [5]), 24)
     fmt = _num_format(scale, 4)
     nums = [format(v, fmt) for v in values]
@@ -317,13 +317,13 @@ def _text_bars(result: "Result", color: bool, width: int) -> list[str]:
 
 def _text_grid(result: "Result", color: bool, width: int) -> list[str]:
     matrix, special, scale = _matrix(result), _specials(result), _scale(result)
-    labels = [_printable(r) for r in (result.rows or [f"row {r}" for r in range(len(matrix))])]
+    labels = [printable(r) for r in (result.rows or [f"row {r}" for r in range(len(matrix))])]
     lab_w = min(max([len(s) for s in labels] + [3]), 30)
     fmt = _num_format(scale, 2)
     cells = [[format(v, fmt) for v in row] for row in matrix]
     cell_w = max([len(c) for row in cells for c in row] + [7])
     per_block = max((width - lab_w - 1) // (cell_w + 1), 1)
-    toks = [_printable(t) for t in result.tokens]
+    toks = [printable(t) for t in result.tokens]
     lines: list[str] = []
     for start in range(0, len(toks), per_block):
         cols = range(start, min(start + per_block, len(toks)))

@@ -177,14 +177,15 @@ def test_register_command(capsys):
         print("ran")
         return 0
 
-    cli.register_command("dummy-cmd", help="a test command", configure=configure, run=run_it)
+    handle = cli.register_command("dummy-cmd", help="a test command", configure=configure, run=run_it)
     try:
         with pytest.raises(ValueError, match="already registered"):
             cli.register_command("dummy-cmd", help="x", configure=configure, run=run_it)
         code, out, _ = run(capsys, "dummy-cmd", "--n", "5")
         assert code == 0 and out == "ran\n" and seen == {"n": 5}
     finally:
-        cli._COMMANDS.pop("dummy-cmd", None)
+        handle.remove()
+    assert main(["dummy-cmd"]) == 2  # removed: argparse no longer knows it
     with pytest.raises(ValueError, match="command name"):
         cli.register_command("Bad Name", help="x", configure=configure, run=run_it)
 

@@ -18,7 +18,7 @@ import torch
 
 import hfattr
 from hfattr.dataset import attribute_dataset, load_data, load_results
-from hfattr.dataset_io import list_shards, read_manifest, schema
+from hfattr.dataset.storage import list_shards, read_manifest, schema
 from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 
 TEXTS = [
@@ -317,7 +317,7 @@ def test_load_results_errors(tmp_path):
 def test_corpus_summary_csv_and_plot(explainer, tmp_path):
     import csv
 
-    from hfattr.corpus import corpus_summary, plot_corpus_summary, write_corpus_summary
+    from hfattr.dataset.corpus import corpus_summary, plot_corpus_summary, write_corpus_summary
 
     ds = datasets.Dataset.from_dict({"text": TEXTS + ["", "the movie was boring"]})
     out = tmp_path / "run"

@@ -21,7 +21,7 @@ import pytest
 
 import hfattr
 from hfattr.dataset import attribute_dataset, load_results
-from hfattr.dataset_io import list_shards, read_manifest
+from hfattr.dataset.storage import list_shards, read_manifest
 from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 
 ROOT = Path(__file__).resolve().parent.parent

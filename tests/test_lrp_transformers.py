@@ -19,16 +19,14 @@ D64 = torch.float64
 
 @pytest.fixture(scope="module", autouse=True)
 def _registered():
-    from hfattr import explainer
+    from hfattr.methods import get_method
 
-    explainer.get_method("ablation")  # load the built-in methods first
-    before = explainer._METHODS.get("lrp")
-    hfattr.register_method("lrp", lrp, overwrite=True, needs_grad=True)
+    before = get_method("lrp")
+    handle = hfattr.register_method("lrp", lrp, overwrite=True, needs_grad=True)
     yield
-    if before is None:
-        explainer._METHODS.pop("lrp", None)
-    else:
-        explainer._METHODS["lrp"] = before
+    handle.remove()
+    hfattr.register_method(before.name, before.fn, description=before.description, batched=before.batched,
+                           needs_grad=before.needs_grad)
 
 
 def _bias_free(name: str, *, dtype=D64, **kw):

@@ -1,10 +1,11 @@
-"""Built-in Explainer methods; each registers itself under its name."""
+"""Explainer methods: the registry, the result contract and the built-in methods (registered on import)."""
 
-from ..explainer import register_method
 from .ablation import ablation
+from .fields import ResultFields
 from .layer_ablation import layer_ablation
-from .neuron_gradient import neuron_gradient
 from .lrp import lrp
+from .neuron_gradient import neuron_gradient
+from .registry import MethodSpec, get_method, list_methods, register_method
 from .sig import sig
 
 register_method("ablation", ablation, description="token-level feature ablation on the input embeddings",
@@ -15,9 +16,9 @@ register_method("neuron_gradient", neuron_gradient, needs_grad=True,
                 description="gradient of one neuron of a site on the input embeddings", overwrite=True)
 register_method("sig", sig, needs_grad=True,
                 description="Sequential Integrated Gradients per token (arXiv 2305.15853)", overwrite=True)
-
 register_method("lrp", lrp, needs_grad=True, overwrite=True,
                 description="layer-wise relevance propagation per token (AttnLRP, CP-LRP or epsilon): "
                             "one forward and one backward pass")
 
-__all__ = ["ablation", "layer_ablation", "neuron_gradient", "sig", "lrp"]
+__all__ = ["ablation", "layer_ablation", "neuron_gradient", "sig", "lrp", "MethodSpec", "ResultFields",
+           "register_method", "get_method", "list_methods"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ..core.ablation import feature_ablation
 from ..hf.prepare import Prepared
-from ._common import SKIP, result_fields, token_mask
+from .fields import SKIP, ResultFields, per_text, token_mask
 
 
 def ablation(prep: Prepared, *, granularity: str = "token", perturbations_per_eval: int = 16,
-             show_progress: bool = False, fast: bool = True) -> list[dict]:
+             show_progress: bool = False, fast: bool = True) -> list[ResultFields]:
     """Score of token i = target(x) − target(x with token i's embedding set to the baseline's).
 
     On causal LMs (``fast``) each perturbation recomputes only the positions from the ablated
@@ -25,6 +25,4 @@ def ablation(prep: Prepared, *, granularity: str = "token", perturbations_per_ev
         skip_id=SKIP,
     )
     per_token = attr[..., 0]  # (B, L) for one row per text; (R, L) for one text with R rows
-    if prep.n_rows == 1:
-        return [result_fields(prep, i, per_token[i]) for i in range(prep.enc.batch_size)]
-    return [result_fields(prep, 0, per_token)]
+    return per_text(prep, per_token)

@@ -13,10 +13,10 @@ import torch
 from ..core.layer import layer_feature_ablation
 from ..hf.architectures import resolve_sites
 from ..hf.prepare import Prepared
-from ._common import SKIP, result_fields
+from .fields import SKIP, ResultFields, result_fields
 
 
-class _Summed:
+class SummedRows:
     """The target rows summed; passes ``first_changed`` through to a prefix-reusing forward."""
 
     def __init__(self, forward: Any) -> None:
@@ -28,7 +28,7 @@ class _Summed:
 
 
 def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: float = 0.0,
-                   perturbations_per_eval: int = 16, fast: bool = True) -> list[dict]:
+                   perturbations_per_eval: int = 16, fast: bool = True) -> list[ResultFields]:
     """Per site and token: target(x) − target(x with the site's output at that token ablated).
 
     Fast paths (``fast``, same numbers): blocks before the site are not recomputed, and on causal
@@ -46,7 +46,7 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
     whole = torch.zeros(B, L, dtype=torch.long, device=dev)
     whole[pad] = SKIP
 
-    total = _Summed(prep.perturbation_forward(fast=fast))
+    total = SummedRows(prep.perturbation_forward(fast=fast))
 
     grid, site_scores = [], []
     for name, module in resolved:

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..hf.architectures import resolve_sites
 from ..hf.prepare import Prepared
 from ..lrp.attach import attach_rules
-from ._common import result_fields
+from .fields import ResultFields, result_fields
 
 __all__ = ["lrp"]
 
@@ -37,7 +37,7 @@ def _per_token(value: Tensor, grad: Tensor | None) -> Tensor:
 
 
 def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = None,
-        site: Any = None) -> list[dict]:
+        site: Any = None) -> list[ResultFields]:
     """Token relevance by LRP for every target row (``composite``: ``"attnlrp"``, ``"cp-lrp"`` or
     ``"epsilon"``; ``rules`` overrides per module type, name pattern or role; ``site`` adds the
     relevance at those sites to ``extras["site_relevance"]``)."""

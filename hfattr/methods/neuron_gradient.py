@@ -9,13 +9,13 @@ import torch
 from ..core.layer import neuron_gradient as core_neuron_gradient
 from ..hf.architectures import get_architecture, resolve_sites
 from ..hf.prepare import Prepared
-from ._common import result_fields
+from .fields import ResultFields, result_fields
 
 _REDUCE = ("norm", "sum", "input_x_gradient")
 
 
 def neuron_gradient(prep: Prepared, *, site: Any, neuron: int, position: Any = "last",
-                    reduce: str = "norm") -> list[dict]:
+                    reduce: str = "norm") -> list[ResultFields]:
     """Gradient of ``site``'s neuron ``neuron`` at ``position`` (``"last"``, ``"all"`` or an index
     among the real tokens), reduced over the embedding dimension per token."""
     if reduce not in _REDUCE:
@@ -64,8 +64,8 @@ def neuron_gradient(prep: Prepared, *, site: Any, neuron: int, position: Any = "
     out = []
     for i in range(B):
         fields = result_fields(prep, i, per_token[i])
-        fields["target"] = {"kind": "neuron", "site": name, "neuron": neuron,
-                            "position": "all" if pos is None else pos[i]}
-        fields["probability"] = None
+        fields.target = {"kind": "neuron", "site": name, "neuron": neuron,
+                         "position": "all" if pos is None else pos[i]}
+        fields.probability = None
         out.append(fields)
     return out

@@ -8,14 +8,14 @@ import torch
 
 from ..core.sig import METHODS, sequential_integrated_gradients
 from ..hf.prepare import Prepared
-from ._common import result_fields
+from .fields import ResultFields, result_fields
 
 _TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
 
 
 def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
         internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
-        fast: bool = True) -> list[dict]:
+        fast: bool = True) -> list[ResultFields]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
 
     ``integration`` is the quadrature rule (the reference's ``method``: ``gausslegendre`` or a

@@ -1,7 +1,12 @@
-"""What every Explainer method shares: token masks and turning tensors into Result fields."""
+"""The method contract: what a method returns (:class:`ResultFields`) and the helpers every method uses.
+
+A method returns one ``ResultFields`` per Result: one per text when each text has one target row
+(``prep.n_rows == 1``), or one for the single text of a multi-row target (a continuation).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields as dc_fields
 from typing import Any
 
 import torch
@@ -9,7 +14,42 @@ from torch import Tensor
 
 from ..hf.prepare import Prepared
 
+__all__ = ["ResultFields", "SKIP", "token_mask", "result_fields", "per_text", "as_result_kwargs"]
+
 SKIP = -1  # feature id of positions that are never perturbed
+
+
+@dataclass
+class ResultFields:
+    """The data of one Result, as a method produces it (the Explainer adds method, options, model)."""
+
+    tokens: list[str]
+    token_ids: list[int]
+    scores: Tensor  # (n_tokens,) or (n_rows, n_tokens)
+    text: str | None = None
+    offsets: list[tuple[int, int]] | None = None
+    special_mask: list[bool] | None = None
+    word_ids: list[int | None] | None = None
+    rows: list[str] | None = None
+    target: dict = field(default_factory=dict)
+    probability: float | list[float] | None = None
+    delta: Any = None
+    extras: dict = field(default_factory=dict)
+
+
+def as_result_kwargs(out: Any, method: str) -> dict:
+    """``Result(**...)`` keywords from a method's output item (ResultFields, or a dict of its fields)."""
+    if isinstance(out, ResultFields):
+        return {f.name: getattr(out, f.name) for f in dc_fields(out)}
+    if isinstance(out, dict):
+        known = {f.name for f in dc_fields(ResultFields)}
+        unknown = sorted(set(out) - known)
+        if unknown:
+            raise TypeError(f"method {method!r} returned unknown result field(s) {unknown}; "
+                            f"expected those of hfattr.methods.ResultFields")
+        return dict(out)
+    raise TypeError(f"method {method!r} must return a list of ResultFields, got an item of type "
+                    f"{type(out).__name__}")
 
 
 def token_mask(prep: Prepared, *, granularity: str = "token") -> Tensor:
@@ -31,7 +71,7 @@ def token_mask(prep: Prepared, *, granularity: str = "token") -> Tensor:
 
 
 def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | None = None,
-                  extras: dict | None = None, delta: Any = None) -> dict:
+                  extras: dict | None = None, delta: Any = None) -> ResultFields:
     """Fields of a Result for example ``i``; ``scores`` is ``(L,)`` or ``(R, L)`` over padded length."""
     enc, tok = prep.enc, prep.tokenizer
     pos = enc.positions(i)
@@ -42,7 +82,7 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
         rows = list(t.labels)
     sc = scores[..., pos].detach().float().cpu() if scores.dtype in (torch.bfloat16, torch.float16) \
         else scores[..., pos].detach().cpu()
-    return dict(
+    return ResultFields(
         tokens=tok.convert_ids_to_tokens(ids),
         token_ids=ids,
         scores=sc,
@@ -56,6 +96,13 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
         delta=delta,
         extras=extras or {},
     )
+
+
+def per_text(prep: Prepared, scores: Tensor, **kwargs: Any) -> list[ResultFields]:
+    """One ResultFields per text from ``scores`` ``(B, L)`` (one row each) or ``(R, L)`` (one text, R rows)."""
+    if prep.n_rows == 1:
+        return [result_fields(prep, i, scores[i], **kwargs) for i in range(prep.enc.batch_size)]
+    return [result_fields(prep, 0, scores, **kwargs)]
 
 
 def prep_probability(prep: Prepared, i: int) -> float | list[float]:

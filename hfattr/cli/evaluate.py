@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli import CLIError, _quiet_loading, register_command
+from .common import CLIError, add_model_flags, check_model_flag, quiet_loading, register_command
 
 __all__ = ["evaluate_results"]
 
@@ -37,15 +37,13 @@ def _fraction_or_count(value: str) -> float | int:
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    from .evaluate import METRICS
+    from ..evaluate import METRICS
 
     p.add_argument("path", nargs="+", metavar="PATH",
                    help="a dataset-run directory (or shard file) from `hfattr attribute-dataset`, or Result "
                         "JSON files from `hfattr explain --json`")
-    p.add_argument("--model", "-m", default=None,
-                   help="hub name or local path (default: the model the results name; the embedded model "
-                        "for its own results)")
-    p.add_argument("--task", default=None, help="head to load (default: from the model's config)")
+    add_model_flags(p, model_help="hub name or local path (default: the model the results name; the embedded "
+                                  "model for its own results)")
     p.add_argument("--metrics", default="comprehensiveness,sufficiency,log_odds", metavar="M1,M2",
                    help=f"comma-separated, from {', '.join(METRICS)} (default: the first three)")
     p.add_argument("--top-k", type=_fraction_or_count, default=0.2, metavar="K",
@@ -59,18 +57,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per model call (default 64)")
     p.add_argument("--output", "-O", default=None, metavar="CSV",
                    help=f"per-row metrics (default: {_OUTPUT_NAME} in the run directory; none for JSON files)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow model repositories to run their own code (off by default)")
 
 
 # --------------------------------------------------------------------------- inputs
 def _load(paths: list[str]) -> tuple[list[Any], list[int], dict | None, Path | None]:
     """``(results, row_ids, manifest, run_dir)``; results may hold None (failed rows)."""
-    from .result import Result
+    from ..result import Result
 
     first = Path(paths[0])
     if len(paths) == 1 and (first.is_dir() or first.suffix == ".parquet"):
-        from .dataset_io import load_results, read_manifest
+        from ..dataset.storage import load_results, read_manifest
 
         manifest = read_manifest(first) if first.is_dir() else None
         results = load_results(first, failed="none")
@@ -104,11 +100,11 @@ def _model_name(args: argparse.Namespace, results: list, manifest: dict | None) 
 
 
 def _explainer(args: argparse.Namespace, name: str) -> Any:
-    from .hf.default_model import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
-    from .pipeline import pipeline
+    from ..hf.default_model import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
+    from ..pipeline import pipeline
 
     default = name == DEFAULT_MODEL_NAME or Path(name).resolve() == DEFAULT_MODEL_DIR
-    with _quiet_loading():
+    with quiet_loading():
         pipe = pipeline(args.task, None if default else name, trust_remote_code=args.trust_remote_code)
     return pipe.explainer
 
@@ -118,10 +114,10 @@ def _check_digest(explainer: Any, manifest: dict | None) -> None:
     if not want:
         return
     try:
-        from .dataset import _model_digest
+        from ..dataset.run import model_digest
     except ImportError:
         return
-    if _model_digest(explainer) != want:
+    if model_digest(explainer) != want:
         print("hfattr evaluate: warning: the model loaded differs from the one the run used; the metrics "
               "describe the loaded model", file=sys.stderr)
 
@@ -134,7 +130,7 @@ def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk
     Returns ``(rows, means)``; ``rows[i]`` has ``index``, the metric values and ``error``.
     ``options`` go to :func:`hfattr.evaluate.faithfulness`.
     """
-    from .evaluate import check_result, faithfulness
+    from ..evaluate import check_result, faithfulness
 
     rows: list[dict] = [{"index": i, **{m: None for m in metrics}, "error": None} for i in range(len(results))]
     todo = []
@@ -162,7 +158,7 @@ def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .evaluate import METRICS
+    from ..evaluate import METRICS
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     bad = [m for m in metrics if m not in METRICS]
@@ -204,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _write_csv(path: Path, rows: list[dict], ids: list[int], metrics: list[str]) -> None:
-    from .dataset_io import atomic_write_text
+    from ..dataset.storage import atomic_write_text
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -20,7 +20,7 @@ CSV_COLUMNS = ("label", "rank", "token", "mean_score", "count", "total_score")
 
 
 def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, list, list, list]]:
-    from .result import Result
+    from ..result import Result
 
     for res in results:
         if res is None:
@@ -36,7 +36,7 @@ def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, list, list
 
 
 def _rows_from_run(path: str | os.PathLike) -> Iterable[tuple[str, list, list, list]]:
-    from .dataset_io import read_rows
+    from .storage import read_rows
 
     for row in read_rows(path, columns=["status", "target_label", "target_id", "tokens", "scores",
                                         "special_mask"]):
@@ -123,7 +123,7 @@ def write_corpus_summary(source: Any, *, csv_path: str | os.PathLike | None = No
     if plot_path is None and base is not None:
         plot_path = base / "corpus_summary.png"
     summary = corpus_summary(source, min_count=min_count)
-    from .dataset_io import atomic_write_text
+    from .storage import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")

@@ -25,10 +25,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from .core.hooks import preserved_state
-from .hf.prepare import input_device
-from .hf.targets import head_kind
-from .result import Result
+from ..core.hooks import preserved_state
+from ..hf.prepare import input_device
+from ..hf.targets import head_kind
+from ..result import Result
 
 __all__ = [
     "comprehensiveness",
@@ -64,7 +64,7 @@ _KIND_HEAD = {"class": "class", "next_token": "causal", "continuation": "causal"
 
 # --------------------------------------------------------------------------- inputs
 def _model_tokenizer(model: Any, tokenizer: Any) -> tuple[nn.Module, Any]:
-    from .explainer import Explainer
+    from ..explainer import Explainer
 
     if isinstance(model, Explainer):
         if tokenizer is not None and tokenizer is not model.tokenizer:

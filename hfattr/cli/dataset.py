@@ -9,19 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import CLIError, _quiet_loading, parse_options, parse_target, register_command
+from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, parse_options, parse_target,
+                     positive_int, quiet_loading, register_command)
 
 __all__: list[str] = []
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 # --------------------------------------------------------------------------- attribute-dataset
@@ -37,38 +28,31 @@ def _configure(p: argparse.ArgumentParser) -> None:
     target.add_argument("--target", default=None, help="one target for every row (default: the prediction)")
     p.add_argument("--output", "-O", required=True, metavar="DIR",
                    help="output directory; rerunning the same command on it resumes")
-    p.add_argument("--model", "-m", default=None,
-                   help="hub name or local path (default: the embedded toy sentiment model)")
-    p.add_argument("--task", default=None, help="head to load (default: from the model's config)")
-    p.add_argument("--method", default="ablation", help="attribution method (see `hfattr methods`)")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, value parsed as JSON when possible (repeatable)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N", help="rows per batch (default 16)")
-    p.add_argument("--max-rows", type=_positive_int, default=None, metavar="N", help="only the first N rows")
-    p.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
+    add_model_flags(p)
+    add_method_flags(p)
+    p.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="rows per batch (default 16)")
+    p.add_argument("--max-rows", type=positive_int, default=None, metavar="N", help="only the first N rows")
+    p.add_argument("--shard-size", type=positive_int, default=None, metavar="N",
                    help="rows per output shard (default 1000, or the resumed run's)")
     p.add_argument("--device-map", default=None, metavar="MAP",
                    help="load the model with this transformers device_map, e.g. auto (one process only)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow model repositories to run their own code (off by default)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--no-corpus-summary", dest="corpus_summary", action="store_false",
                    help="skip corpus_summary.csv / .png at the end")
-    p.add_argument("--top-k", type=_positive_int, default=15, metavar="K",
+    p.add_argument("--top-k", type=positive_int, default=15, metavar="K",
                    help="tokens per label in the corpus-summary plot (default 15)")
-    p.add_argument("--min-count", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--min-count", type=positive_int, default=1, metavar="N",
                    help="corpus summary: leave out tokens seen fewer than N times (default 1)")
 
 
 def _load_explainer(args: argparse.Namespace, options: dict, state) -> object:
-    from .pipeline import pipeline
+    from ..pipeline import pipeline
 
-    if args.model is not None and not args.model.strip():
-        raise CLIError("--model is empty; give a hub name or a local path")
+    check_model_flag(args.model)
     if args.device_map is not None and state.num_processes > 1:
         raise CLIError(f"--device-map spreads one model over the devices of one process; it cannot be used "
                        f"with {state.num_processes} processes (launch one process, or leave --device-map out)")
-    with _quiet_loading():
+    with quiet_loading():
         pipe = pipeline(args.task, args.model, method=args.method, trust_remote_code=args.trust_remote_code,
                         device_map=args.device_map, **options)
     explainer = pipe.explainer
@@ -78,8 +62,8 @@ def _load_explainer(args: argparse.Namespace, options: dict, state) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .dataset import attribute_dataset, process_state
-    from .explainer import get_method
+    from ..dataset import attribute_dataset, process_state
+    from ..methods import get_method
 
     get_method(args.method)  # fail before loading anything
     options = parse_options(args.option)
@@ -110,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _write_summary(run_dir: str, csv_path, plot_path, min_count: int, top_k: int) -> None:
-    from .corpus import write_corpus_summary
+    from ..dataset.corpus import write_corpus_summary
 
     try:
         import matplotlib  # noqa: F401
@@ -128,8 +112,8 @@ def _configure_summary(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", default=None, metavar="PATH", help="CSV path (default DIR/corpus_summary.csv)")
     p.add_argument("--plot", default=None, metavar="PATH", help="PNG path (default DIR/corpus_summary.png)")
     p.add_argument("--no-plot", action="store_true", help="write only the CSV")
-    p.add_argument("--top-k", type=_positive_int, default=15, metavar="K", help="tokens per label in the plot")
-    p.add_argument("--min-count", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--top-k", type=positive_int, default=15, metavar="K", help="tokens per label in the plot")
+    p.add_argument("--min-count", type=positive_int, default=1, metavar="N",
                    help="leave out tokens seen fewer than N times")
 
 

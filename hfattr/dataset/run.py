@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 
-from ._version import __version__
-from .dataset_io import (RUN_FORMAT, failed_row, list_shards, load_results, read_manifest,
+from .._version import __version__
+from .storage import (RUN_FORMAT, failed_row, list_shards, load_results, read_manifest,
                          remove_stale_temporaries, result_row, shard_info, shard_name, write_manifest,
                          write_shard)
-from .explainer import _ENCODE_OPTIONS, _PREPARE_OPTIONS, Explainer, _check_options, _jsonable, get_method
+from ..explainer import Explainer, jsonable
+from ..methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options, get_method
 
 __all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "DEFAULT_SHARD_SIZE", "process_state"]
 
@@ -164,7 +165,7 @@ def _data_digest(ds: Any, text_column: str, target_column: str | None) -> str:
     return h.hexdigest()
 
 
-def _model_digest(explainer: Explainer) -> str:
+def model_digest(explainer: Explainer) -> str:
     """A cheap identity of model and tokenizer: config, parameter names/shapes and sampled values."""
     model, tok = explainer.model, explainer.tokenizer
     h = hashlib.sha256(type(model).__name__.encode())
@@ -186,10 +187,10 @@ def _model_digest(explainer: Explainer) -> str:
 def _identity(explainer: Explainer, method: str, options: dict, target: Any, text_column: str,
               target_column: str | None, n_rows: int, digest: str, shard_size: int) -> dict:
     return {
-        "model": {"digest": _model_digest(explainer)},  # the name is kept in the manifest, not compared
+        "model": {"digest": model_digest(explainer)},  # the name is kept in the manifest, not compared
         "method": method,
-        "options": _jsonable(options),
-        "target": _jsonable(target),
+        "options": jsonable(options),
+        "target": jsonable(target),
         "text_column": text_column,
         "target_column": target_column,
         "data": {"rows": n_rows, "digest": digest},
@@ -264,7 +265,7 @@ class _Run:
     def __init__(self, explainer: Explainer, ds: Any, *, text_column: str, target_column: str | None,
                  method: str, options: dict, target: Any, batch_size: int, shard_size: int, fp: str,
                  out: Path, process_index: int) -> None:
-        from .hf.targets import head_kind
+        from ..hf.targets import head_kind
 
         self.explainer, self.ds = explainer, ds
         self.text_column, self.target_column = text_column, target_column
@@ -272,7 +273,7 @@ class _Run:
         self.batch_size, self.shard_size, self.fp, self.out = batch_size, shard_size, fp, out
         self.process_index = process_index
         self.spec = get_method(method)
-        self.enc_opts = {k: v for k, v in options.items() if k in _ENCODE_OPTIONS}
+        self.enc_opts = {k: v for k, v in options.items() if k in ENCODE_OPTIONS}
         try:
             self.head = head_kind(explainer.model)
         except ValueError:
@@ -351,8 +352,8 @@ class _Run:
 
     @torch.no_grad()
     def _classify(self, texts: list[str]) -> list[tuple]:
-        from .hf.prepare import input_device
-        from .hf.text import encode
+        from ..hf.prepare import input_device
+        from ..hf.text import encode
 
         model = self.explainer.model
         enc, _ = encode(self.explainer.tokenizer, texts, **self.enc_opts)
@@ -436,7 +437,7 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     if not isinstance(explainer, Explainer):
         raise TypeError(f"explainer must be an hfattr.Explainer, got {type(explainer).__name__}")
     spec = get_method(method)
-    _check_options(spec, {k: v for k, v in method_options.items() if k not in _ENCODE_OPTIONS + _PREPARE_OPTIONS})
+    check_options(spec, {k: v for k, v in method_options.items() if k not in ENCODE_OPTIONS + PREPARE_OPTIONS})
     for reserved in ("text", "method_options"):
         if reserved in method_options:
             raise TypeError(f"attribute_dataset got an unexpected keyword {reserved!r}")
@@ -478,7 +479,7 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     base = {
         "format": RUN_FORMAT, "format_version": 1, "hfattr_version": __version__, "fingerprint": fp,
         "identity": identity, "model": _model_reference(explainer.model_name), "method": method,
-        "options": _jsonable(method_options), "target": _jsonable(target),
+        "options": jsonable(method_options), "target": jsonable(target),
         "source": {"data": data_source or _describe(data), "split": split, "max_rows": max_rows},
         "rows_total": n, "n_shards": n_shards, "batch_size": batch_size,
     }

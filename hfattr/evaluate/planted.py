@@ -97,7 +97,7 @@ class PlantedTask:
 
     def tokenizer(self):
         """A word-level BERT-style fast tokenizer over :attr:`vocab` (one token per word)."""
-        from .testing import make_tokenizer
+        from ..testing import make_tokenizer
 
         return make_tokenizer("bert", self.vocab, model_max_length=self.max_words + 2)
 
@@ -240,12 +240,12 @@ def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = Non
     ``"mask"`` etc. measure the input from that token's embedding. Special tokens score 0.
     Returns a Result (or a list for a list of texts), with ``method="grad_x_input"``.
     """
-    from .core.hooks import preserved_state
-    from .explainer import Explainer, _slice
-    from .hf.prepare import input_device, prepare
-    from .hf.text import encode
-    from .methods._common import result_fields
-    from .result import Result
+    from ..core.hooks import preserved_state
+    from ..explainer import Explainer, slice_encoded
+    from ..hf.prepare import input_device, prepare
+    from ..hf.text import encode
+    from ..methods.fields import as_result_kwargs, result_fields
+    from ..result import Result
 
     if isinstance(model, Explainer):
         model, tokenizer, name = model.model, model.tokenizer, model.model_name
@@ -260,7 +260,7 @@ def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = Non
     with preserved_state(model, eval_mode=True, freeze=True):
         for a in range(0, n, batch_size):
             b = min(n, a + batch_size)
-            enc = _slice(enc_all, a, b).to(input_device(model))
+            enc = slice_encoded(enc_all, a, b).to(input_device(model))
             prep = prepare(model, tokenizer, enc, targets[a:b], baseline=baseline)
             if prep.n_rows != 1:
                 raise ValueError("gradient_x_input explains one target row per text")
@@ -273,5 +273,5 @@ def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = Non
             for i in range(b - a):
                 fields = result_fields(prep, i, scores[i])
                 out.append(Result(method="grad_x_input", options={"baseline": baseline}, model_name=name,
-                                  **fields))
+                                  **as_result_kwargs(fields, "grad_x_input")))
     return out[0] if single else out

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .result import Result
+from ..result import Result
 
 __all__ = ["schema", "MANIFEST", "RUN_FORMAT", "shard_name", "write_shard", "shard_info", "list_shards",
            "read_manifest", "write_manifest", "atomic_write_text", "remove_stale_temporaries", "result_row",
@@ -30,8 +30,20 @@ MANIFEST = "manifest.json"
 _META_KEY = b"hfattr"
 _SHARD_RE = re.compile(r"shard-(\d{5,})\.parquet")
 _TMP_PREFIX = ".tmp-"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # elsewhere: the only portable read is set-and-restore, at call time
+    os.umask(old)
+    return old
 
 # Columns that are stored as their own Parquet columns; the rest of a Result goes to ``result_meta``.
 _COLUMN_FIELDS = ("tokens", "token_ids", "scores", "text", "offsets", "special_mask", "word_ids", "rows")
@@ -79,7 +91,7 @@ def _atomic(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual permissions
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

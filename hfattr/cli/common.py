@@ -1,0 +1,145 @@
+"""What every command shares: the command registry, the flags declared once, and argument parsing.
+
+:func:`register_command` adds a subcommand with a function that configures its argparse
+sub-parser and one that runs it (``run(args) -> exit status``); it returns a handle whose
+``remove()`` unregisters it. User errors raise :class:`CLIError` (one line, exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+__all__ = ["register_command", "commands", "Command", "CLIError", "parse_target", "parse_options",
+           "quiet_loading", "use_color", "positive_int", "add_model_flags", "add_method_flags", "check_model_flag", "EXIT_USAGE"]
+
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """A user error: printed as one line and exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``configure(parser)`` adds its arguments, ``run(args)`` returns the exit status."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+
+    def remove(self) -> None:
+        """Unregister this command (if it is still the registered one)."""
+        if _COMMANDS.get(self.name) is self:
+            del _COMMANDS[self.name]
+
+
+_COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, *, help: str, configure: Callable[[argparse.ArgumentParser], None],
+                     run: Callable[[argparse.Namespace], int], description: str | None = None,
+                     overwrite: bool = False) -> Command:
+    """Add a subcommand ``hfattr NAME ...``."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+        raise ValueError(f"command name must be lower-case letters, digits and '-', got {name!r}")
+    if name in _COMMANDS and not overwrite:
+        raise ValueError(f"command {name!r} is already registered; pass overwrite=True to replace it")
+    cmd = Command(name, help, configure, run, description)
+    _COMMANDS[name] = cmd
+    return cmd
+
+
+def commands() -> list[Command]:
+    """The registered commands, in registration order."""
+    return list(_COMMANDS.values())
+
+
+# --------------------------------------------------------------------------- argument parsing helpers
+_INT = re.compile(r"[+-]?\d+")
+
+
+def parse_target(value: str | None) -> Any:
+    """``--target``: an int string becomes an int; anything else stays a string (label or text)."""
+    if value is None:
+        return None
+    return int(value) if _INT.fullmatch(value.strip()) else value
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--option key=value`` pairs; values are parsed as JSON when possible, else kept as strings."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise CLIError(f"--option expects key=value with a Python-identifier key, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No transformers progress bars while the model loads (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def use_color(args: argparse.Namespace) -> bool:
+    if args.color is not None:
+        return args.color
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def add_model_flags(p: argparse.ArgumentParser, *,
+                    model_help: str = "hub name or local path (default: the embedded toy sentiment model)",
+                    task_help: str = "head to load, e.g. text-classification, causal-lm "
+                                     "(default: from the model's config)") -> None:
+    """``--model``, ``--task`` and ``--trust-remote-code``: how every command loads a model."""
+    p.add_argument("--model", "-m", default=None, help=model_help)
+    p.add_argument("--task", default=None, help=task_help)
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model repositories to run their own code (off by default)")
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    """``--method`` and repeatable ``--option KEY=VALUE``: which method and its options."""
+    p.add_argument("--method", default="ablation", help="attribution method (see `hfattr methods`)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, value parsed as JSON when possible (repeatable), "
+                        "e.g. -o perturbations_per_eval=4 -o sites='\"mlp\"'")
+
+
+def check_model_flag(model: str | None) -> None:
+    """Refuse an empty ``--model``."""
+    if model is not None and not model.strip():
+        raise CLIError("--model is empty; give a hub name or a local path")
