@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine: `make run` and `make test`.
 PYTHON ?= python
 
-.PHONY: install run test bench
+.PHONY: install run test lint bench
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
@@ -12,6 +12,9 @@ run: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+lint:
+	PYTHON=$(PYTHON) scripts/lint.sh
 
 bench: install
 	$(PYTHON) benchmarks/bench_ablation.py

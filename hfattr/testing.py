@@ -277,7 +277,7 @@ def tiny_config(model_type: str, *, num_layers: int = 2, hidden: int = 32, heads
     put(("head_dim", "d_kv", "attention_head_size"), head_dim)
     put(("rotary_dim",), head_dim)
     put(("ffn_dim",), 2 * hidden)
-    for role, field in (("pad_token_id", "pad_token"), ("bos_token_id", "bos_token"),
+    for role, _field in (("pad_token_id", "pad_token"), ("bos_token_id", "bos_token"),
                         ("eos_token_id", "eos_token"), ("sep_token_id", "sep_token")):
         tid = getattr(tok, role, None)
         if tid is not None and (role in keys or role != "sep_token_id"):

@@ -49,7 +49,7 @@ def _hook_counts(model, modules):
     """Run one forward; return {id(module): number of calls} and the call order of modules."""
     counts, order, handles = {}, [], []
     for m in {id(m): m for m in modules}.values():
-        def hook(mod, args, out, key=id(m)):
+        def hook(mod, args, out, key=id(m)):  # noqa: B008 (binds the loop value)
             counts[key] = counts.get(key, 0) + 1
             order.append(key)
         handles.append(m.register_forward_hook(hook))

@@ -142,7 +142,7 @@ def test_leave_one_out_top_token_is_a_sentiment_word_on_test_slice(loaded):
     with torch.no_grad():
         logits = model(**enc).logits
     hits, pos = 0, 0
-    for k, tokens in enumerate(tokens_of):
+    for _k, tokens in enumerate(tokens_of):
         block = logits[pos : pos + len(tokens) + 1]
         pos += len(tokens) + 1
         cls = int(block[0].argmax())

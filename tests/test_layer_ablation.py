@@ -10,15 +10,12 @@ Oracles used here:
 
 from __future__ import annotations
 
-import functools
-import tempfile
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from hfattr import LayerFeatureAblation
-from hfattr.testing import tiny
 
 captum_attr = pytest.importorskip("captum.attr")
 CaptumLFA = captum_attr.LayerFeatureAblation

@@ -208,7 +208,7 @@ def direct_position_drops(fn, args, target, module, n_pos, *, where=None, baseli
         for p in range(n_pos):
             edit = _zero_at(p, baseline)
             if where is None:
-                h = module.register_forward_hook(lambda m, a, out: _edit_first_tensor(out, edit))
+                h = module.register_forward_hook(lambda m, a, out, edit=edit: _edit_first_tensor(out, edit))
             else:
                 def pre(m, a, kw, edit=edit):
                     if isinstance(where, int):

@@ -24,7 +24,7 @@ TOL = dict(atol=1e-6, rtol=0.0)
 def _init(module: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for _name, p in module.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=D64) * 0.5)
         for m in module.modules():
             if isinstance(m, nn.BatchNorm2d):

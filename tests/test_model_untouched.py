@@ -102,7 +102,7 @@ def assert_untouched(model: nn.Module, before: dict[str, Any]) -> None:
         assert (dtype2, device2, shape2) == (dtype, device, shape), f"parameter {n} changed kind"
         assert torch.equal(bits2, bits), f"parameter {n} changed value"
     assert after["buffers"].keys() == before["buffers"].keys()
-    for n, (b, dtype, device, bits) in before["buffers"].items():
+    for n, (_b, dtype, device, bits) in before["buffers"].items():
         c, dtype2, device2, bits2 = after["buffers"][n]
         assert (dtype2, device2) == (dtype, device) and torch.equal(bits2, bits), f"buffer {n} changed"
     changed = [n for n, v in after["requires_grad"].items() if v != before["requires_grad"][n]]

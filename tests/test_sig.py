@@ -156,7 +156,8 @@ def test_oracle_non_tensor_additional_arg(TSIG):
 
 
 @pytest.mark.parametrize(
-    "baselines", [None, (0.5, rnd(1, L, 2, seed=6)), (rnd(B, L, DIM, seed=7), -1.0)], ids=["none", "scalar+bcast", "tensor+scalar"]
+    "baselines", [None, (0.5, rnd(1, L, 2, seed=6)), (rnd(B, L, DIM, seed=7), -1.0)],
+    ids=["none", "scalar+bcast", "tensor+scalar"]
 )
 def test_oracle_tuple_inputs(TSIG, baselines):
     model = MixNet(L * DIM + L * 2)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["register_command", "commands", "Command", "CLIError", "parse_target", "parse_options",
-           "quiet_loading", "use_color", "positive_int", "add_model_flags", "add_method_flags", "check_model_flag", "EXIT_USAGE"]
+           "quiet_loading", "use_color", "positive_int", "add_model_flags", "add_method_flags", "check_model_flag",
+           "EXIT_USAGE"]
 
 EXIT_USAGE = 2
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, add_model_flags, check_model_flag, quiet_loading, register_command
+from .common import CLIError, add_model_flags, quiet_loading, register_command
 
 __all__ = ["evaluate_results"]
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-from ._args import (
+from .inputs import (
     as_output_tensor,
     call_forward,
     check_target,
@@ -302,7 +302,7 @@ def feature_ablation_future(
     plan = _Plan(inputs, baselines=baselines, target=target, additional_forward_args=additional_forward_args,
                  feature_mask=feature_mask, perturbations_per_eval=perturbations_per_eval)
 
-    def launch(batch: tuple[Tensor, ...], args: Any, tgt: Any) -> torch.futures.Future:
+    def launch(batch: tuple[Tensor, ...], args: Any, tgt: Any) -> Any:  # a torch.futures.Future
         with torch.no_grad():
             fut = call_forward(forward_func, batch, args)
         if not isinstance(fut, torch.Future):

@@ -78,9 +78,10 @@ def auto_rows(inputs: tuple[Tensor, ...], *, rows_measured: int, probe: MemoryPr
     """How many rows of the shape of ``inputs``' examples fit in one call (at least 1)."""
     device = inputs[0].device
     free = free_memory(device) * HEADROOM
-    measured = probe is not None and probe.peak is not None and probe.peak > 2**20
-    if measured and device.type == "cuda":  # (a call that did almost nothing measures nothing)
-        per_row = probe.peak / max(1, rows_measured)
+    peak = None if probe is None else probe.peak
+    measured = peak is not None and peak > 2**20
+    if peak is not None and measured and device.type == "cuda":  # (a call that did almost nothing measures nothing)
+        per_row = peak / max(1, rows_measured)
         rows = int(free // per_row)
     else:
         per_row = sum(x[:1].numel() * x.element_size() for x in inputs) * CPU_BYTES_PER_INPUT_BYTE

@@ -50,7 +50,7 @@ _MISSING = object()
 def _block_candidates(root: nn.Module, layer: nn.Module) -> list[nn.Module]:
     """Elements of module lists that are neither the layer nor one of its ancestors."""
     ancestors = {id(m) for m in _ancestors(root, layer)}
-    out = []
+    out: list[nn.Module] = []
     for m in root.modules():
         if isinstance(m, (nn.ModuleList, nn.Sequential)):
             out.extend(c for c in m.children() if c is not layer and id(c) not in ancestors)

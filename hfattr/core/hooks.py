@@ -89,7 +89,7 @@ class LayerValue:
             return tuple(out[i] for i in self.slots)
         if self.structure == "args":
             return tuple(args[i] for i in self.slots)
-        return tuple(kwargs[k] for k in self.slots)
+        return tuple((kwargs or {})[k] for k in self.slots)
 
     def put_output(self, out: Any, tensors: tuple[Tensor, ...]) -> Any:
         if self.structure == "tensor":

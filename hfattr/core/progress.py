@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from typing import Any, Iterator
 
 
 class _Silent:
@@ -25,7 +25,7 @@ class _Plain:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, enabled: bool, desc: str) -> Iterator[object]:
+def progress_bar(total: int, enabled: bool, desc: str) -> Iterator[Any]:
     """Yield an object with ``update(n=1)``; shows a tqdm bar when ``enabled``."""
     if not enabled:
         yield _Silent()

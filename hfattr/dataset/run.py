@@ -147,7 +147,8 @@ def _check_columns(ds: Any, text_column: str, target_column: str | None) -> None
     if target_column is not None:
         tf = ds.features[target_column]
         ok = isinstance(tf, datasets.ClassLabel) or (
-            isinstance(tf, datasets.Value) and (tf.dtype.startswith(("int", "uint", "float")) or "string" in tf.dtype or tf.dtype == "null"))
+            isinstance(tf, datasets.Value)
+            and (tf.dtype.startswith(("int", "uint", "float")) or "string" in tf.dtype or tf.dtype == "null"))
         if not ok:
             kind = tf.dtype if isinstance(tf, datasets.Value) else type(tf).__name__
             raise TypeError(f"target_column {target_column!r} holds {kind} values; expected label ids (int) "
@@ -251,7 +252,7 @@ def _check_resume(out: Path, manifest: dict | None, identity: dict, fp: str, mod
         if stray:
             raise ValueError(f"output_dir {str(out)!r} is not empty and holds no hfattr manifest "
                              f"(found {sorted(stray)[:5]}); choose a new or empty directory")
-    for k, path in list_shards(out).items():
+    for path in list_shards(out).values():
         info = shard_info(path)
         if info is not None and info.get("fingerprint") != fp:
             raise ValueError(f"output_dir {str(out)!r} holds {path.name} from a different run "

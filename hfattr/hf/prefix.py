@@ -53,7 +53,7 @@ class PrefixReuseForward:
         self.original = embeds.detach()
         self.calls = self.full_calls = 0
         self.positions_run = 0
-        attention_mask, positions, indices = args[0], args[1], args[2]
+        attention_mask, positions = args[0], args[1]
         import inspect
 
         params = inspect.signature(self.model.forward).parameters

@@ -99,7 +99,7 @@ def encode(
     ``model_max_length``) raise unless ``truncation=True`` (then a warning is given).
     With ``chat=True`` each text is a user message; the template's own tokens count as special.
     """
-    if hasattr(tokenizer, "__call__") and _is_batch_encoding(text):
+    if callable(tokenizer) and _is_batch_encoding(text):
         return _from_batch_encoding(tokenizer, text), False
     texts, single = normalise_texts(text)
     content_spans = None

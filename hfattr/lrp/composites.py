@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from torch import nn
 
@@ -166,7 +166,7 @@ def rule_of(module: nn.Module) -> Any:
     """The rule set on a module as ``module.rule`` (checked), or a sentinel if there is none."""
     if "rule" not in module.__dict__ and not hasattr(type(module), "rule"):
         return _NO_RULE
-    rule = getattr(module, "rule")
+    rule = module.rule
     if rule is not None and not isinstance(rule, PropagationRule):
         raise TypeError(f"module.rule must be a PropagationRule (e.g. EpsilonRule()) or None, got "
                         f"{type(rule).__name__} on {type(module).__name__}")
