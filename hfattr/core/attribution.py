@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from ._args import as_tuple
+from .inputs import as_tuple
 from .ablation import feature_ablation, feature_ablation_future
 from .layer import layer_feature_ablation, neuron_gradient
 from .sig import SIGInfo, completeness_error, convergence_delta, sequential_integrated_gradients
-from ._args import format_additional_args
+from .inputs import format_additional_args
 
 __all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient", "SequentialIntegratedGradients"]
 
@@ -92,14 +93,19 @@ class LayerFeatureAblation:
         layer: nn.Module,
         device_ids: list[int] | None = None,
         *,
-        skip_prefix: bool = True,
+        fast: bool = True,
+        skip_prefix: bool | None = None,
     ) -> None:
         self.forward_func = _check_callable(forward_func)
         if not isinstance(layer, nn.Module):
             raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}")
         self.layer = layer
         self.device_ids = device_ids
-        self.skip_prefix = skip_prefix
+        if skip_prefix is not None:
+            warnings.warn("LayerFeatureAblation: skip_prefix= is deprecated; use fast=", DeprecationWarning,
+                          stacklevel=2)
+            fast = skip_prefix
+        self.fast = fast
 
     def attribute(
         self,
@@ -124,7 +130,7 @@ class LayerFeatureAblation:
             attribute_to_layer_input=attribute_to_layer_input,
             perturbations_per_eval=perturbations_per_eval,
             device_ids=self.device_ids,
-            skip_prefix=self.skip_prefix,
+            fast=self.fast,
         )
         return _unwrap(out, was_tuple)
 
@@ -226,11 +232,11 @@ class SequentialIntegratedGradients:
 
         SIG does not satisfy this identity; see ``compute_completeness_error`` for the one it does.
         """
-        from .sig import _full_baselines
+        from .sig import full_baselines
 
         ends, _ = as_tuple(end_point, name="end_point")
         attrs, _ = as_tuple(attributions, name="attributions")
-        starts = _full_baselines(start_point, ends)
+        starts = full_baselines(start_point, ends)
         return convergence_delta(self.forward_func, attrs, ends, starts, target,
                                  format_additional_args(additional_forward_args))
 
@@ -243,11 +249,11 @@ class SequentialIntegratedGradients:
         additional_forward_args: Any = None,
     ) -> Tensor:
         """``(B, L)``: Σ over position i's features − (F(x) − F(x with position i at its baseline))."""
-        from .sig import _full_baselines
+        from .sig import full_baselines
 
         xs, _ = as_tuple(inputs)
         attrs, _ = as_tuple(attributions, name="attributions")
-        bases = _full_baselines(baselines, xs)
+        bases = full_baselines(baselines, xs)
         active = torch.ones(xs[0].shape[:2], dtype=torch.bool, device=xs[0].device)
         return completeness_error(self.forward_func, attrs, xs, bases, target,
                                   format_additional_args(additional_forward_args), active, xs[0].shape[0])

@@ -56,7 +56,7 @@ def format_baselines(
         raise ValueError(
             f"{name} must have one entry per input tensor: expected {len(inputs)}, got {len(baselines)}"
         )
-    out: list[Tensor | float | int] = []
+    out: list[Any] = []  # tensors and numbers
     for i, (b, x) in enumerate(zip(baselines, inputs)):
         where = f"{name}[{i}]" if len(inputs) > 1 else name
         if isinstance(b, numbers.Number) and not isinstance(b, bool):

@@ -9,12 +9,13 @@ because substituting its value would change every call.
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from ._args import call_forward, format_additional_args, index_after_batch
+from .inputs import call_forward, format_additional_args, index_after_batch
 from .ablation import feature_ablation
 from .fastpath import FIRST_CHANGED, PrefixRecorder, find_root, record_prefix, reuse_prefix
 from .hooks import Captured, StopForward, capture_layer, replace_layer
@@ -105,21 +106,26 @@ def layer_feature_ablation(
     perturbations_per_eval: int = 1,
     device_ids: list[int] | None = None,
     skip_id: int | None = None,
-    skip_prefix: bool = True,
+    fast: bool = True,
     root: nn.Module | None = None,
     first_only: bool = False,
+    skip_prefix: bool | None = None,
 ) -> tuple[tuple[Tensor, ...], bool]:
     """Ablation attributions for a layer's output (or input) values; ``(attributions, was_tuple)``.
 
     Each perturbation reruns ``forward_func`` with the layer's value replaced by the ablated one.
-    With ``skip_prefix`` the blocks that ran before the layer are not recomputed (``root`` is the
+    With ``fast`` the blocks that ran before the layer are not recomputed (``root`` is the
     model; found from ``forward_func`` when not given). Not used under DataParallel.
     ``first_only`` attributes to the first batch tensor of a tuple value only.
+    ``skip_prefix`` is the deprecated name of ``fast``.
     """
+    if skip_prefix is not None:
+        warnings.warn("layer_feature_ablation: skip_prefix= is deprecated; use fast=", DeprecationWarning, stacklevel=2)
+        fast = skip_prefix
     args = format_additional_args(additional_forward_args)
     ids = _device_ids(forward_func, device_ids)
     record_root = None
-    if skip_prefix and not ids:
+    if fast and not ids:
         record_root = root if root is not None else find_root(forward_func, layer)
     values, was_tuple, prefix, where = layer_eval(
         forward_func,

@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-from ._args import format_additional_args, format_baselines, run_forward, select_target
+from .inputs import format_additional_args, format_baselines, run_forward
 from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
 __all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
-           "completeness_error"]
+           "completeness_error", "full_baselines"]
 
 _ROW_TOKENS = 16384  # default rows per call × sequence length when internal_batch_size is None
 FIRST_CHANGED = "accepts_first_changed"  # forward functions with this attribute get first_changed=
@@ -87,7 +87,8 @@ def _check_inputs(inputs: tuple[Tensor, ...]) -> int:
     return L
 
 
-def _full_baselines(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+def full_baselines(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Each input's baseline (None, a number or a broadcastable tensor) as a tensor of the input's shape."""
     out = []
     for b, x in zip(format_baselines(baselines, inputs), inputs):
         if isinstance(b, Tensor):
@@ -262,7 +263,7 @@ def sequential_integrated_gradients(
     if auto and method != "gausslegendre":
         raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use method='gausslegendre'")
     if not auto:
-        quadrature(method, n_steps)  # validates n_steps and method early
+        quadrature(method, n_steps)  # type: ignore[arg-type]  # validates n_steps and method early
     auto_chunk = is_auto(internal_batch_size)
     if auto_chunk:
         # forward + backward: budget twice the working memory of a forward row
@@ -277,7 +278,7 @@ def sequential_integrated_gradients(
     if isinstance(target, list) and len(target) != B:
         raise ValueError(f"target list has {len(target)} entries; expected one per example ({B})")
     args = format_additional_args(additional_forward_args)
-    bases = _full_baselines(baselines, inputs)
+    bases = full_baselines(baselines, inputs)
     active = _active(inputs, bases, positions, skip_equal=multiply_by_inputs)
     steps = torch.zeros(B, L, dtype=torch.long, device=active.device)
     # results do not depend on chunking; moderate chunks run fastest on CPUs
@@ -319,7 +320,7 @@ def sequential_integrated_gradients(
         return a if multiply_by_inputs else tuple(t * (x - b) for t, x, b in zip(a, inputs, bases))
 
     if not auto:
-        attrs = run(active, n_steps, "SIG")
+        attrs = run(active, n_steps, "SIG")  # type: ignore[arg-type]  # an int here (not "auto")
         if with_completeness:
             info.completeness_error = completeness_error(forward_func, multiplied(attrs), inputs, bases, target,
                                                          args, active, chunk_eval)

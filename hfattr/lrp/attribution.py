@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..core._args import as_output_tensor, as_tuple, call_forward, check_target, format_additional_args, \
+from ..core.inputs import as_output_tensor, as_tuple, call_forward, check_target, format_additional_args, \
     select_target
 from .attach import attach_rules
 from .composites import Composite, rule_of
