@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -54,6 +54,12 @@ class AttributionPipeline:
     @property
     def model_name(self) -> str:
         return self.explainer.model_name
+
+    @overload
+    def __call__(self, text: str, *, method: str | None = ..., **options: Any) -> Result: ...
+
+    @overload
+    def __call__(self, text: list[str], *, method: str | None = ..., **options: Any) -> list[Result]: ...
 
     def __call__(self, text: Any, *, method: str | None = None, **options: Any) -> Result | list[Result]:
         """Explain ``text`` (a str or a list of str)."""

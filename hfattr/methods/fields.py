@@ -6,6 +6,7 @@ A method returns one ``ResultFields`` per Result: one per text when each text ha
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields as dc_fields
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from ..hf.prepare import Prepared
 
-__all__ = ["ResultFields", "SKIP", "token_mask", "result_fields", "per_text", "as_result_kwargs"]
+__all__ = ["ResultFields", "SKIP", "token_mask", "result_fields", "per_text", "as_result_kwargs", "sites_option"]
 
 SKIP = -1  # feature id of positions that are never perturbed
 
@@ -110,3 +111,14 @@ def prep_probability(prep: Prepared, i: int) -> float | list[float]:
         prep._probs = prep.scores(score="prob").double().cpu()  # type: ignore[attr-defined]
     row = prep._probs[i].tolist()  # type: ignore[attr-defined]
     return row[0] if len(row) == 1 else row
+
+
+def sites_option(method: str, sites: Any, site: Any) -> Any:
+    """The ``sites=`` option, also accepted as the deprecated ``site=`` (with a DeprecationWarning)."""
+    if site is None:
+        return sites
+    if sites is not None:
+        raise TypeError(f"method {method!r}: pass sites= only (site= is its deprecated spelling)")
+    # warn at the caller of Explainer.explain: sites_option <- method <- explain <- caller
+    warnings.warn(f"method {method!r}: site= is deprecated; use sites=", DeprecationWarning, stacklevel=4)
+    return site

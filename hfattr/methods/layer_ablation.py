@@ -60,7 +60,7 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
             (attr,), _ = layer_feature_ablation(
                 total, module, (prep.embeds,), layer_baselines=layer_baseline,
                 additional_forward_args=prep.forward_args(), layer_mask=mask.unsqueeze(-1),
-                perturbations_per_eval=perturbations_per_eval, skip_id=SKIP, root=prep.model, skip_prefix=fast,
+                perturbations_per_eval=perturbations_per_eval, skip_id=SKIP, root=prep.model, fast=fast,
                 first_only=True,
             )
             if attr.dim() < 2 or attr.shape[1] != L:

@@ -2,7 +2,7 @@
 
 One forward pass with the rules attached and one backward pass per target row; a token's relevance
 is its input embedding times the gradient, summed over the embedding dimension. Relevance at any
-named site (``site=``) is that site's output times its gradient, summed the same way.
+named site (``sites=``) is that site's output times its gradient, summed the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor
 from ..hf.architectures import resolve_sites
 from ..hf.prepare import Prepared
 from ..lrp.attach import attach_rules
-from .fields import ResultFields, result_fields
+from .fields import ResultFields, result_fields, sites_option
 
 __all__ = ["lrp"]
 
@@ -37,10 +37,11 @@ def _per_token(value: Tensor, grad: Tensor | None) -> Tensor:
 
 
 def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = None,
-        site: Any = None) -> list[ResultFields]:
+        sites: Any = None, site: Any = None) -> list[ResultFields]:
     """Token relevance by LRP for every target row (``composite``: ``"attnlrp"``, ``"cp-lrp"`` or
-    ``"epsilon"``; ``rules`` overrides per module type, name pattern or role; ``site`` adds the
-    relevance at those sites to ``extras["site_relevance"]``)."""
+    ``"epsilon"``; ``rules`` overrides per module type, name pattern or role; ``sites`` adds the
+    relevance at those sites to ``extras["site_relevance"]``; ``site=`` is its deprecated spelling)."""
+    site = sites_option("lrp", sites, site)
     if prep.forward.score != "logit":
         raise ValueError(f"lrp explains logits (score='logit'); got score={prep.forward.score!r}")
     model = prep.model

@@ -9,15 +9,19 @@ import torch
 from ..core.layer import neuron_gradient as core_neuron_gradient
 from ..hf.architectures import get_architecture, resolve_sites
 from ..hf.prepare import Prepared
-from .fields import ResultFields, result_fields
+from .fields import ResultFields, result_fields, sites_option
 
 _REDUCE = ("norm", "sum", "input_x_gradient")
 
 
-def neuron_gradient(prep: Prepared, *, site: Any, neuron: int, position: Any = "last",
-                    reduce: str = "norm") -> list[ResultFields]:
-    """Gradient of ``site``'s neuron ``neuron`` at ``position`` (``"last"``, ``"all"`` or an index
-    among the real tokens), reduced over the embedding dimension per token."""
+def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position: Any = "last",
+                    reduce: str = "norm", site: Any = None) -> list[ResultFields]:
+    """Gradient of the neuron ``neuron`` of the one site ``sites`` names, at ``position`` (``"last"``,
+    ``"all"`` or an index among the real tokens), reduced over the embedding dimension per token.
+    ``site=`` is the deprecated spelling of ``sites=``."""
+    site = sites_option("neuron_gradient", sites, site)
+    if site is None:
+        raise TypeError("method 'neuron_gradient' needs sites= (the one site whose neuron is explained)")
     if reduce not in _REDUCE:
         raise ValueError(f"reduce must be one of {_REDUCE}, got {reduce!r}")
     found = resolve_sites(prep.model, site)

@@ -1,0 +1,71 @@
+"""One name per switch: ``sites=`` where a site is chosen, ``fast=`` for the prefix-skipping fast path
+(old spellings accepted with a DeprecationWarning, same numbers)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from hfattr import Explainer, LayerFeatureAblation
+from hfattr.core import layer_feature_ablation
+from hfattr.testing import tiny
+
+TEXT = "the movie was great"
+
+
+@pytest.fixture(scope="module")
+def bert():
+    model, tok = tiny("bert", dtype=torch.float64)
+    return Explainer(model, tok)
+
+
+def test_neuron_gradient_takes_sites_and_warns_on_site(bert):
+    new = bert.explain(TEXT, method="neuron_gradient", sites="blocks.0.mlp", neuron=3)
+    with pytest.warns(DeprecationWarning, match="site= is deprecated; use sites="):
+        old = bert.explain(TEXT, method="neuron_gradient", site="blocks.0.mlp", neuron=3)
+    torch.testing.assert_close(new.scores, old.scores, rtol=0, atol=0)
+    assert new.target["site"] == old.target["site"]
+    with pytest.raises(TypeError, match="pass sites= only"):
+        bert.explain(TEXT, method="neuron_gradient", sites="blocks.0.mlp", site="blocks.0.mlp", neuron=3)
+    with pytest.raises(TypeError, match="needs sites="):
+        bert.explain(TEXT, method="neuron_gradient", neuron=3)
+
+
+def test_lrp_takes_sites_and_warns_on_site(bert):
+    new = bert.explain(TEXT, method="lrp", sites=["blocks.0"])
+    with pytest.warns(DeprecationWarning, match="use sites="):
+        old = bert.explain(TEXT, method="lrp", site=["blocks.0"])
+    assert list(new.extras["site_relevance"]) == list(old.extras["site_relevance"])
+    torch.testing.assert_close(new.scores, old.scores, rtol=0, atol=0)
+
+
+def _net():
+    g = torch.Generator().manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return net, torch.randn(3, 4, generator=g, dtype=torch.float64)
+
+
+def test_layer_ablation_fast_is_the_one_switch():
+    net, x = _net()
+    fast, _ = layer_feature_ablation(net, net[1], (x,), target=0, fast=True)
+    full, _ = layer_feature_ablation(net, net[1], (x,), target=0, fast=False)
+    with pytest.warns(DeprecationWarning, match="skip_prefix= is deprecated; use fast="):
+        old, _ = layer_feature_ablation(net, net[1], (x,), target=0, skip_prefix=False)
+    torch.testing.assert_close(fast[0], full[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(old[0], full[0], rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="use fast="):
+        shell = LayerFeatureAblation(net, net[1], skip_prefix=False)
+    assert shell.fast is False and LayerFeatureAblation(net, net[1]).fast is True
+    torch.testing.assert_close(shell.attribute(x, target=0), full[0], rtol=0, atol=0)
+
+
+def test_argument_normalisation_module_is_core_inputs():
+    inputs = importlib.import_module("hfattr.core.inputs")
+    assert callable(inputs.as_tuple) and callable(inputs.format_baselines)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("hfattr.core._args")
