@@ -16,6 +16,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from .hf.heads import AUTO_CLASSES
+
 __all__ = [
     "VOCAB_WORDS",
     "STYLES",
@@ -298,15 +300,8 @@ def tiny_config(model_type: str, *, num_layers: int = 2, hidden: int = 32, heads
 # Models
 # ---------------------------------------------------------------------------
 
-TASKS: dict[str, str] = {
-    "base": "AutoModel",
-    "sequence-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "masked-lm": "AutoModelForMaskedLM",
-    "causal-lm": "AutoModelForCausalLM",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-}
-"""Task name -> transformers auto class name."""
+TASKS: dict[str, str] = {"base": "AutoModel", **AUTO_CLASSES}
+"""Task name -> transformers auto class name (the heads of :mod:`hfattr.hf.heads`, and the bare model)."""
 
 _ENC = ("sequence-classification", "masked-lm", "token-classification", "base")
 _DEC = ("causal-lm", "sequence-classification", "base")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, parse_options, parse_target,
                      positive_int, quiet_loading, register_command)
@@ -45,7 +46,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="corpus summary: leave out tokens seen fewer than N times (default 1)")
 
 
-def _load_explainer(args: argparse.Namespace, options: dict, state) -> object:
+def _load_explainer(args: argparse.Namespace, options: dict, state) -> Any:
     from ..pipeline import pipeline
 
     check_model_flag(args.model)

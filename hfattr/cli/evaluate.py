@@ -83,7 +83,7 @@ def _load(paths: list[str]) -> tuple[list[Any], list[int], dict | None, Path | N
     return results, list(range(len(results))), None, None
 
 
-def _model_name(args: argparse.Namespace, results: list, manifest: dict | None) -> str | None:
+def _model_name(args: argparse.Namespace, results: list, manifest: dict | None) -> str:
     if args.model is not None:
         if not args.model.strip():
             raise CLIError("--model is empty; give a hub name or a local path")
@@ -148,7 +148,7 @@ def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk
         idx = todo[a : a + chunk]
         values = faithfulness(explainer, [results[i] for i in idx], metrics=metrics, **options)
         for m, v in values.items():
-            for i, x in zip(idx, v.tolist()):
+            for i, x in zip(idx, v.tolist()):  # type: ignore[union-attr]  # a tensor for a list of results
                 rows[i][m] = x
     means = {}
     for m in metrics:

@@ -117,7 +117,7 @@ def index_after_batch(value: Tensor, index: tuple, *, what: str = "target", of: 
                 f"{what} index {i} is out of range for {of} dimension {d} of size "
                 f"{value.shape[d]} ({of} shape {tuple(value.shape)})"
             )
-    return value[(slice(None), *index)]
+    return value[(slice(None),) + tuple(index)]
 
 
 _index_columns = index_after_batch

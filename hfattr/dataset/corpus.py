@@ -19,7 +19,7 @@ __all__ = ["corpus_summary", "write_corpus_summary", "plot_corpus_summary", "CSV
 CSV_COLUMNS = ("label", "rank", "token", "mean_score", "count", "total_score")
 
 
-def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, list, list, list]]:
+def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, Any, Any, Any]]:
     from ..result import Result
 
     for res in results:
@@ -35,7 +35,7 @@ def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, list, list
         yield str(label), res.tokens, res.scores.tolist(), res.special_mask
 
 
-def _rows_from_run(path: str | os.PathLike) -> Iterable[tuple[str, list, list, list]]:
+def _rows_from_run(path: str | os.PathLike) -> Iterable[tuple[str, Any, Any, Any]]:
     from .storage import read_rows
 
     for row in read_rows(path, columns=["status", "target_label", "target_id", "tokens", "scores",
@@ -69,7 +69,7 @@ def corpus_summary(source: Any, *, min_count: int = 1, skip_special: bool = True
                 continue
             total[label][tok] += float(s)
             count[label][tok] += 1
-    out = []
+    out: list[dict] = []
     for label in sorted(total):
         stats = [(tok, total[label][tok] / n, n, total[label][tok]) for tok, n in count[label].items()
                  if n >= min_count]

@@ -169,7 +169,7 @@ def result_row(row_id: int, res: Result, prediction: tuple[int | None, str | Non
 
 def failed_row(row_id: int, text: Any, reason: str, target: Any = None) -> dict:
     """One output row for an input row that could not be attributed."""
-    row = {name: None for name in schema().names}
+    row: dict[str, Any] = {name: None for name in schema().names}
     row.update(row_id=int(row_id), status="failed", error=str(reason),
                text=text if isinstance(text, str) else None)
     if isinstance(target, bool):

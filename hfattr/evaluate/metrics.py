@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..core.hooks import preserved_state
 from ..hf.prepare import input_device
+from ..hf.heads import TARGET_HEADS
 from ..hf.targets import head_kind
 from ..result import Result
 
@@ -57,9 +58,8 @@ DEFAULT_REPLACEMENT = {
 }
 """Per-metric defaults, as in the reference code of the SIG paper and ERASER."""
 
-# Result target kinds → the model head they need.
-_KIND_HEAD = {"class": "class", "next_token": "causal", "continuation": "causal", "masked": "masked",
-              "token": "token"}
+# Result target kinds the metrics score → the model head they need (seq2seq targets are not scored).
+_KIND_HEAD = {k: TARGET_HEADS[k] for k in ("class", "next_token", "continuation", "masked", "token")}
 
 
 # --------------------------------------------------------------------------- inputs
@@ -182,7 +182,7 @@ class _Item:
 
     def queue(self, scorer: "_Scorer", change: Sequence[int] = (), rep: int | None = None) -> int:
         """Queue the input with ``change`` replaced by ``rep`` (or removed); returns its slot."""
-        change = set(change)
+        change = set(change)  # type: ignore[assignment]  # (membership tests below)
         pos = self.position
         if rep is not None:
             ids = tuple(rep if j in change else t for j, t in enumerate(self.ids))

@@ -153,7 +153,7 @@ def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_tra
 
     task = task or PlantedTask()
     tok = task.tokenizer()
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # (config keywords are not in the stubs)
         vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=2 * hidden, max_position_embeddings=task.max_words + 2,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=task.n_classes,

@@ -14,21 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .heads import HEAD_SUFFIXES as _HEADS  # class-name suffix -> head kind
 from .text import Encoded
 
 __all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES"]
 
 SCORES = ("logit", "prob", "log_prob")
-
-_HEADS = {
-    "ForSequenceClassification": "class",
-    "ForCausalLM": "causal",
-    "LMHeadModel": "causal",
-    "ForMaskedLM": "masked",
-    "ForConditionalGeneration": "seq2seq",
-    "ForSeq2SeqLM": "seq2seq",
-    "ForTokenClassification": "token",
-}
 
 
 def head_kind(model: nn.Module) -> str:

@@ -88,7 +88,7 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
         token_ids=ids,
         scores=sc,
         text=enc.texts[i],
-        offsets=None if enc.offsets is None else [tuple(enc.offsets[i][p]) for p in pos],
+        offsets=None if enc.offsets is None else [(enc.offsets[i][p][0], enc.offsets[i][p][1]) for p in pos],
         special_mask=enc.special_mask[i, pos].tolist(),
         word_ids=None if enc.word_ids is None else [enc.word_ids[i][p] for p in pos],
         rows=rows,

@@ -47,6 +47,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
     )
     per_token = attr.sum(-1)  # (rows, L)
     err = info.completeness_error
+    assert err is not None  # asked for with with_completeness=True
     out = []
     for i in range(B if R == 1 else 1):
         sl = slice(i, i + 1) if R == 1 else slice(None)
