@@ -120,7 +120,8 @@ def test_gradient_x_input_finds_the_planted_tokens_by_magnitude(planted):
     # opposing planted tokens included (they must also outrank every distractor).
     _, _, _, examples, explainer = planted
     results = gradient_x_input(explainer, [e.text for e in examples], target=[e.label for e in examples])
-    assert all(isinstance(r, Result) and r.method == "grad_x_input" for r in results)
+    # the deprecated alias runs the registered method (its Results say so; they said "grad_x_input")
+    assert all(isinstance(r, Result) and r.method == "input_x_gradient" for r in results)
     rate = hit_rate(results, examples, by="abs")
     assert rate >= THRESHOLD, f"gradient x input: planted tokens on top in {rate:.1%} of examples"
 

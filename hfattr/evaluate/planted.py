@@ -233,45 +233,23 @@ def hit_rate(results: Sequence[Any], examples: Sequence[PlantedExample], *, by: 
 
 def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = None, target: Any = None,
                      baseline: Any = "zero", batch_size: int = 32) -> Any:
-    """Gradient × input per token: ``Σ_d (e − b)_d · ∂target/∂e_d`` on the input embeddings.
+    """Deprecated: ``Explainer.explain(texts, method="input_x_gradient", from_baseline=True, baseline=...)``.
 
-    A reference point, not an Explainer method. ``model`` is an :class:`~hfattr.Explainer` or a
-    model (then pass ``tokenizer=``); ``baseline="zero"`` gives the classic gradient × input,
-    ``"mask"`` etc. measure the input from that token's embedding. Special tokens score 0.
-    Returns a Result (or a list for a list of texts), with ``method="grad_x_input"``.
+    Gradient × input per token, ``Σ_d (e − b)_d · ∂target/∂e_d`` on the input embeddings.
+    ``model`` is an :class:`~hfattr.Explainer` or a model (then pass ``tokenizer=``);
+    ``baseline="zero"`` gives the classic gradient × input, ``"mask"`` etc. measure the input from
+    that token's embedding. Special tokens score 0. Returns a Result (or a list for a list of
+    texts), with ``method="input_x_gradient"``.
     """
-    from ..core.hooks import preserved_state
-    from ..explainer import Explainer, slice_encoded
-    from ..hf.prepare import input_device, prepare
-    from ..hf.text import encode
-    from ..methods.fields import as_result_kwargs, result_fields
-    from ..result import Result
+    import warnings
 
-    if isinstance(model, Explainer):
-        model, tokenizer, name = model.model, model.tokenizer, model.model_name
-    else:
-        name = getattr(model.config, "name_or_path", None) or type(model).__name__
-    if tokenizer is None:
-        raise TypeError("gradient_x_input: pass tokenizer= with a model (or give an Explainer)")
-    enc_all, single = encode(tokenizer, texts)
-    n = enc_all.batch_size
-    targets = target if isinstance(target, list) else [target] * n
-    out = []
-    with preserved_state(model, eval_mode=True, freeze=True):
-        for a in range(0, n, batch_size):
-            b = min(n, a + batch_size)
-            enc = slice_encoded(enc_all, a, b).to(input_device(model))
-            prep = prepare(model, tokenizer, enc, targets[a:b], baseline=baseline)
-            if prep.n_rows != 1:
-                raise ValueError("gradient_x_input explains one target row per text")
-            x = prep.embeds.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                y = prep.forward(x, *prep.forward_args())[:, 0]
-                (grad,) = torch.autograd.grad(y.sum(), x)
-            scores = ((prep.embeds - prep.baseline) * grad).sum(-1)
-            scores = scores.masked_fill(prep.fixed, 0.0)
-            for i in range(b - a):
-                fields = result_fields(prep, i, scores[i])
-                out.append(Result(method="grad_x_input", options={"baseline": baseline}, model_name=name,
-                                  **as_result_kwargs(fields, "grad_x_input")))
-    return out[0] if single else out
+    from ..explainer import Explainer
+
+    warnings.warn("hfattr.planted.gradient_x_input is deprecated; use Explainer.explain(..., "
+                  "method='input_x_gradient', from_baseline=True)", DeprecationWarning, stacklevel=2)
+    if not isinstance(model, Explainer):
+        if tokenizer is None:
+            raise TypeError("gradient_x_input: pass tokenizer= with a model (or give an Explainer)")
+        model = Explainer(model, tokenizer)
+    return model.explain(texts, method="input_x_gradient", target=target, batch_size=batch_size,
+                         baseline=baseline, from_baseline=True)

@@ -2,10 +2,13 @@
 
 from .ablation import ablation
 from .fields import ResultFields
+from .input_x_gradient import input_x_gradient
+from .integrated_gradients import integrated_gradients
 from .layer_ablation import layer_ablation
 from .lrp import lrp
 from .neuron_gradient import neuron_gradient
 from .registry import MethodSpec, get_method, list_methods, register_method
+from .saliency import saliency
 from .sig import sig
 
 register_method("ablation", ablation, description="token-level feature ablation on the input embeddings",
@@ -20,5 +23,12 @@ register_method("lrp", lrp, needs_grad=True, overwrite=True,
                 description="layer-wise relevance propagation per token (AttnLRP, CP-LRP or epsilon): "
                             "one forward and one backward pass")
 
-__all__ = ["ablation", "layer_ablation", "neuron_gradient", "sig", "lrp", "MethodSpec", "ResultFields",
-           "register_method", "get_method", "list_methods"]
+register_method("input_x_gradient", input_x_gradient, needs_grad=True,
+                description="gradient × input per token on the input embeddings", overwrite=True)
+register_method("saliency", saliency, needs_grad=True,
+                description="absolute gradient per token on the input embeddings", overwrite=True)
+register_method("integrated_gradients", integrated_gradients, needs_grad=True,
+                description="Integrated Gradients per token on the input embeddings", overwrite=True)
+
+__all__ = ["ablation", "layer_ablation", "neuron_gradient", "sig", "lrp", "input_x_gradient", "saliency",
+           "integrated_gradients", "MethodSpec", "ResultFields", "register_method", "get_method", "list_methods"]

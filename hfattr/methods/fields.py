@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.inputs import expand_additional_args
 from ..hf.prepare import Prepared
 
-__all__ = ["ResultFields", "SKIP", "token_mask", "result_fields", "per_text", "as_result_kwargs", "sites_option"]
+__all__ = ["ResultFields", "SKIP", "token_mask", "result_fields", "per_text", "as_result_kwargs", "sites_option",
+           "RowInputs", "row_inputs"]
 
 SKIP = -1  # feature id of positions that are never perturbed
 
@@ -104,6 +106,52 @@ def per_text(prep: Prepared, scores: Tensor, **kwargs: Any) -> list[ResultFields
     if prep.n_rows == 1:
         return [result_fields(prep, i, scores[i], **kwargs) for i in range(prep.enc.batch_size)]
     return [result_fields(prep, 0, scores, **kwargs)]
+
+
+@dataclass
+class RowInputs:
+    """One input row per explained row: the texts (one target row each), or copies of one text (one per row).
+
+    ``prep.forward(embeds, *args)`` gives ``(N, R)``; input row ``n`` explains column ``columns[n]``
+    (:meth:`explained` picks those), so a gradient of ``explained(...).sum()`` holds every row's own
+    gradient. Scores over these rows are ``(N, L)``, the shape :func:`per_text` takes.
+    """
+
+    embeds: Tensor  # (N, L, D)
+    baseline: Tensor  # (N, L, D)
+    fixed: Tensor  # (N, L) bool
+    args: tuple
+    columns: Tensor  # (N,) long
+
+    def explained(self, out: Tensor, repeats: int = 1) -> Tensor:
+        """``(repeats · N,)``: the explained column of each row of ``out`` (inputs repeated block-major)."""
+        cols = self.columns.repeat(repeats).to(out.device)
+        return out.gather(1, cols.unsqueeze(1)).squeeze(1)
+
+    def gradient(self, forward: Any, x: Tensor, repeats: int = 1) -> Tensor:
+        """Gradient of each row's explained output with respect to ``x`` ``(repeats · N, L, D)``.
+
+        ``x`` holds ``repeats`` blocks of ``N`` rows (block-major); the forward arguments are repeated
+        to match. Rows do not interact, so one backward pass of the sum gives every row's gradient.
+        """
+        args = self.args if repeats == 1 else expand_additional_args(self.args, repeats) or ()
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.explained(forward(x, *args), repeats).sum(), x)
+        return grad
+
+
+def row_inputs(prep: Prepared) -> RowInputs:
+    """The :class:`RowInputs` of a prepared batch (copies of its one text when it has several target rows)."""
+    R = prep.n_rows
+    dev = prep.embeds.device
+    if R == 1:
+        B = prep.embeds.shape[0]
+        return RowInputs(prep.embeds, prep.baseline, prep.fixed, prep.forward_args(),
+                         torch.zeros(B, dtype=torch.long, device=dev))
+    args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, Tensor) else a for a in prep.forward_args())
+    return RowInputs(prep.embeds.expand(R, -1, -1), prep.baseline.expand(R, -1, -1), prep.fixed.expand(R, -1),
+                     args, torch.arange(R, device=dev))
 
 
 def prep_probability(prep: Prepared, i: int) -> float | list[float]:
