@@ -82,16 +82,21 @@ def _captum_rows(explainer, result, cls, **attr_kw):
     return torch.stack(rows) if len(rows) > 1 else rows[0]
 
 
-@pytest.mark.parametrize("method,cls,kw,captum_kw", [
-    ("input_x_gradient", "InputXGradient", {}, {}),
-    ("saliency", "Saliency", {}, {}),
-    ("saliency", "Saliency", {"abs": False}, {"abs": False}),
-    ("integrated_gradients", "IntegratedGradients", {"n_steps": 16},
-     {"n_steps": 16, "method": "gausslegendre"}),
-    ("integrated_gradients", "IntegratedGradients", {"n_steps": 12, "integration": "riemann_trapezoid",
-                                                     "internal_batch_size": 5},
-     {"n_steps": 12, "method": "riemann_trapezoid"}),
-])
+@pytest.mark.parametrize(
+    "method,cls,kw,captum_kw",
+    [
+        ("input_x_gradient", "InputXGradient", {}, {}),
+        ("saliency", "Saliency", {}, {}),
+        ("saliency", "Saliency", {"abs": False}, {"abs": False}),
+        ("integrated_gradients", "IntegratedGradients", {"n_steps": 16}, {"n_steps": 16, "method": "gausslegendre"}),
+        (
+            "integrated_gradients",
+            "IntegratedGradients",
+            {"n_steps": 12, "integration": "riemann_trapezoid", "internal_batch_size": 5},
+            {"n_steps": 12, "method": "riemann_trapezoid"},
+        ),
+    ],
+)
 def test_matches_captum_on_a_classifier(bert, method, cls, kw, captum_kw):
     results = bert.explain(TEXTS, method=method, target=[1, 0], **kw)
     for r in results:
@@ -101,11 +106,14 @@ def test_matches_captum_on_a_classifier(bert, method, cls, kw, captum_kw):
         assert r.scores[torch.tensor(r.special_mask)].eq(0).all()
 
 
-@pytest.mark.parametrize("method,cls,kw", [
-    ("input_x_gradient", "InputXGradient", {}),
-    ("saliency", "Saliency", {}),
-    ("integrated_gradients", "IntegratedGradients", {"n_steps": 8}),
-])
+@pytest.mark.parametrize(
+    "method,cls,kw",
+    [
+        ("input_x_gradient", "InputXGradient", {}),
+        ("saliency", "Saliency", {}),
+        ("integrated_gradients", "IntegratedGradients", {"n_steps": 8}),
+    ],
+)
 def test_matches_captum_on_a_continuation(gpt2, method, cls, kw):
     r = gpt2.explain("the movie was", method=method, target=" great fun", **kw)
     assert r.scores.dim() == 2 and r.scores.shape[0] == len(r.target["ids"])
