@@ -227,20 +227,31 @@ def _detach_output(module: nn.Module, args: tuple, output: Any) -> Any:
     return output.detach() if isinstance(output, Tensor) else None
 
 
-def _projection_hook(parts: str, rule: Any) -> Callable:
+def _detach_gate_half(module: nn.Module, args: tuple, output: Any) -> Any:
+    """A fused [gate | up] projection: no gradient through the gate half of its output."""
+    if not isinstance(output, Tensor) or not output.requires_grad:
+        return None
+    width = output.shape[-1]
+    if width % 2:
+        raise ValueError(f"fused gate/up projection {type(module).__name__} has an odd output width {width}")
+    ones = torch.ones(width, dtype=output.dtype, device=output.device)
+    ones[: width // 2] = 0
+    return scale_grad(output, ones)
+
+
+def _projection_hook(segments: tuple[tuple[str, int], ...], rule: Any) -> Callable:
     table = dict(zip("qkv", rule.scales))
 
     def hook(module: nn.Module, args: tuple, output: Any) -> Any:
         if not isinstance(output, Tensor) or not output.requires_grad:
             return None
         width = output.shape[-1]
-        if width % len(parts):
-            raise ValueError(f"projection output of width {width} cannot be split into parts {parts!r}")
-        factors = [table[p] for p in parts]
-        if len(set(factors)) == 1:
-            return scale_grad(output, factors[0])
-        vec = torch.repeat_interleave(torch.tensor(factors, dtype=output.dtype, device=output.device),
-                                      width // len(parts))
+        if width != sum(w for _, w in segments):
+            raise ValueError(f"projection output of width {width} does not match its q/k/v parts {segments}")
+        factors = {table[p] for p, _ in segments}
+        if len(factors) == 1:
+            return scale_grad(output, factors.pop())
+        vec = torch.cat([torch.full((w,), table[p], dtype=output.dtype, device=output.device) for p, w in segments])
         return scale_grad(output, vec)
 
     return hook
@@ -277,25 +288,17 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
             pre, hook = _rule_hooks(name, rule)
             hooks.add(module.register_forward_pre_hook(pre, with_kwargs=True))
             hooks.add(module.register_forward_hook(hook, with_kwargs=True))
-        for _, rule, (gate, _up, down) in plan.products:
+        for _, rule, g in plan.products:
             if rule.kind == "uniform":
-                hooks.add(down.register_forward_pre_hook(_half_input))
+                hooks.add(g.down.register_forward_pre_hook(_half_input))
+            elif rule.kind == "detach_gate" and g.gate is not None:
+                hooks.add(g.gate.register_forward_hook(_detach_output))
             elif rule.kind == "detach_gate":
-                hooks.add(gate.register_forward_hook(_detach_output))
-        for _, rule, proj, parts in plan.projections:
-            hooks.add(proj.register_forward_hook(_projection_hook(parts, rule)))
-        for _, head in plan.heads:
-            def enter(module: nn.Module, args: tuple) -> None:
-                mode = _FunctionalActivations()
-                mode.__enter__()
-                modes.append(mode)
-
-            def leave(module: nn.Module, args: tuple, output: Any) -> None:
-                if modes:
-                    modes.pop().__exit__(None, None, None)
-
-            hooks.add(head.register_forward_pre_hook(enter))
-            hooks.add(head.register_forward_hook(leave, always_call=True))
+                hooks.add(g.fused.register_forward_hook(_detach_gate_half))
+        for _, rule, proj, segments in plan.projections:
+            hooks.add(proj.register_forward_hook(_projection_hook(segments, rule)))
+        if plan.heads:
+            _watch_heads(model, plan, hooks, modes)
         _watch_attention(plan, att, hooks)
         switch.on()
         yield att
@@ -306,6 +309,37 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
         while modes:
             modes.pop().__exit__(None, None, None)
         switch.off()
+
+
+def _watch_heads(model: nn.Module, plan: Plan, hooks: HookSet, modes: list) -> None:
+    """Functional activations get the identity rule from a head's start to the end of the model's
+    forward (what follows the head, such as Gemma-2's logit soft-capping ``tanh``, included)."""
+    running: list[bool] = []
+
+    def enter(module: nn.Module, args: tuple) -> None:
+        mode = _FunctionalActivations()
+        mode.__enter__()
+        modes.append(mode)
+
+    def leave_head(module: nn.Module, args: tuple, output: Any) -> None:
+        if not running and modes:  # a head called on its own, outside the model's forward
+            modes.pop().__exit__(None, None, None)
+
+    def start(module: nn.Module, args: tuple) -> None:
+        running.append(True)
+
+    def finish(module: nn.Module, args: tuple, output: Any) -> None:
+        if running:
+            running.pop()
+        if not running:
+            while modes:
+                modes.pop().__exit__(None, None, None)
+
+    hooks.add(model.register_forward_pre_hook(start))
+    hooks.add(model.register_forward_hook(finish, always_call=True))
+    for _, head in plan.heads:
+        hooks.add(head.register_forward_pre_hook(enter))
+        hooks.add(head.register_forward_hook(leave_head, always_call=True))
 
 
 def _watch_attention(plan: Plan, att: Attachment, hooks: HookSet) -> None:

@@ -414,7 +414,8 @@ _PRODUCT_KINDS = ("uniform", "detach_gate", "gradient")
 class ProductRule(PropagationRule):
     """Gated MLP product ``act(gate) * up``: ``"uniform"`` gives each factor half the relevance
     (AttnLRP), ``"detach_gate"`` treats the gate as a constant (CP-LRP), ``"gradient"`` changes
-    nothing. Set on the MLP module (found by its child names, see ``composites.GATED_MLPS``)."""
+    nothing. Set on the MLP module (its gate/up/down parts come from the architecture table,
+    see :mod:`hfattr.hf.parts`)."""
 
     def __init__(self, kind: str = "uniform") -> None:
         if kind not in _PRODUCT_KINDS:
