@@ -314,6 +314,11 @@ ZOO: Mapping[str, tuple[str, ...]] = {
     "qwen2": _DEC,
     "bart": ("seq2seq", "base"),
     "t5": ("seq2seq", "base"),
+    "phi3": _DEC,
+    "mistral": _DEC,
+    "gemma2": _DEC,
+    "gpt_neox": _DEC,
+    "opt": _DEC,
 }
 """Zoo name -> supported tasks; the first task is the default for ``task="auto"``."""
 

@@ -60,8 +60,48 @@ def _relevance(model, embeds, composite, token=7, **kw):
 
 
 # ----------------------------------------------------------------------------- conservation
-@pytest.mark.parametrize("name,dtype", [("llama", D64), ("qwen2", D64), ("llama", torch.float32)])
-def test_cp_lrp_conserves_on_bias_free_models(name, dtype):
+def _embedding_relevance(model, composite, B=3, L=10):
+    """Per-example relevance summed over every token/position/type embedding output (the inputs of
+    a bias-free model), and the explained logit (last position's token 7, or class 1)."""
+    hidden = model.get_input_embeddings().weight.shape[1]
+    ids = _ids(model, B=B, L=L)
+    kw = {"input_ids": ids}
+    if model.config.is_encoder_decoder:
+        kw["decoder_input_ids"] = ids[:, :4]
+    leaves = []
+
+    def as_leaf(module, args, out):
+        if out.shape[-1] != hidden:  # T5's relative position bias: part of the attention scores
+            return None
+        t = out.detach().expand(B, -1, -1) if out.dim() == 3 and out.shape[0] == 1 else out.detach()
+        leaves.append(t.clone().requires_grad_(True))
+        return leaves[-1]
+
+    handles = [e.register_forward_hook(as_leaf) for e in model.modules() if isinstance(e, nn.Embedding)]
+    try:
+        with attach_rules(model, composite=composite) as att:
+            logits = model(**kw).logits
+            att.check()
+            score = logits[:, -1, 7] if logits.dim() == 3 else logits[:, 1]
+            grads = torch.autograd.grad(score.sum(), leaves, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    rel = sum((t * g).reshape(B, -1).sum(1) for t, g in zip(leaves, grads) if g is not None)
+    return rel, score.detach()
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_cp_lrp_conserves_on_bias_free_models_of_every_family(name):
+    """Fused projections (Phi-3's gate_up_proj and qkv_proj), Gemma-2's logit soft-capping, learned
+    position embeddings (counted as inputs) and classification heads included; observed <= 3e-7."""
+    m = _bias_free(name)
+    rel, score = _embedding_relevance(m, "cp-lrp")
+    torch.testing.assert_close(rel, score, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("name,dtype", [("qwen2", D64), ("llama", torch.float32)])
+def test_cp_lrp_conserves_on_input_embeddings(name, dtype):
     m = _bias_free(name, dtype=dtype)
     emb = m.get_input_embeddings()(_ids(m)).detach()
     rel, score = _relevance(m, emb, "cp-lrp")
@@ -102,14 +142,17 @@ def capture_impl():
         AttentionMaskInterface._global_mapping.pop("hfattr_test_capture")
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2"])
-def test_attnlrp_conservation(name, capture_impl):
-    """AttnLRP loses exactly the softmax rule's bias term; within 5% at the standard init (0.02).
+# (OPT is left out: its learned position embeddings take relevance too; the CP-LRP test counts them)
+@pytest.mark.parametrize("name,bound", [("llama", 0.05), ("qwen2", 0.05), ("mistral", 0.05), ("gpt_neox", 0.05),
+                                        ("phi3", 0.1), ("gemma2", 0.8)])
+def test_attnlrp_conservation(name, bound, capture_impl):
+    """AttnLRP loses exactly the softmax rule's bias term; at the standard init (0.02) that is within
+    5% of the logit for most families (observed: Phi-3 8%, Gemma-2 66%: its attention is flatter).
 
     At the zoo's larger init (0.2) attention logits spread widely and the bias term reaches
     20-50% of the logit; the exact accounting holds there too.
     """
-    for init, L, bound in ((0.02, 64, 0.05), (0.2, 12, None)):
+    for init, L, bound in ((0.02, 64, bound), (0.2, 12, None)):
         m = _bias_free(name, initializer_range=init, attn_implementation=capture_impl)
         emb = m.get_input_embeddings()(_ids(m, B=8, L=L)).detach()
         CAPTURED.clear()
@@ -274,11 +317,12 @@ def test_eager_and_sdpa_give_the_same_relevance(composite):
     torch.testing.assert_close(out[0], out[1], atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "bert", "t5"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert", "t5", "phi3", "gpt_neox", "opt", "gemma2"])
 @pytest.mark.parametrize("kind", ["attnlrp", "cp"])
 def test_projection_mode_equals_kernel_mode(name, kind):
-    """Gradient scaling at the q/k/v projections (GPT-2: per channel of the fused c_attn) equals
-    the scaling at the attention kernel."""
+    """Gradient scaling at the q/k/v projections (per channel of fused ones: GPT-2's c_attn, Phi-3's
+    qkv_proj with fewer k/v heads, GPT-NeoX's per-head query_key_value) equals the scaling at the
+    attention kernel."""
     m = tiny_model(name, "base" if name == "t5" else "auto").double()
     kw = _inputs(name, m)
     ids = kw.pop("input_ids")

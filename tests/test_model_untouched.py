@@ -34,6 +34,11 @@ ATTN = {
     "qwen2": ("model.layers.0.self_attn", "model.layers.1"),
     "bart": ("model.encoder.layers.0.self_attn", "model.decoder.layers.1"),
     "t5": ("encoder.block.0.layer.0", "decoder.block.1.layer.2"),
+    "phi3": ("model.layers.0.self_attn", "model.layers.1"),
+    "mistral": ("model.layers.0.self_attn", "model.layers.1"),
+    "gemma2": ("model.layers.0.self_attn", "model.layers.1"),  # eager: (hidden, attention weights)
+    "gpt_neox": ("gpt_neox.layers.0.attention", "gpt_neox.layers.1"),
+    "opt": ("model.decoder.layers.0.self_attn", "model.decoder.layers.1"),
 }
 
 

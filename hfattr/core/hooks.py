@@ -177,8 +177,9 @@ def capture_layer(
 
     def record(tensors: tuple[Tensor, ...]) -> None:
         cap.calls += 1
-        if detach:
-            tensors = tuple(t.detach().clone() for t in tensors)
+        # always a copy: the model may change the live tensor in place after the hook ran (an
+        # in-place activation, ``h += residual``); without ``detach`` the copy keeps the graph
+        tensors = tuple(t.detach().clone() if detach else t.clone() for t in tensors)
         cap.per_device[_device_of(tensors)] = tensors
         if stop:
             raise StopForward

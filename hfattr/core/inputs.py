@@ -193,12 +193,27 @@ def _takes_no_args(fn: Callable) -> bool:
 
 
 def call_forward(
-    forward_func: Callable, inputs: tuple[Tensor, ...], args: tuple[Any, ...] | None
+    forward_func: Callable, inputs: tuple[Tensor, ...], args: tuple[Any, ...] | None, *, owned: bool = False
 ) -> Any:
-    """Call ``forward_func(*inputs, *args)`` (or with nothing if it takes no parameters)."""
+    """Call ``forward_func(*inputs, *args)`` (or with nothing if it takes no parameters).
+
+    Raises if the call changed a tensor argument in place (the next call would see changed
+    values); ``owned`` inputs are the caller's own copies, used once, and not checked.
+    """
     if _takes_no_args(forward_func):
         return forward_func()
-    return forward_func(*inputs, *(args or ()))
+    args = args or ()
+    watched = [(f"inputs[{k}]", t, t._version) for k, t in enumerate(inputs) if not owned and isinstance(t, Tensor)]
+    watched += [(f"additional_forward_args[{k}]", t, t._version) for k, t in enumerate(args) if isinstance(t, Tensor)]
+    out = forward_func(*inputs, *args)
+    for where, t, version in watched:
+        if t._version != version:
+            raise ValueError(
+                f"forward_func changed {where} in place; the attribution reuses it and would be computed "
+                "from changed values. Copy it inside forward_func first (x = x.clone()) or make the "
+                "operation out-of-place"
+            )
+    return out
 
 
 def as_output_tensor(output: Any) -> Tensor:
@@ -221,9 +236,11 @@ def run_forward(
     inputs: tuple[Tensor, ...],
     target: Any,
     args: tuple[Any, ...] | None,
+    *,
+    owned: bool = False,
 ) -> Tensor:
-    """Forward then target selection; a Future output is an error here."""
-    out = call_forward(forward_func, inputs, args)
+    """Forward then target selection; a Future output is an error here (``owned``: see ``call_forward``)."""
+    out = call_forward(forward_func, inputs, args, owned=owned)
     if isinstance(out, torch.Future):
         raise TypeError(
             "forward_func returned a torch.futures.Future; use attribute_future() for such functions"

@@ -258,8 +258,8 @@ def neuron_gradient(
     early_stop = stop_early and ids is None
     with torch.enable_grad():
         with capture_layer(layer, inputs=attribute_to_neuron_input, detach=False, stop=early_stop) as cap:
-            try:
-                call_forward(forward_func, leaves, args)
+            try:  # copies of the leaves: the forward may change its inputs in place
+                call_forward(forward_func, tuple(x.clone() for x in leaves), args, owned=True)
             except StopForward:
                 pass
         _check_ran(cap, layer, once=not early_stop)

@@ -19,10 +19,11 @@ unregistered models go through a generic structural fallback.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping
 
 import torch.nn as nn
+
+from .arch_specs import ArchSpec, BlockSpec, StackSpec, as_spec
 
 __all__ = [
     "BlockSpec",
@@ -36,54 +37,20 @@ __all__ = [
     "BLOCK_KINDS",
 ]
 
-BlocksGetter = Callable[[nn.Module, Any], Sequence[nn.Module]]
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """Child paths inside one block (dotted, relative to the block)."""
-
-    attention: str | None = None
-    mlp: str | None = None
-    norms: tuple[str, ...] = ()
-    cross_attention: str | None = None
-
-
-@dataclass(frozen=True)
-class StackSpec:
-    """One stack of blocks. Paths are relative to the base model.
-
-    ``blocks`` is the dotted path of the block ``ModuleList`` or a callable
-    ``(base_model, config) -> list of blocks`` in call order.
-    """
-
-    blocks: Union[str, BlocksGetter]
-    block: BlockSpec = field(default_factory=BlockSpec)
-    final_norm: str | None = None
-    embed: str | None = None
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Architecture facts for one ``model_type``.
-
-    ``stacks`` maps a stack name (``""`` for a single stack, else e.g.
-    ``"encoder"``/``"decoder"``) to its :class:`StackSpec`. ``embed`` is the
-    input embedding path (``None``: ``get_input_embeddings()``). ``shared_blocks``
-    flags models that call one block module at several depths (ALBERT).
-    """
-
-    stacks: Mapping[str, StackSpec]
-    embed: str | None = None
-    shared_blocks: bool = False
-
-
 BLOCK_KINDS = ("block", "attention", "cross_attention", "mlp")
 """Role kinds found inside every block (plus ``norm1``, ``norm2``, ...)."""
 
 
-def _simple(blocks, attention, mlp, norms=(), final_norm=None, embed=None, **kw) -> ArchSpec:
-    return ArchSpec({"": StackSpec(blocks, BlockSpec(attention, mlp, tuple(norms)), final_norm)}, embed, **kw)
+def _simple(blocks, attention, mlp, norms=(), final_norm=None, embed=None, parts=None, **kw) -> ArchSpec:
+    block = BlockSpec(attention, mlp, tuple(norms), **(parts or {}))
+    return ArchSpec({"": StackSpec(blocks, block, final_norm)}, embed, **kw)
+
+
+def _qkv(prefix: str, q: str = "q_proj", k: str = "k_proj", v: str = "v_proj") -> tuple[str, str, str]:
+    return (f"{prefix}.{q}", f"{prefix}.{k}", f"{prefix}.{v}")
+
+
+_GATED = {"gated_mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"), "qkv": _qkv("self_attn")}
 
 
 def _albert_blocks(base: nn.Module, config: Any) -> list[nn.Module]:
@@ -93,9 +60,11 @@ def _albert_blocks(base: nn.Module, config: Any) -> list[nn.Module]:
 
 
 _BERT = _simple("encoder.layer", "attention.output.dense", "output.dense",
-                ("attention.output.LayerNorm", "output.LayerNorm"), embed="embeddings.word_embeddings")
+                ("attention.output.LayerNorm", "output.LayerNorm"), embed="embeddings.word_embeddings",
+                parts={"qkv": _qkv("attention.self", "query", "key", "value")})
 _LLAMA = _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm"), "norm",
-                 embed="embed_tokens")
+                 embed="embed_tokens", parts=_GATED)
+_T5_MLP = ("DenseReluDense.wi_0", "DenseReluDense.wi_1", "DenseReluDense.wo")
 
 _REGISTRY: dict[str, ArchSpec] = {
     "bert": _BERT,
@@ -103,77 +72,55 @@ _REGISTRY: dict[str, ArchSpec] = {
     "electra": _BERT,
     "albert": ArchSpec(
         {"": StackSpec(_albert_blocks, BlockSpec("attention.dense", "ffn_output",
-                                                 ("attention.LayerNorm", "full_layer_layer_norm")))},
+                                                 ("attention.LayerNorm", "full_layer_layer_norm"),
+                                                 qkv=_qkv("attention", "query", "key", "value")))},
         "embeddings.word_embeddings", shared_blocks=True),
     "distilbert": _simple("transformer.layer", "attention", "ffn", ("sa_layer_norm", "output_layer_norm"),
-                          embed="embeddings.word_embeddings"),
-    "gpt2": _simple("h", "attn", "mlp", ("ln_1", "ln_2"), "ln_f", embed="wte"),
+                          embed="embeddings.word_embeddings",
+                          parts={"qkv": _qkv("attention", "q_lin", "k_lin", "v_lin")}),
+    "gpt2": _simple("h", "attn", "mlp", ("ln_1", "ln_2"), "ln_f", embed="wte", parts={
+        "fused_qkv": "attn.c_attn",
+        "cross_qkv": ("crossattention.q_attn", "crossattention.c_attn", "crossattention.c_attn")}),
     "llama": _LLAMA,
     "qwen2": _LLAMA,
     "mistral": _LLAMA,
     "gemma": _LLAMA,
+    "gemma2": _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm",
+                                                     "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+                      "norm", embed="embed_tokens", parts=_GATED),
+    "phi3": _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm"), "norm",
+                    embed="embed_tokens", parts={"fused_gate_up": ("mlp.gate_up_proj", "mlp.down_proj"),
+                                                 "fused_qkv": "self_attn.qkv_proj"}),
     "gpt_neox": _simple("layers", "attention", "mlp", ("input_layernorm", "post_attention_layernorm"),
-                        "final_layer_norm", embed="embed_in"),
+                        "final_layer_norm", embed="embed_in",
+                        parts={"fused_qkv": "attention.query_key_value", "qkv_layout": "per_head"}),
     "opt": _simple("decoder.layers", "self_attn", "fc2", ("self_attn_layer_norm", "final_layer_norm"),
-                   "decoder.final_layer_norm", embed="decoder.embed_tokens"),
-    "phi": _simple("layers", "self_attn", "mlp", ("input_layernorm",), "final_layernorm", embed="embed_tokens"),
+                   "decoder.final_layer_norm", embed="decoder.embed_tokens", parts={"qkv": _qkv("self_attn")}),
+    "phi": _simple("layers", "self_attn", "mlp", ("input_layernorm",), "final_layernorm", embed="embed_tokens",
+                   parts={"qkv": _qkv("self_attn")}),
     "bart": ArchSpec({
         "encoder": StackSpec("encoder.layers", BlockSpec("self_attn", "fc2", ("self_attn_layer_norm",
-                                                                             "final_layer_norm")),
+                                                                             "final_layer_norm"),
+                                                         qkv=_qkv("self_attn")),
                              final_norm="encoder.layer_norm"),
         "decoder": StackSpec("decoder.layers", BlockSpec(
             "self_attn", "fc2", ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"),
-            cross_attention="encoder_attn"), final_norm="decoder.layer_norm", embed="decoder.embed_tokens"),
+            cross_attention="encoder_attn", qkv=_qkv("self_attn"), cross_qkv=_qkv("encoder_attn")),
+            final_norm="decoder.layer_norm", embed="decoder.embed_tokens"),
     }, embed="encoder.embed_tokens"),
     "t5": ArchSpec({
-        "encoder": StackSpec("encoder.block", BlockSpec("layer.0.SelfAttention", "layer.1.DenseReluDense",
-                                                        ("layer.0.layer_norm", "layer.1.layer_norm")),
-                             final_norm="encoder.final_layer_norm"),
+        "encoder": StackSpec("encoder.block", BlockSpec(
+            "layer.0.SelfAttention", "layer.1.DenseReluDense", ("layer.0.layer_norm", "layer.1.layer_norm"),
+            gated_mlp=tuple(f"layer.1.{p}" for p in _T5_MLP), qkv=_qkv("layer.0.SelfAttention", "q", "k", "v")),
+            final_norm="encoder.final_layer_norm"),
         "decoder": StackSpec("decoder.block", BlockSpec(
             "layer.0.SelfAttention", "layer.2.DenseReluDense",
             ("layer.0.layer_norm", "layer.1.layer_norm", "layer.2.layer_norm"),
-            cross_attention="layer.1.EncDecAttention"),
+            cross_attention="layer.1.EncDecAttention", gated_mlp=tuple(f"layer.2.{p}" for p in _T5_MLP),
+            qkv=_qkv("layer.0.SelfAttention", "q", "k", "v"), cross_qkv=_qkv("layer.1.EncDecAttention", "q", "k", "v")),
             final_norm="decoder.final_layer_norm", embed="decoder.embed_tokens"),
     }, embed="encoder.embed_tokens"),
 }
-
-
-def _as_spec(spec: Any) -> ArchSpec:
-    """Coerce an ``ArchSpec`` or a plain dict into an ``ArchSpec``."""
-    if isinstance(spec, ArchSpec):
-        return spec
-    if not isinstance(spec, Mapping):
-        raise TypeError(f"spec must be an ArchSpec or a dict, got {type(spec).__name__}")
-    block_keys = {"attention", "mlp", "norms", "cross_attention"}
-    stack_keys = {"blocks", "final_norm", "embed"} | block_keys
-    top_keys = {"embed", "shared_blocks", "stacks", "encoder", "decoder"}
-
-    def stack(d: Mapping, where: str) -> StackSpec:
-        bad = set(d) - stack_keys
-        if bad:
-            raise ValueError(f"spec{where}: unknown keys {sorted(bad)}; expected some of {sorted(stack_keys)}")
-        if "blocks" not in d:
-            raise ValueError(f"spec{where}: missing 'blocks' (path of the block ModuleList)")
-        norms = d.get("norms", ())
-        norms = (norms,) if isinstance(norms, str) else tuple(norms)
-        return StackSpec(d["blocks"], BlockSpec(d.get("attention"), d.get("mlp"), norms, d.get("cross_attention")),
-                         d.get("final_norm"), d.get("embed"))
-
-    if "blocks" in spec:  # single stack given flat
-        flat = {k: v for k, v in spec.items() if k not in ("embed", "shared_blocks")}
-        return ArchSpec({"": stack(flat, "")}, spec.get("embed"), bool(spec.get("shared_blocks", False)))
-    bad = set(spec) - top_keys
-    if bad:
-        raise ValueError(f"spec: unknown keys {sorted(bad)}; expected 'blocks' (single stack) or "
-                         f"'encoder'/'decoder'/'stacks' plus optional 'embed', 'shared_blocks'")
-    stacks = dict(spec.get("stacks", {}))
-    for name in ("encoder", "decoder"):
-        if name in spec:
-            stacks[name] = spec[name]
-    if not stacks:
-        raise ValueError("spec: no stacks given; pass 'blocks' or 'encoder'/'decoder'")
-    return ArchSpec({k: v if isinstance(v, StackSpec) else stack(v, f"[{k!r}]") for k, v in stacks.items()},
-                    spec.get("embed"), bool(spec.get("shared_blocks", False)))
 
 
 def register_architecture(model_type: str, spec: ArchSpec | Mapping[str, Any]) -> ArchSpec:
@@ -187,7 +134,7 @@ def register_architecture(model_type: str, spec: ArchSpec | Mapping[str, Any]) -
     """
     if not isinstance(model_type, str) or not model_type:
         raise ValueError(f"register_architecture: model_type must be a non-empty string, got {model_type!r}")
-    spec = _as_spec(spec)
+    spec = as_spec(spec)
     _REGISTRY[model_type] = spec
     return spec
 
@@ -206,8 +153,10 @@ class Architecture:
     """Role map of one model: ``.embed``, ``.blocks``, ``.module(role)``, ``.roles()``."""
 
     def __init__(self, model: nn.Module, roles: dict[str, nn.Module], stacks: dict[str, list[nn.Module]],
-                 *, model_type: str, generic: bool, shared_blocks: bool):
+                 *, model_type: str, generic: bool, shared_blocks: bool,
+                 specs: dict[str, BlockSpec] | None = None):
         self.model = model
+        self.specs = dict(specs or {})
         self.model_type = model_type
         self.generic = generic
         self.shared_blocks = shared_blocks
@@ -223,6 +172,10 @@ class Architecture:
     def blocks(self) -> list[nn.Module]:
         """All blocks in call order (encoder blocks first for encoder-decoder models)."""
         return [b for blocks in self.stacks.values() for b in blocks]
+
+    def block_specs(self) -> list[tuple[str, list[nn.Module], BlockSpec]]:
+        """``(stack prefix, blocks, BlockSpec)`` per stack (the facts its blocks were read with)."""
+        return [(p, blocks, self.specs.get(p, BlockSpec())) for p, blocks in self.stacks.items()]
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -329,6 +282,7 @@ def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bo
     if emb is not None:
         roles["embed"] = emb
     stacks: dict[str, list[nn.Module]] = {}
+    specs: dict[str, BlockSpec] = {}
     for sname, st in spec.stacks.items():
         if callable(st.blocks):
             blocks = list(st.blocks(base, config))
@@ -343,6 +297,7 @@ def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bo
             if sub is not None and sub is not roles.get("embed"):
                 roles[f"{sname}.embed"] = sub
         stacks[prefix] = blocks
+        specs[prefix] = st.block
         for i, block in enumerate(blocks):
             _add_block(roles, f"{prefix}.{i}", block, st.block, strict=not generic, what=what)
         if st.final_norm:
@@ -354,7 +309,7 @@ def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bo
         raise ValueError(f"{what}: none of the block paths {paths} exists in {type(model).__name__}; "
                          "fix the spec with register_architecture")
     return Architecture(model, roles, stacks, model_type=model_type, generic=generic,
-                        shared_blocks=spec.shared_blocks)
+                        shared_blocks=spec.shared_blocks, specs=specs)
 
 
 def _input_embeddings(model: nn.Module) -> nn.Module | None:
@@ -507,7 +462,7 @@ def get_architecture(model: nn.Module, *, spec: ArchSpec | Mapping | None = None
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None) or type(model).__name__
     if spec is not None:
-        return _from_spec(model, _as_spec(spec), model_type)
+        return _from_spec(model, as_spec(spec), model_type)
     if model_type in _REGISTRY:
         return _from_spec(model, _REGISTRY[model_type], model_type)
     if type(model).__name__ in _REGISTRY:

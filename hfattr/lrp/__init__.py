@@ -6,7 +6,7 @@
 
 from .attach import Attachment, attach_rules
 from .attribution import LRP
-from .composites import ATTENTION_PROJECTIONS, COMPOSITES, GATED_MLPS, Composite, build_plan, get_composite
+from .composites import COMPOSITES, Composite, build_plan, get_composite
 from .rules import (
     Alpha1_Beta0_Rule,
     AttentionRule,
@@ -34,6 +34,4 @@ __all__ = [
     "build_plan",
     "attach_rules",
     "Attachment",
-    "GATED_MLPS",
-    "ATTENTION_PROJECTIONS",
 ]

@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..core.hooks import HookSet
 from .composites import Composite, Plan, build_plan
-from .rules import PropagationRule, _gelu_tanh_ratio, _phi, _tanh_ratio, _wide, scale_grad, substitute
+from .rules import PropagationRule, gelu_tanh_ratio, phi, scale_grad, substitute, tanh_ratio, wide
 
 __all__ = ["attach_rules", "Attachment", "KERNEL_PREFIX"]
 
@@ -53,22 +53,52 @@ class Attachment:
                 f"rules={{{name!r}: AttentionRule({kind!r}, at='projections')}}")
 
 
-def _rule_hook(rule: PropagationRule) -> Callable:
+def _first_tensor(args: tuple, kwargs: dict) -> Tensor | None:
+    return next((a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)), None)
+
+
+def _rule_hooks(name: str, rule: PropagationRule) -> tuple[Callable, Callable]:
+    """A pre-hook noting the input's version and the rule hook, which refuses an input changed in place."""
+    versions: list[tuple[int, int] | None] = []
+
+    def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = _first_tensor(args, kwargs)
+        versions.append(None if x is None else (id(x), x._version))
+
     def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        before = versions.pop() if versions else None
+        x = _first_tensor(args, kwargs)
+        if before is not None and x is not None and id(x) == before[0] and x._version != before[1]:
+            raise RuntimeError(
+                f"module {name!r} ({type(module).__name__}) changed its input in place, so {rule!r} cannot see "
+                "the input it needs; make the module out-of-place (e.g. inplace=False)")
         return rule.apply(module, args, kwargs, output)
 
-    return hook
+    return pre, hook
+
+
+@contextlib.contextmanager
+def _out_of_place(modules: list[nn.Module]) -> Iterator[None]:
+    """Switch ``inplace=True`` off on ruled modules (their rule reads the input), restored on exit."""
+    switched = [m for m in modules if getattr(m, "inplace", None) is True]
+    try:
+        for m in switched:
+            m.inplace = False
+        yield
+    finally:
+        for m in switched:
+            m.inplace = True
 
 
 # --------------------------------------------------------------------------- functional activations
 def _fn_ratio(func: Callable, args: tuple, kwargs: dict) -> Callable[[Tensor], Tensor] | None:
     if func in (torch.tanh, Tensor.tanh):
-        return _tanh_ratio
+        return tanh_ratio
     if func is F.silu:
         return torch.sigmoid
     if func is F.gelu:
         approx = kwargs.get("approximate", args[1] if len(args) > 1 else "none")
-        return _gelu_tanh_ratio if approx == "tanh" else _phi
+        return gelu_tanh_ratio if approx == "tanh" else phi
     return None
 
 
@@ -84,7 +114,7 @@ class _FunctionalActivations(TorchFunctionMode):
         x = args[0]
         if not x.requires_grad or out.shape != x.shape:
             return out
-        return substitute(out, x, ratio(_wide(x.detach())))
+        return substitute(out, x, ratio(wide(x.detach())))
 
 
 # --------------------------------------------------------------------------- attention kernel switch
@@ -197,20 +227,31 @@ def _detach_output(module: nn.Module, args: tuple, output: Any) -> Any:
     return output.detach() if isinstance(output, Tensor) else None
 
 
-def _projection_hook(parts: str, rule: Any) -> Callable:
+def _detach_gate_half(module: nn.Module, args: tuple, output: Any) -> Any:
+    """A fused [gate | up] projection: no gradient through the gate half of its output."""
+    if not isinstance(output, Tensor) or not output.requires_grad:
+        return None
+    width = output.shape[-1]
+    if width % 2:
+        raise ValueError(f"fused gate/up projection {type(module).__name__} has an odd output width {width}")
+    ones = torch.ones(width, dtype=output.dtype, device=output.device)
+    ones[: width // 2] = 0
+    return scale_grad(output, ones)
+
+
+def _projection_hook(segments: tuple[tuple[str, int], ...], rule: Any) -> Callable:
     table = dict(zip("qkv", rule.scales))
 
     def hook(module: nn.Module, args: tuple, output: Any) -> Any:
         if not isinstance(output, Tensor) or not output.requires_grad:
             return None
         width = output.shape[-1]
-        if width % len(parts):
-            raise ValueError(f"projection output of width {width} cannot be split into parts {parts!r}")
-        factors = [table[p] for p in parts]
-        if len(set(factors)) == 1:
-            return scale_grad(output, factors[0])
-        vec = torch.repeat_interleave(torch.tensor(factors, dtype=output.dtype, device=output.device),
-                                      width // len(parts))
+        if width != sum(w for _, w in segments):
+            raise ValueError(f"projection output of width {width} does not match its q/k/v parts {segments}")
+        factors = {table[p] for p, _ in segments}
+        if len(factors) == 1:
+            return scale_grad(output, factors.pop())
+        vec = torch.cat([torch.full((w,), table[p], dtype=output.dtype, device=output.device) for p, w in segments])
         return scale_grad(output, vec)
 
     return hook
@@ -236,41 +277,69 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
     hooks = HookSet()
     switch = _KernelSwitch(model, att, verbose)
     modes: list[_FunctionalActivations] = []
+    stack = contextlib.ExitStack()
     _ATTACHED.add(model)
     try:
         if verbose:
             for line in plan.describe():
                 print(line)
-        for _, module, rule in plan.module_rules:
-            hooks.add(module.register_forward_hook(_rule_hook(rule), with_kwargs=True))
-        for _, rule, (gate, _up, down) in plan.products:
+        stack.enter_context(_out_of_place([m for _, m, _ in plan.module_rules]))
+        for name, module, rule in plan.module_rules:
+            pre, hook = _rule_hooks(name, rule)
+            hooks.add(module.register_forward_pre_hook(pre, with_kwargs=True))
+            hooks.add(module.register_forward_hook(hook, with_kwargs=True))
+        for _, rule, g in plan.products:
             if rule.kind == "uniform":
-                hooks.add(down.register_forward_pre_hook(_half_input))
+                hooks.add(g.down.register_forward_pre_hook(_half_input))
+            elif rule.kind == "detach_gate" and g.gate is not None:
+                hooks.add(g.gate.register_forward_hook(_detach_output))
             elif rule.kind == "detach_gate":
-                hooks.add(gate.register_forward_hook(_detach_output))
-        for _, rule, proj, parts in plan.projections:
-            hooks.add(proj.register_forward_hook(_projection_hook(parts, rule)))
-        for _, head in plan.heads:
-            def enter(module: nn.Module, args: tuple) -> None:
-                mode = _FunctionalActivations()
-                mode.__enter__()
-                modes.append(mode)
-
-            def leave(module: nn.Module, args: tuple, output: Any) -> None:
-                if modes:
-                    modes.pop().__exit__(None, None, None)
-
-            hooks.add(head.register_forward_pre_hook(enter))
-            hooks.add(head.register_forward_hook(leave, always_call=True))
+                hooks.add(g.fused.register_forward_hook(_detach_gate_half))
+        for _, rule, proj, segments in plan.projections:
+            hooks.add(proj.register_forward_hook(_projection_hook(segments, rule)))
+        if plan.heads:
+            _watch_heads(model, plan, hooks, modes)
         _watch_attention(plan, att, hooks)
         switch.on()
         yield att
     finally:
         _ATTACHED.discard(model)
         hooks.remove()
+        stack.close()
         while modes:
             modes.pop().__exit__(None, None, None)
         switch.off()
+
+
+def _watch_heads(model: nn.Module, plan: Plan, hooks: HookSet, modes: list) -> None:
+    """Functional activations get the identity rule from a head's start to the end of the model's
+    forward (what follows the head, such as Gemma-2's logit soft-capping ``tanh``, included)."""
+    running: list[bool] = []
+
+    def enter(module: nn.Module, args: tuple) -> None:
+        mode = _FunctionalActivations()
+        mode.__enter__()
+        modes.append(mode)
+
+    def leave_head(module: nn.Module, args: tuple, output: Any) -> None:
+        if not running and modes:  # a head called on its own, outside the model's forward
+            modes.pop().__exit__(None, None, None)
+
+    def start(module: nn.Module, args: tuple) -> None:
+        running.append(True)
+
+    def finish(module: nn.Module, args: tuple, output: Any) -> None:
+        if running:
+            running.pop()
+        if not running:
+            while modes:
+                modes.pop().__exit__(None, None, None)
+
+    hooks.add(model.register_forward_pre_hook(start))
+    hooks.add(model.register_forward_hook(finish, always_call=True))
+    for _, head in plan.heads:
+        hooks.add(head.register_forward_pre_hook(enter))
+        hooks.add(head.register_forward_hook(leave_head, always_call=True))
 
 
 def _watch_attention(plan: Plan, att: Attachment, hooks: HookSet) -> None:

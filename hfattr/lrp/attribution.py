@@ -80,7 +80,7 @@ class _EmbeddingCapture:
             if a is t or (a.numel() == t.numel() and a.dtype == t.dtype and a.data_ptr() == t.data_ptr()):
                 leaf = output.detach().requires_grad_(True)
                 self.seen.append((i, leaf))
-                return leaf
+                return leaf.clone()  # the model may change the embedding in place; the leaf stays intact
         return None
 
 
@@ -140,7 +140,9 @@ class LRP:
         capture = _EmbeddingCapture(self.model, ids)
         with torch.enable_grad(), attach_rules(self.model, composite=self._composite(), rules=self.rules,
                                                verbose=verbose) as att, capture.active():
-            scores = select_target(explained_output(call_forward(self.model, leaves, args)), target)
+            # copies of the float leaves: a model may change its input in place, the leaves stay intact
+            fed = tuple(x.clone() if x.is_floating_point() else x for x in leaves)
+            scores = select_target(explained_output(call_forward(self.model, fed, args, owned=True)), target)
             att.check()
             if scores.numel() != n:
                 raise ValueError(

@@ -5,18 +5,21 @@ Precedence, highest first: a rule set on the module as ``module.rule``; an entry
 ``"blocks.0.attention"``); the composite's default for the module's type. Attention rules and
 gated-product rules set on a module apply to everything inside it.
 
-Model-specific facts are plain data here: ``GATED_MLPS`` (child names of gated MLPs) and
-``ATTENTION_PROJECTIONS`` (child names of q/k/v projections, fused ones split in equal parts).
+Model-specific facts (gated MLPs, q/k/v projections) come from the architecture table
+(:mod:`hfattr.hf.parts`); a transformers MLP that is neither plain nor recognisably gated is
+reported with a warning when a product rule would apply to it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from torch import nn
 
+from ..hf.parts import GatedMLP, model_parts
 from .rules import (
     AttentionRule,
     EpsilonRule,
@@ -27,25 +30,7 @@ from .rules import (
     _ModifiedWeights,
 )
 
-__all__ = ["Composite", "COMPOSITES", "get_composite", "Plan", "build_plan", "GATED_MLPS",
-           "ATTENTION_PROJECTIONS", "rule_of"]
-
-GATED_MLPS: tuple[tuple[str, str, str], ...] = (
-    ("gate_proj", "up_proj", "down_proj"),  # Llama, Qwen2, Mistral, Gemma, ...
-    ("wi_0", "wi_1", "wo"),  # T5 gated-GELU (T5DenseGatedActDense)
-    ("w1", "w3", "w2"),  # Mixtral-style experts
-)
-"""(gate, up, down) child names of a module computing ``down(act(gate(x)) * up(x))``."""
-
-ATTENTION_PROJECTIONS: tuple[Mapping[str, str], ...] = (
-    {"q_proj": "q", "k_proj": "k", "v_proj": "v"},
-    {"query": "q", "key": "k", "value": "v"},
-    {"q_lin": "q", "k_lin": "k", "v_lin": "v"},
-    {"q": "q", "k": "k", "v": "v"},
-    {"q_attn": "q", "c_attn": "kv"},  # GPT-2 cross-attention
-    {"c_attn": "qkv"},  # GPT-2: one Conv1D, output split in equal thirds
-)
-"""Child name -> the parts (q, k, v) its output holds, split in equal chunks of the last dim."""
+__all__ = ["Composite", "COMPOSITES", "get_composite", "Plan", "build_plan", "rule_of"]
 
 # Module families by type or class name (class names avoid importing optional packages).
 _LINEAR = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
@@ -141,8 +126,9 @@ class Plan:
     module_rules: list[tuple[str, nn.Module, PropagationRule]] = field(default_factory=list)
     passed: list[tuple[str, nn.Module]] = field(default_factory=list)
     attention: dict[int, AttentionRule] = field(default_factory=dict)
-    products: list[tuple[str, ProductRule, tuple[nn.Module, nn.Module, nn.Module]]] = field(default_factory=list)
-    projections: list[tuple[str, AttentionRule, nn.Module, str]] = field(default_factory=list)
+    products: list[tuple[str, ProductRule, GatedMLP]] = field(default_factory=list)
+    # (name, rule, projection, (part, width) runs of its output channels)
+    projections: list[tuple[str, AttentionRule, nn.Module, tuple[tuple[str, int], ...]]] = field(default_factory=list)
     attention_modules: list[nn.Module] = field(default_factory=list)  # with q/k/v children, kernel rule
     heads: list[tuple[str, nn.Module]] = field(default_factory=list)
 
@@ -154,7 +140,8 @@ class Plan:
         lines = [(n, f"{r!r} on layer {n} ({type(m).__name__})") for n, m, r in self.module_rules]
         lines += [(n, f"no rule (plain gradient) on layer {n} ({type(m).__name__})") for n, m in self.passed]
         lines += [(n, f"{r!r} on layer {n} (gated product)") for n, r, _ in self.products]
-        lines += [(n, f"{r!r} on layer {n} ({type(m).__name__}, parts {p})") for n, r, m, p in self.projections]
+        lines += [(n, f"{r!r} on layer {n} ({type(m).__name__}, parts {''.join(dict.fromkeys(q for q, _ in p))})")
+                  for n, r, m, p in self.projections]
         order = {n: i for i, n in enumerate(self.names.values())}
         return ["Applied " + text for n, text in sorted(lines, key=lambda item: order.get(item[0], -1))]
 
@@ -231,20 +218,6 @@ def _children(module: nn.Module) -> dict[str, nn.Module]:
     return {k: v for k, v in module._modules.items() if v is not None}
 
 
-def _projection_parts(children: dict[str, nn.Module]) -> list[tuple[nn.Module, str]]:
-    for table in ATTENTION_PROJECTIONS:
-        if all(c in children for c in table):
-            return [(children[c], parts) for c, parts in table.items()]
-    return []
-
-
-def _gated(children: dict[str, nn.Module]) -> tuple[nn.Module, nn.Module, nn.Module] | None:
-    for gate, up, down in GATED_MLPS:
-        if gate in children and up in children and down in children:
-            return children[gate], children[up], children[down]
-    return None
-
-
 def _heads(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Top-level modules outside the base model of a transformers model (classification heads)."""
     if getattr(model, "config", None) is None:
@@ -268,6 +241,10 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
     plan = Plan(model, comp, names)
     missing: list[tuple[str, nn.Module]] = []
     seen: set[int] = set()
+    parts = model_parts(model)
+    gated_at = {id(g.container): g for g in parts.gated}
+    attention_at = {id(a.module): a for a in parts.attention}
+    product_at: dict[int, ProductRule] = {}
 
     def walk(name: str, module: nn.Module, attn: AttentionRule, product: ProductRule, projected: bool) -> None:
         if id(module) in seen:  # shared modules (tied embeddings, shared layers) are planned once
@@ -306,18 +283,19 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
             plan.module_rules.append((name, module, rule))
         elif rule is None and name and (leaf or id(module) in explicit):
             plan.passed.append((name, module))
+        product_at[id(module)] = product
         if leaf:
             return
-        gated = _gated(children)
+        gated = gated_at.get(id(module))
         if gated is not None and product.kind != "gradient":
             plan.products.append((name, product, gated))
-        if attn.kind != "gradient" and not projected:
-            parts = _projection_parts(children)
-            if parts and attn.at == "projections":
-                for proj, p in parts:
-                    plan.projections.append((plan.names[id(proj)], attn, proj, p))
+        found = attention_at.get(id(module))
+        if attn.kind != "gradient" and not projected and found is not None:
+            if attn.at == "projections":
+                for proj in found.projections:
+                    plan.projections.append((plan.names[id(proj.module)], attn, proj.module, proj.segments))
                 projected = True
-            elif parts:
+            else:
                 plan.attention_modules.append(module)
         for child_name, child in children.items():
             walk(f"{name}.{child_name}" if name else child_name, child, attn, product, projected)
@@ -325,5 +303,25 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
     walk("", model, comp.attention, comp.product, False)
     if missing:
         raise _missing_error(missing, model)
+    _warn_products(plan, parts.unrecognised, product_at)
     plan.heads = _heads(model)
     return plan
+
+
+def _warn_products(plan: Plan, unrecognised: list[tuple[str, nn.Module]], product_at: dict[int, ProductRule]) -> None:
+    """Warn where a product rule applies but the gated MLP is unknown or its gate only guessed."""
+    for name, module in unrecognised:
+        rule = product_at.get(id(module))
+        if rule is not None and rule.kind != "gradient":
+            warnings.warn(
+                f"LRP cannot tell whether the MLP {name!r} ({type(module).__name__}) computes a gated product "
+                f"act(gate(x)) * up(x); if it does, {rule!r} is not applied there and relevance is not conserved. "
+                "Describe its parts with register_architecture (gated_mlp=(gate, up, down) or "
+                "fused_gate_up=(gate_up, down))", stacklevel=4)
+    for name, rule, g in plan.products:
+        if g.guessed and rule.kind == "detach_gate":
+            gate = plan.names.get(id(g.gate if g.gate is not None else g.fused), "?")
+            which = "" if g.gate is not None else " (first half of its output)"
+            warnings.warn(
+                f"LRP assumes {gate!r}{which} is the gate of the gated MLP {name!r} (found by structure, not "
+                "by name); if not, describe it with register_architecture", stacklevel=4)

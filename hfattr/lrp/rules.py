@@ -30,13 +30,18 @@ __all__ = [
     "ProductRule",
     "scale_grad",
     "substitute",
+    "wide",
+    "phi",
+    "gelu_tanh_ratio",
+    "tanh_ratio",
+    "activation_ratio",
 ]
 
 _LOW = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- gradient primitives
-def _wide(t: Tensor) -> Tensor:
+def wide(t: Tensor) -> Tensor:
     """``t`` in at least float32 (factors are computed there and cast back)."""
     return t.float() if t.dtype in _LOW else t
 
@@ -47,7 +52,7 @@ def _sign0(z: Tensor) -> Tensor:
 
 
 def scale_grad(t: Tensor, factor: Tensor | float | Callable[[], Tensor]) -> Tensor:
-    """An alias of ``t`` whose incoming gradient is multiplied by ``factor`` (forward value unchanged).
+    """A copy of ``t`` whose incoming gradient is multiplied by ``factor`` (forward value unchanged).
 
     ``factor`` may be a number, a tensor broadcastable to ``t`` or a function returning one
     (evaluated during the backward pass). A factor of 0 detaches.
@@ -59,7 +64,9 @@ def scale_grad(t: Tensor, factor: Tensor | float | Callable[[], Tensor]) -> Tens
             return t
         if factor == 0:
             return t.detach()
-    alias = t.view_as(t)
+    # a copy, not a view: an in-place change of a view (``h += x``, ``relu_``) reroutes the gradient
+    # around the view's node, and the hook on it would never run
+    alias = t.clone()
 
     def hook(g: Tensor) -> Tensor:
         f = factor() if callable(factor) else factor
@@ -158,12 +165,9 @@ class EpsilonRule(PropagationRule):
         if not outs or not outs[0].requires_grad:
             return None
         z, eps = outs[0], self.epsilon
-
-        def factor() -> Tensor:
-            zw = _wide(z.detach())
-            return zw / (zw + eps * _sign0(zw))
-
-        new = scale_grad(z, factor)
+        # computed now: the model may change its output in place later (``out += residual``)
+        zw = wide(z.detach())
+        new = scale_grad(z, zw / (zw + eps * _sign0(zw)))
         return _replace_first(output, new)
 
 
@@ -197,12 +201,9 @@ class _ModifiedWeights(PropagationRule):
                 raise TypeError(f"{type(self).__name__}: {type(module).__name__} gave an output of another "
                                 "shape with changed weights")
         z = output.detach()
-
-        def factor() -> Tensor:
-            zc = _wide(changed.detach())
-            return _wide(z) / (zc + eps * _sign0(zc))
-
-        routed = scale_grad(changed, factor)
+        # computed now: the model may change its output in place later (an in-place activation)
+        zc = wide(changed.detach())
+        routed = scale_grad(changed, wide(z) / (zc + eps * _sign0(zc)))
         if changed is output:
             return routed
         return z + (routed - routed.detach())
@@ -241,42 +242,45 @@ class Alpha1_Beta0_Rule(_ModifiedWeights):  # noqa: N801  (reference name)
         return w.clamp(min=0)
 
 
-def _phi(x: Tensor) -> Tensor:
+def phi(x: Tensor) -> Tensor:
+    """The standard normal CDF: GELU(x) / x."""
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
-def _gelu_tanh_ratio(x: Tensor) -> Tensor:
+def gelu_tanh_ratio(x: Tensor) -> Tensor:
+    """GELU(x) / x for the tanh approximation of GELU."""
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
-def _tanh_ratio(x: Tensor) -> Tensor:
+def tanh_ratio(x: Tensor) -> Tensor:
+    """tanh(x) / x (1 at x = 0)."""
     safe = torch.where(x == 0, torch.ones_like(x), x)
     return torch.where(x == 0, torch.ones_like(x), torch.tanh(safe) / safe)
 
 
 # f(x)/x in closed form (division-free where possible), keyed by activation class name.
 _RATIOS: dict[str, Callable[[nn.Module, Tensor], Tensor]] = {
-    "GELUActivation": lambda m, x: _phi(x),
-    "NewGELUActivation": lambda m, x: _gelu_tanh_ratio(x),
-    "GELUTanh": lambda m, x: _gelu_tanh_ratio(x),
-    "PytorchGELUTanh": lambda m, x: _gelu_tanh_ratio(x),
-    "FastGELUActivation": lambda m, x: _gelu_tanh_ratio(x),
+    "GELUActivation": lambda m, x: phi(x),
+    "NewGELUActivation": lambda m, x: gelu_tanh_ratio(x),
+    "GELUTanh": lambda m, x: gelu_tanh_ratio(x),
+    "PytorchGELUTanh": lambda m, x: gelu_tanh_ratio(x),
+    "FastGELUActivation": lambda m, x: gelu_tanh_ratio(x),
     "QuickGELUActivation": lambda m, x: torch.sigmoid(1.702 * x),
-    "GELU": lambda m, x: _gelu_tanh_ratio(x) if getattr(m, "approximate", "none") == "tanh" else _phi(x),
+    "GELU": lambda m, x: gelu_tanh_ratio(x) if getattr(m, "approximate", "none") == "tanh" else phi(x),
     "SiLU": lambda m, x: torch.sigmoid(x),
     "SiLUActivation": lambda m, x: torch.sigmoid(x),
-    "Tanh": lambda m, x: _tanh_ratio(x),
+    "Tanh": lambda m, x: tanh_ratio(x),
     "ReLU": lambda m, x: (x > 0).to(x.dtype),
 }
 
 
 def activation_ratio(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """``y / x`` for an element-wise module (closed form for known activations, 0 where x == 0)."""
-    xw = _wide(x.detach())
+    xw = wide(x.detach())
     fn = _RATIOS.get(type(module).__name__)
     if fn is not None:
         return fn(module, xw)
-    yw = _wide(y.detach())
+    yw = wide(y.detach())
     safe = torch.where(xw == 0, torch.ones_like(xw), xw)
     return torch.where(xw == 0, torch.zeros_like(xw), yw / safe)
 
@@ -353,10 +357,10 @@ class NormRule(PropagationRule):
             return None
         centred, eps, weight, ndim = norm_spec(module)
         dims = tuple(range(-ndim, 0))
-        xw = _wide(x.detach())
+        xw = wide(x.detach())
         xc = xw - xw.mean(dims, keepdim=True) if centred else xw
         scale = torch.rsqrt(xc.pow(2).mean(dims, keepdim=True).add_(eps))
-        factor = scale * _wide(weight.detach()) if weight is not None else scale
+        factor = scale * wide(weight.detach()) if weight is not None else scale
         if centred and not self.detach_mean:
             delta = x - x.detach()
             delta = delta - delta.mean(dims, keepdim=True)
@@ -410,7 +414,8 @@ _PRODUCT_KINDS = ("uniform", "detach_gate", "gradient")
 class ProductRule(PropagationRule):
     """Gated MLP product ``act(gate) * up``: ``"uniform"`` gives each factor half the relevance
     (AttnLRP), ``"detach_gate"`` treats the gate as a constant (CP-LRP), ``"gradient"`` changes
-    nothing. Set on the MLP module (found by its child names, see ``composites.GATED_MLPS``)."""
+    nothing. Set on the MLP module (its gate/up/down parts come from the architecture table,
+    see :mod:`hfattr.hf.parts`)."""
 
     def __init__(self, kind: str = "uniform") -> None:
         if kind not in _PRODUCT_KINDS:

@@ -28,6 +28,15 @@ def _first_tensor(out: Any) -> Tensor | None:
     return None
 
 
+def _with_first(out: Any, new: Tensor) -> Any:
+    if isinstance(out, Tensor):
+        return new
+    items = list(out)
+    i = next(k for k, o in enumerate(items) if isinstance(o, Tensor))
+    items[i] = new
+    return type(out)(items) if isinstance(out, tuple) else items
+
+
 def _per_token(value: Tensor, grad: Tensor | None) -> Tensor:
     """Relevance summed over the last (feature) dimension, in float32 at least."""
     dtype = torch.float32 if value.dtype in (torch.float16, torch.bfloat16) else value.dtype
@@ -52,10 +61,13 @@ def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = N
         handles = []
         try:
             for name, module in sites:
-                def keep(mod: Any, args: tuple, out: Any, name: str = name) -> None:
+                def keep(mod: Any, args: tuple, out: Any, name: str = name) -> Any:
                     t = _first_tensor(out)
-                    if t is not None and t.requires_grad:
-                        captured[name].append(t)
+                    if t is None or not t.requires_grad:
+                        return None
+                    captured[name].append(t)
+                    # the model goes on with a copy: an in-place change downstream cannot touch the site
+                    return _with_first(out, t.clone())
 
                 handles.append(module.register_forward_hook(keep))
             scores = prep.forward(embeds, *prep.forward_args())  # (B, R)
