@@ -21,7 +21,7 @@ from ._args import format_additional_args, format_baselines, run_forward, select
 from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
-__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
+__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta", "full_baselines",
            "completeness_error"]
 
 _ROW_TOKENS = 16384  # default rows per call × sequence length when internal_batch_size is None
@@ -87,9 +87,10 @@ def _check_inputs(inputs: tuple[Tensor, ...]) -> int:
     return L
 
 
-def _full_baselines(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+def full_baselines(baselines: Any, inputs: tuple[Tensor, ...], *, name: str = "baselines") -> tuple[Tensor, ...]:
+    """One baseline tensor of each input's shape and dtype."""
     out = []
-    for b, x in zip(format_baselines(baselines, inputs), inputs):
+    for b, x in zip(format_baselines(baselines, inputs, name=name), inputs):
         if isinstance(b, Tensor):
             out.append(b.to(dtype=x.dtype).expand_as(x))
         else:
@@ -277,7 +278,7 @@ def sequential_integrated_gradients(
     if isinstance(target, list) and len(target) != B:
         raise ValueError(f"target list has {len(target)} entries; expected one per example ({B})")
     args = format_additional_args(additional_forward_args)
-    bases = _full_baselines(baselines, inputs)
+    bases = full_baselines(baselines, inputs)
     active = _active(inputs, bases, positions, skip_equal=multiply_by_inputs)
     steps = torch.zeros(B, L, dtype=torch.long, device=active.device)
     # results do not depend on chunking; moderate chunks run fastest on CPUs
