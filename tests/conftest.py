@@ -7,8 +7,11 @@ local run.
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import math
 import os
+from types import ModuleType
 from typing import Sequence
 
 import pytest
@@ -32,6 +35,72 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "hfattr"))
+
+# ---------------------------------------------------------------------------------------------
+# Oracles: the reference implementations the drop-in classes are compared with
+# ---------------------------------------------------------------------------------------------
+
+# top-level module -> (distribution, pinned version, why that version)
+ORACLES = {
+    "captum": ("captum", "0.8.0",
+               "0.8.0 has the reference's per-tensor feature ids (0.9 changed the feature-mask semantics)"),
+    "tint": ("time-interpret", "0.3.0", "0.3.0 is the reference SequentialIntegratedGradients"),
+}
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _mismatch(top: str, found: str | None) -> str | None:
+    dist, pinned, why = ORACLES[top]
+    if found is None:
+        return f"oracle {dist}=={pinned} is not installed ({why})"
+    if found != pinned:
+        return f"oracle {dist} {found} is installed; these comparisons need {dist}=={pinned} ({why})"
+    return None
+
+
+def oracle_skip_reason(top: str) -> str | None:
+    """Why the oracle ``top`` ("captum" or "tint") cannot be used, or None (package metadata only)."""
+    return _mismatch(top, _installed(ORACLES[top][0]))
+
+
+def oracle(module: str) -> ModuleType:
+    """Import ``module`` of a pinned oracle (``"captum.attr"``, ``"tint.attr"``...), or skip.
+
+    The installed distribution and the imported package's ``__version__`` must both be the pinned
+    version. Called at module level it skips the whole test module, with the reason.
+    """
+    top = module.split(".")[0]
+    reason = oracle_skip_reason(top)
+    if reason is None:
+        reason = _mismatch(top, getattr(importlib.import_module(top), "__version__", None))
+    if reason is not None:
+        pytest.skip(reason, allow_module_level=True)
+    return importlib.import_module(module)
+
+
+requires_captum = pytest.mark.skipif(oracle_skip_reason("captum") is not None,
+                                     reason=oracle_skip_reason("captum") or "")
+requires_tint = pytest.mark.skipif(oracle_skip_reason("tint") is not None,
+                                   reason=oracle_skip_reason("tint") or "")
+
+
+@pytest.fixture(scope="session")
+def tint_attr() -> ModuleType:
+    """``tint.attr`` imported once per session (importing it takes tens of seconds)."""
+    return oracle("tint.attr")
+
+
+def pytest_report_header(config) -> list[str]:
+    names = ["captum", "time-interpret", "torch", "transformers"]
+    found = ", ".join(f"{n} {_installed(n) or 'not installed'}" for n in names)
+    return [f"oracles and stack: {found}"]
+
 
 # Tiny models run fastest on one thread; more threads only add contention on small CI machines.
 torch.set_num_threads(1)

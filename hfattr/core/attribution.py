@@ -2,19 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .inputs import as_tuple
+from .inputs import as_tuple, format_additional_args
 from .ablation import feature_ablation, feature_ablation_future
 from .layer import layer_feature_ablation, neuron_gradient
-from .sig import SIGInfo, completeness_error, convergence_delta, sequential_integrated_gradients
-from .inputs import format_additional_args
+from .sig import SIGInfo, completeness_error, convergence_delta, full_baselines, sequential_integrated_gradients
 
-__all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient", "SequentialIntegratedGradients"]
+__all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient", "SequentialIntegratedGradients",
+           "reference_method", "gradient_convergence_delta"]
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def reference_method(fn: _F) -> _F:
+    """Wrap a public method so that ``method.__wrapped__`` is ``fn``, as on the reference classes.
+
+    Wrappers written for the reference (a noise tunnel, for one) call
+    ``instance.attribute.__wrapped__(instance, ...)``; the wrapper itself only forwards the call.
+    """
+
+    @functools.wraps(fn)
+    def forward_call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return forward_call  # type: ignore[return-value]
+
+
+def gradient_convergence_delta(
+    forward_func: Callable,
+    attributions: Tensor | tuple[Tensor, ...],
+    start_point: Any,
+    end_point: Tensor | tuple[Tensor, ...],
+    target: Any = None,
+    additional_forward_args: Any = None,
+) -> Tensor:
+    """Σ attributions − (F(end_point) − F(start_point)) per example (the completeness gap)."""
+    ends, _ = as_tuple(end_point, name="end_point")
+    attrs, _ = as_tuple(attributions, name="attributions")
+    if len(attrs) != len(ends):
+        raise ValueError(
+            f"attributions has {len(attrs)} tensor(s) but end_point has {len(ends)}; give one per input")
+    for i, (a, x) in enumerate(zip(attrs, ends)):
+        if a.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"attributions[{i}] has {a.shape[0]} examples but end_point[{i}] has {x.shape[0]}")
+    starts = full_baselines(start_point, ends, name="start_point")
+    with torch.no_grad():
+        return convergence_delta(forward_func, attrs, ends, starts, target,
+                                 format_additional_args(additional_forward_args))
 
 
 def _unwrap(result: tuple[Tensor, ...], as_tuple_out: bool) -> Tensor | tuple[Tensor, ...]:
@@ -33,6 +75,14 @@ class FeatureAblation:
     def __init__(self, forward_func: Callable) -> None:
         self.forward_func = _check_callable(forward_func)
 
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @reference_method
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -58,6 +108,7 @@ class FeatureAblation:
         )
         return _unwrap(out, was_tuple)
 
+    @reference_method
     def attribute_future(
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -107,6 +158,25 @@ class LayerFeatureAblation:
             fast = skip_prefix
         self.fast = fast
 
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @property
+    def attributor(self) -> type[FeatureAblation]:
+        """The input-ablation class this layer method runs on the layer's value."""
+        return FeatureAblation
+
+    @staticmethod
+    def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ...],
+                    interpolate_mode: str = "nearest") -> Tensor:
+        """Resize a 3-D to 5-D layer attribution over its dimensions after (batch, channel)."""
+        return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
+
+    @reference_method
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -117,7 +187,11 @@ class LayerFeatureAblation:
         attribute_to_layer_input: bool = False,
         perturbations_per_eval: int = 1,
     ) -> Tensor | tuple[Tensor, ...]:
-        """Attributions with the shape of the layer's value; a tuple if it holds several tensors."""
+        """Attributions with the shape of the layer's value; a tuple if it holds several tensors.
+
+        A single ``layer_mask`` tensor for a value holding several tensors applies to the first
+        one; the others pass through unablated and the result is that tensor's attribution.
+        """
         formatted, _ = as_tuple(inputs)
         out, was_tuple = layer_feature_ablation(
             self.forward_func,
@@ -131,6 +205,7 @@ class LayerFeatureAblation:
             perturbations_per_eval=perturbations_per_eval,
             device_ids=self.device_ids,
             fast=self.fast,
+            first_only=isinstance(layer_mask, Tensor),
         )
         return _unwrap(out, was_tuple)
 
@@ -150,6 +225,27 @@ class NeuronGradient:
         self.layer = layer
         self.device_ids = device_ids
 
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    @reference_method
+    def compute_convergence_delta(
+        self,
+        attributions: Tensor | tuple[Tensor, ...],
+        start_point: Any,
+        end_point: Tensor | tuple[Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """Σ attributions − (F(end_point) − F(start_point)) per example, as the reference defines it."""
+        return gradient_convergence_delta(self.forward_func, attributions, start_point, end_point,
+                                          target, additional_forward_args)
+
+    @reference_method
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -183,6 +279,14 @@ class SequentialIntegratedGradients:
         self.multiply_by_inputs = bool(multiply_by_inputs)
         self.last_info: SIGInfo | None = None
 
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self.multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    @reference_method
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -199,6 +303,12 @@ class SequentialIntegratedGradients:
     ) -> Any:
         """Attributions shaped like ``inputs`` (and the reference's delta when asked)."""
         formatted, was_tuple = as_tuple(inputs)
+        n = formatted[0].shape[0]
+        if (isinstance(internal_batch_size, int) and not isinstance(internal_batch_size, bool)
+                and 1 <= internal_batch_size < n):
+            warnings.warn(f"internal_batch_size ({internal_batch_size}) is smaller than the number of "
+                          f"examples ({n}); using {n}", UserWarning, stacklevel=2)
+            internal_batch_size = n
         attrs, info = sequential_integrated_gradients(
             self.forward_func,
             formatted,
@@ -220,6 +330,7 @@ class SequentialIntegratedGradients:
             )
         return out
 
+    @reference_method
     def compute_convergence_delta(
         self,
         attributions: Tensor | tuple[Tensor, ...],
@@ -232,13 +343,8 @@ class SequentialIntegratedGradients:
 
         SIG does not satisfy this identity; see ``compute_completeness_error`` for the one it does.
         """
-        from .sig import full_baselines
-
-        ends, _ = as_tuple(end_point, name="end_point")
-        attrs, _ = as_tuple(attributions, name="attributions")
-        starts = full_baselines(start_point, ends)
-        return convergence_delta(self.forward_func, attrs, ends, starts, target,
-                                 format_additional_args(additional_forward_args))
+        return gradient_convergence_delta(self.forward_func, attributions, start_point, end_point,
+                                          target, additional_forward_args)
 
     def compute_completeness_error(
         self,
@@ -249,8 +355,6 @@ class SequentialIntegratedGradients:
         additional_forward_args: Any = None,
     ) -> Tensor:
         """``(B, L)``: Σ over position i's features − (F(x) − F(x with position i at its baseline))."""
-        from .sig import full_baselines
-
         xs, _ = as_tuple(inputs)
         attrs, _ = as_tuple(attributions, name="attributions")
         bases = full_baselines(baselines, xs)

@@ -17,12 +17,12 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-from .inputs import format_additional_args, format_baselines, run_forward
+from .inputs import format_additional_args, format_baselines, run_forward, select_target
 from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
-__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
-           "completeness_error", "full_baselines"]
+__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta", "full_baselines",
+           "completeness_error"]
 
 _ROW_TOKENS = 16384  # default rows per call × sequence length when internal_batch_size is None
 FIRST_CHANGED = "accepts_first_changed"  # forward functions with this attribute get first_changed=
@@ -87,10 +87,10 @@ def _check_inputs(inputs: tuple[Tensor, ...]) -> int:
     return L
 
 
-def full_baselines(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Each input's baseline (None, a number or a broadcastable tensor) as a tensor of the input's shape."""
+def full_baselines(baselines: Any, inputs: tuple[Tensor, ...], *, name: str = "baselines") -> tuple[Tensor, ...]:
+    """One baseline tensor of each input's shape and dtype."""
     out = []
-    for b, x in zip(format_baselines(baselines, inputs), inputs):
+    for b, x in zip(format_baselines(baselines, inputs, name=name), inputs):
         if isinstance(b, Tensor):
             out.append(b.to(dtype=x.dtype).expand_as(x))
         else:
@@ -176,7 +176,7 @@ def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: 
         # the rows perturb positions p and later only (a row at alpha = 1 may equal its input)
         fwd = functools.partial(forward_func, first_changed=int(p.min()))
     with torch.enable_grad():
-        out = run_forward(fwd, tuple(batch), _gather_target(target, e), _gather_args(args, e, B), owned=True)
+        out = run_forward(fwd, tuple(batch), _gather_target(target, e), _gather_args(args, e, B))
         g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
     for k, gk in enumerate(g):
         if gk is None:
@@ -188,8 +188,7 @@ def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: 
 
 @torch.no_grad()
 def _sum_per_example(forward_func: Callable, inputs: tuple[Tensor, ...], target: Any, args: tuple | None) -> Tensor:
-    # copies: a forward that changes its input in place must not change the caller's tensors
-    out = run_forward(forward_func, tuple(x.clone() for x in inputs), target, args, owned=True)
+    out = run_forward(forward_func, inputs, target, args)
     return out.reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.reshape(1)
 
 
@@ -264,7 +263,7 @@ def sequential_integrated_gradients(
     if auto and method != "gausslegendre":
         raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use method='gausslegendre'")
     if not auto:
-        quadrature(method, n_steps)  # type: ignore[arg-type]  # validates n_steps and method early
+        quadrature(method, n_steps)  # validates n_steps and method early
     auto_chunk = is_auto(internal_batch_size)
     if auto_chunk:
         # forward + backward: budget twice the working memory of a forward row
@@ -321,7 +320,7 @@ def sequential_integrated_gradients(
         return a if multiply_by_inputs else tuple(t * (x - b) for t, x, b in zip(a, inputs, bases))
 
     if not auto:
-        attrs = run(active, n_steps, "SIG")  # type: ignore[arg-type]  # an int here (not "auto")
+        attrs = run(active, n_steps, "SIG")
         if with_completeness:
             info.completeness_error = completeness_error(forward_func, multiplied(attrs), inputs, bases, target,
                                                          args, active, chunk_eval)

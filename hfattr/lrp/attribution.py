@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..core.inputs import as_output_tensor, as_tuple, call_forward, check_target, format_additional_args, \
     select_target
+from ..core.attribution import reference_method
 from .attach import attach_rules
 from .composites import Composite, rule_of
 
@@ -116,6 +117,7 @@ class LRP:
             return self.composite
         return "attnlrp" if _is_transformers(self.model) else "epsilon"
 
+    @reference_method
     def attribute(
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -168,6 +170,10 @@ class LRP:
         if return_convergence_delta:
             return out, self.compute_convergence_delta(out, scores.detach().reshape(n))  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
+
+    def attribute_future(self) -> Any:
+        """Not available for LRP (as in the reference): relevance needs one synchronous backward pass."""
+        raise NotImplementedError("attribute_future is not implemented for LRP")
 
     def compute_convergence_delta(self, attributions: Tensor | tuple[Tensor, ...], output: Tensor) -> Tensor:
         """``output - sum(attributions)`` per example (zero when relevance is fully conserved)."""
