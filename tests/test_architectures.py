@@ -16,7 +16,7 @@ from hfattr.hf import architectures as archmod
 from hfattr.testing import ZOO, make_tokenizer, style_for, tiny_model
 
 REGISTERED = ["bert", "roberta", "distilbert", "gpt2", "llama", "qwen2", "mistral", "bart", "t5",
-              "electra", "albert", "gpt_neox", "opt", "phi", "gemma"]
+              "electra", "albert", "gpt_neox", "opt", "phi", "gemma", "gemma2", "phi3"]
 # Model types that no code registers: they go through the generic fallback.
 GENERIC = ["xlm-roberta", "megatron-bert", "stablelm", "starcoder2", "olmo", "gptj", "bloom", "mpt",
            "granite", "qwen3", "gpt_bigcode", "codegen", "mbart"]
@@ -158,6 +158,9 @@ def test_zoo_with_heads(name):
     ("bart", "decoder.blocks.0.norm3", "decoder.layers.0.final_layer_norm"),
     ("t5", "decoder.blocks.1.mlp", "decoder.block.1.layer.2.DenseReluDense"),
     ("t5", "encoder.final_norm", "encoder.final_layer_norm"),
+    ("phi3", "blocks.1.mlp", "layers.1.mlp"),
+    ("gemma2", "blocks.0.norm4", "layers.0.post_feedforward_layernorm"),
+    ("gpt_neox", "blocks.0.attention", "layers.0.attention"),
     ("t5", "embed", "encoder.embed_tokens"),
     ("t5", "decoder.embed", "decoder.embed_tokens"),
     ("gpt_neox", "embed", "embed_in"),

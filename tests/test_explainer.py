@@ -263,6 +263,36 @@ def test_bert_neuron_gradient_equals_autograd(bert64, position, reduce):
     assert r.target["position"] == ("all" if position == "all" else pos)
 
 
+@pytest.mark.parametrize("method", ["neuron_gradient", "layer_ablation", "lrp"])
+def test_gemma2_eager_attention_site(method):
+    """Gemma-2's eager attention returns (hidden states, attention weights): the site is the first."""
+    model, tok = zoo("gemma2", "auto", F64)
+    assert model.config._attn_implementation == "eager"
+    ids, mask, _ = enc_inputs(tok, TEXT)
+    L = ids.shape[1]
+    module = resolve_sites(model, "blocks.0.attention")[0][1]
+    ex = Explainer(model, tok)
+    if method == "neuron_gradient":
+        r = ex.explain(TEXT, method=method, site="blocks.0.attention", neuron=3)
+        expected = neuron_oracle(model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask, use_cache=False),
+                                 module, 3, L - 1, "norm")
+        close(r.scores, expected, atol=1e-10)
+    elif method == "layer_ablation":
+        r = ex.explain(TEXT, method=method, sites="blocks.0.attention")
+        with torch.no_grad():
+            pred = int(model(input_ids=ids, attention_mask=mask).logits[0, -1].argmax())
+
+        def value(e):
+            return model(inputs_embeds=e, attention_mask=mask, use_cache=False).logits[0, -1, [pred]]
+
+        grid, _ = layer_oracle(model, ids, value, [module])
+        close(r.scores, grid, atol=1e-10)
+    else:
+        r = ex.explain(TEXT, method=method, site="blocks.0.attention")
+        assert r.extras["site_relevance"]["blocks.0.attention"].shape == (L,)
+        assert torch.isfinite(r.scores).all()
+
+
 @pytest.fixture(scope="module")
 def llama64():
     return zoo("llama", "auto", F64)

@@ -215,3 +215,37 @@ def test_sig_of_a_forward_that_changes_its_input_in_place():
                                                                              return_convergence_delta=True)
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(delta, ref_delta, atol=ATOL, rtol=0)
+
+
+# --------------------------------------------------------------------------- Explainer: LRP site relevance
+def test_lrp_site_relevance_is_read_before_an_inplace_change_downstream():
+    from hfattr import Explainer
+    from hfattr.testing import tiny
+
+    model, tok = tiny("llama")
+    nxt = model.model.layers[1]
+
+    def shift(inplace):
+        def pre(module, args, kwargs):
+            x = kwargs.get("hidden_states", args[0] if args else None)
+            if inplace:
+                x.add_(0.5)
+                return None
+            new = x + 0.5
+            if args:
+                return (new,) + tuple(args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": new}
+        return pre
+
+    out = []
+    for inplace in (True, False):
+        h = nxt.register_forward_pre_hook(shift(inplace), with_kwargs=True)
+        try:
+            r = Explainer(model, tok).explain("the movie was great", method="lrp", composite="cp-lrp",
+                                              site="blocks.0")
+        finally:
+            h.remove()
+        out.append(r)
+    torch.testing.assert_close(out[0].extras["site_relevance"]["blocks.0"],
+                               out[1].extras["site_relevance"]["blocks.0"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out[0].scores, out[1].scores, atol=1e-6, rtol=1e-5)

@@ -219,7 +219,7 @@ class _Totals:
         self.plan = plan
         self.initial = initial
         self.n_outputs = initial.numel()
-        self.flat = initial.reshape(1, -1)
+        self.flat = initial.reshape(1, -1).clone()  # the forward may reuse (and overwrite) its output tensor
         plan.check_masks(self.n_outputs)
         self.totals = [
             torch.zeros((self.n_outputs,) + tuple(x.shape[1:]), dtype=initial.dtype, device=x.device)

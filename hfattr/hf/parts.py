@@ -33,7 +33,8 @@ class GatedMLP:
 
 @dataclass(frozen=True)
 class Projection:
-    """A projection and what its output channels are: ``(part, width)`` runs, part in ``"qkv"``."""
+    """A projection and what its output channels are: ``(part, width)`` runs, part in ``"qkv"``
+    (empty: a fused projection whose channel layout is not known)."""
 
     module: nn.Module
     segments: tuple[tuple[str, int], ...]
@@ -126,10 +127,14 @@ _NAMES = {"q": ("q_proj", "query", "q_lin", "q", "wq", "q_attn"), "k": ("k_proj"
 _FUSED = ("qkv_proj", "query_key_value", "c_attn", "wqkv", "qkv", "in_proj")
 
 
-def _segments(parts: str, out: int, attention: nn.Module, config: Any, layout: str) -> tuple[tuple[str, int], ...]:
-    """Channel runs of a projection holding ``parts`` (q, k, v in that order) in ``out`` channels."""
+def _segments(parts: str, out: int, attention: nn.Module, config: Any,
+              layout: str | None) -> tuple[tuple[str, int], ...]:
+    """Channel runs of a projection holding ``parts`` (q, k, v in that order) in ``out`` channels;
+    empty when they cannot be told (a fused projection of unknown ``layout``)."""
     if len(parts) == 1:
         return ((parts, out),)
+    if layout is None:
+        return ()
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
     head_dim = getattr(attention, "head_dim", None) or getattr(attention, "head_size", None)
     if not isinstance(head_dim, int) and heads and getattr(config, "hidden_size", None):
@@ -143,7 +148,8 @@ def _segments(parts: str, out: int, attention: nn.Module, config: Any, layout: s
     return tuple((p, out // len(parts)) for p in parts) if out % len(parts) == 0 else ()
 
 
-def _attention_from_paths(block: nn.Module, paths: tuple[str, ...], config: Any, layout: str) -> AttentionParts | None:
+def _attention_from_paths(block: nn.Module, paths: tuple[str, ...], config: Any,
+                          layout: str | None) -> AttentionParts | None:
     mods = [_get(block, p) for p in paths]
     if any(m is None for m in mods):
         return None
@@ -155,10 +161,9 @@ def _attention_from_paths(block: nn.Module, paths: tuple[str, ...], config: Any,
     projections = []
     for m, parts in by_module.values():
         dims = linear_dims(m)
-        segs = _segments(parts, dims[1], parent, config, layout) if dims else ()
-        if not segs:
+        if dims is None:
             return None
-        projections.append(Projection(m, segs))
+        projections.append(Projection(m, _segments(parts, dims[1], parent, config, layout)))
     return AttentionParts(parent, tuple(projections))
 
 
@@ -168,11 +173,12 @@ def _detect_attention(module: nn.Module, config: Any) -> AttentionParts | None:
     found = [next((children[n] for n in _NAMES[p] if n in children), None) for p in "qkv"]
     if all(found):
         return _attention_from_paths(module, tuple(found), config, "concat")
+    # a fused projection found by name: how its channels are laid out is not known
     fused = next((children[n] for n in _FUSED if n in children), None)
     if fused is not None and found[0] and found[0] != fused:  # GPT-2 cross-attention: q alone, k|v fused
-        return _attention_from_paths(module, (found[0], fused, fused), config, "concat")
+        return _attention_from_paths(module, (found[0], fused, fused), config, None)
     if fused is not None:
-        return _attention_from_paths(module, (fused,) * 3, config, "concat")
+        return _attention_from_paths(module, (fused,) * 3, config, None)
     return None
 
 

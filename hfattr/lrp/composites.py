@@ -292,6 +292,12 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
         found = attention_at.get(id(module))
         if attn.kind != "gradient" and not projected and found is not None:
             if attn.at == "projections":
+                unknown = [p.module for p in found.projections if not p.segments]
+                if unknown:
+                    raise TypeError(
+                        f"the channel layout of the fused q/k/v projection {plan.names.get(id(unknown[0]), '?')!r} "
+                        f"is not known, so {attn!r} cannot be applied at it; use at='kernel' or describe it with "
+                        "register_architecture (fused_qkv=..., qkv_layout='concat' or 'per_head')")
                 for proj in found.projections:
                     plan.projections.append((plan.names[id(proj.module)], attn, proj.module, proj.segments))
                 projected = True

@@ -47,7 +47,9 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
     rows = torch.arange(B)
     mask = prep.enc.attention_mask
 
-    def selector(value: torch.Tensor) -> torch.Tensor:
+    def selector(value: Any) -> torch.Tensor:
+        if isinstance(value, tuple):  # e.g. eager attention's (hidden states, attention weights)
+            value = value[0]
         if not -value.shape[-1] <= neuron < value.shape[-1]:
             raise ValueError(f"neuron {neuron} is out of range for site {name!r} of width {value.shape[-1]}")
         if value.dim() == 2:
