@@ -8,17 +8,15 @@ import importlib
 import pytest
 import torch
 
-from hfattr import Explainer, LayerFeatureAblation
+from hfattr import LayerFeatureAblation
 from hfattr.core import layer_feature_ablation
-from hfattr.testing import tiny
 
 TEXT = "the movie was great"
 
 
 @pytest.fixture(scope="module")
-def bert():
-    model, tok = tiny("bert", dtype=torch.float64)
-    return Explainer(model, tok)
+def bert(bert64_explainer):
+    return bert64_explainer
 
 
 def test_neuron_gradient_takes_sites_and_warns_on_site(bert):
