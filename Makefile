@@ -11,7 +11,7 @@ run: install
 	$(PYTHON) -m hfattr explain "the movie was wonderful but the ending was terrible"
 
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2
 
 lint:
 	PYTHON=$(PYTHON) scripts/lint.sh

@@ -10,7 +10,7 @@ Two settings:
 Methods: every registered Explainer method that attributes the explained output to the input
 tokens (``ablation``, ``sig``, ``lrp`` when registered — ``layer_ablation`` and
 ``neuron_gradient`` explain sites and neurons, so they are left out), gradient × input
-(``hfattr.planted.gradient_x_input``), plain Integrated Gradients as the reference point
+(the ``input_x_gradient`` method), plain Integrated Gradients as the reference point
 (implemented below with torch: the same mask-token baseline and Gauss-Legendre rule as SIG, one
 path for the whole text) and random scores as the floor.
 
@@ -45,7 +45,7 @@ from hfattr.hf.default_model import load_default_model
 from hfattr.hf.prepare import prepare
 from hfattr.hf.text import encode
 from hfattr.methods.fields import as_result_kwargs, result_fields
-from hfattr.planted import PlantedTask, gradient_x_input, hit_rate, train_planted_model
+from hfattr.planted import PlantedTask, hit_rate, train_planted_model
 from hfattr.result import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def run_setting(explainer: hfattr.Explainer, texts: list[str], targets: list, st
         record(label, res, time.perf_counter() - t0)
         first = first or res
     t0 = time.perf_counter()
-    res = gradient_x_input(explainer, texts, target=targets)
+    res = explainer.explain(texts, method="input_x_gradient", target=targets, baseline="zero", from_baseline=True)
     record("gradient × input", res, time.perf_counter() - t0)
     t0 = time.perf_counter()
     res = integrated_gradients(explainer, texts, targets, n_steps=steps)

@@ -72,6 +72,14 @@ _PUNCT = list(".,!?;:'\"()-/&%$#*+=<>[]@_")
 VOCAB_WORDS: tuple[str, ...] = tuple(dict.fromkeys(_WORDS + _DIGITS + _PUNCT))
 """Built-in word list (lower case words, digits and punctuation) in id order."""
 
+_ROBERTA_STYLE: dict[str, Any] = {
+    "specials": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    "roles": {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>",
+              "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>"},
+    "single": "<s> $A </s>",
+    "pair": "<s> $A </s> </s> $B </s>",
+}
+
 # Special tokens per style: (special tokens in id order, role -> token).
 _STYLES: dict[str, dict[str, Any]] = {
     "bert": {
@@ -82,20 +90,8 @@ _STYLES: dict[str, dict[str, Any]] = {
         "pair": "[CLS] $A [SEP] $B:1 [SEP]:1",
         "inputs": ("input_ids", "token_type_ids", "attention_mask"),
     },
-    "roberta": {
-        "specials": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        "roles": {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>",
-                  "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>"},
-        "single": "<s> $A </s>",
-        "pair": "<s> $A </s> </s> $B </s>",
-    },
-    "bart": {
-        "specials": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        "roles": {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>",
-                  "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>"},
-        "single": "<s> $A </s>",
-        "pair": "<s> $A </s> </s> $B </s>",
-    },
+    "roberta": _ROBERTA_STYLE,
+    "bart": _ROBERTA_STYLE,  # BART's tokenizer has RoBERTa's special tokens
     "gpt2": {
         "specials": ["<|endoftext|>", "<unk>"],
         "roles": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 "$PYTHON" -m ruff check .
-"$PYTHON" -m ruff format --check tests/test_layout.py tests/test_extending.py hfattr/hf/heads.py \
-    hfattr/methods/gradients.py
+# format is checked on the files written since the formatter was configured (older files are
+# not reformatted in one sweep while other branches edit them)
+"$PYTHON" -m ruff format --check hfattr/hf/heads.py hfattr/methods/input_x_gradient.py hfattr/methods/saliency.py \
+    hfattr/methods/integrated_gradients.py tests/test_layout.py tests/test_extending.py tests/test_heads.py \
+    tests/test_gradient_methods.py tests/test_names.py
 "$PYTHON" -m mypy

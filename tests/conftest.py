@@ -246,3 +246,24 @@ def assert_same(actual, expected, *, atol: float = 1e-6, rtol: float = 0.0) -> N
 def same():
     """The :func:`assert_same` comparison helper."""
     return assert_same
+
+
+# --------------------------------------------------------------------------- shared models
+@pytest.fixture(scope="session")
+def default_explainer():
+    """An Explainer on the bundled default model (loaded once per session; hfattr leaves it untouched)."""
+    import hfattr
+    from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
+
+    model, tok = load_default_model()
+    return hfattr.Explainer(model, tok, model_name=DEFAULT_MODEL_NAME)
+
+
+@pytest.fixture(scope="session")
+def bert64_explainer():
+    """An Explainer on the tiny zoo BERT classifier in float64."""
+    import hfattr
+    from hfattr.testing import tiny
+
+    model, tok = tiny("bert", dtype=torch.float64)
+    return hfattr.Explainer(model, tok)

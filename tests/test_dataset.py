@@ -37,9 +37,8 @@ LABELS = [1, 0, 0, 1, 0, 1, 0, 1, 0, 0]
 
 
 @pytest.fixture(scope="module")
-def explainer():
-    model, tok = load_default_model()
-    return hfattr.Explainer(model, tok, model_name=DEFAULT_MODEL_NAME)
+def explainer(default_explainer):
+    return default_explainer
 
 
 def _same(stored: hfattr.Result, ref: hfattr.Result, *, atol: float = 1e-5) -> None:

@@ -22,7 +22,6 @@ import pytest
 import hfattr
 from hfattr.dataset import attribute_dataset, load_results
 from hfattr.dataset.storage import list_shards, read_manifest
-from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ["the", "movie", "was", "great", "boring", "pizza", "tasty", "service", "annoying", "fantastic",
@@ -56,9 +55,8 @@ def _write_jsonl(path: Path, texts: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def explainer():
-    model, tok = load_default_model()
-    return hfattr.Explainer(model, tok, model_name=DEFAULT_MODEL_NAME)
+def explainer(default_explainer):
+    return default_explainer
 
 
 def _assert_same_output(a: Path, b: Path) -> None:
@@ -73,7 +71,7 @@ def _assert_same_output(a: Path, b: Path) -> None:
 def test_sigkill_then_resume_loses_and_duplicates_nothing(explainer, tmp_path, capsys):
     from hfattr.cli import main
 
-    n, shard = 160, 4
+    n, shard = 64, 4  # 16 shards: the kill after the first one lands part-way with a wide margin
     data = tmp_path / "reviews.jsonl"
     _write_jsonl(data, _texts(n))
     out = tmp_path / "run"
@@ -216,18 +214,15 @@ def test_cli_local_zoo_model_with_device_map(tmp_path, capsys):
     assert m["model"] == path and m["options"] == {"perturbations_per_eval": 2}
 
 
-def test_bad_settings_fail_before_any_output(tmp_path):
+def test_bad_settings_fail_before_any_output(tmp_path, capsys):
     """A wrong constant target or method option is an error of the run (exit 2, nothing written)."""
-    import subprocess
-    import sys
+    from hfattr.cli import main
 
     data = tmp_path / "a.tsv"
     data.write_text("text\tlabel\nthe movie was great\tpositive\na bad film\tnegative\n", encoding="utf-8")
     for extra in (["--target", "NOPE"], ["--method", "lrp", "-o", "composite=foo"]):
         out = tmp_path / ("run-" + extra[1])
-        proc = subprocess.run([sys.executable, "-m", "hfattr", "attribute-dataset", "--data", str(data),
-                               "--text-column", "text", "--output", str(out), "--no-progress", *extra],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 2, proc.stderr
-        assert "fail on its first text" in proc.stderr
+        assert main(["attribute-dataset", "--data", str(data), "--text-column", "text", "--output", str(out),
+                     "--no-progress", *extra]) == 2
+        assert "fail on its first text" in capsys.readouterr().err
         assert not out.exists()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import hfattr
 from hfattr import evaluate as ev
 from hfattr.cli import main
 from hfattr.hf.default_model import load_default_model
@@ -21,9 +20,8 @@ METRICS = ["comprehensiveness", "sufficiency", "log_odds", "aopc_deletion"]
 
 
 @pytest.fixture(scope="module")
-def default():
-    model, tok = load_default_model()
-    return hfattr.Explainer(model, tok, model_name="hfattr/default-sentiment")
+def default(default_explainer):
+    return default_explainer
 
 
 def _means(out: str) -> dict[str, float]:

@@ -124,8 +124,8 @@ def test_heads_needing_special_targets():
 
 # --------------------------------------------------------------------------- methods and options
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown method 'saliency'") as err:
-        explainer().explain(TEXT, method="saliency")
+    with pytest.raises(ValueError, match="unknown method 'deeplift'") as err:  # ('saliency' is a method now)
+        explainer().explain(TEXT, method="deeplift")
     for name in ("ablation", "layer_ablation", "neuron_gradient", *list_methods()):
         assert name in str(err.value)
 

@@ -25,9 +25,8 @@ IG_RTOL = 1e-6  # captum multiplies the gradients by float32 step sizes (relativ
 
 
 @pytest.fixture(scope="module")
-def bert():
-    model, tok = tiny("bert", dtype=torch.float64)
-    return Explainer(model, tok)
+def bert(bert64_explainer):
+    return bert64_explainer
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,15 @@ import importlib
 import pytest
 import torch
 
-from hfattr import Explainer, LayerFeatureAblation
+from hfattr import LayerFeatureAblation
 from hfattr.core import layer_feature_ablation
-from hfattr.testing import tiny
 
 TEXT = "the movie was great"
 
 
 @pytest.fixture(scope="module")
-def bert():
-    model, tok = tiny("bert", dtype=torch.float64)
-    return Explainer(model, tok)
+def bert(bert64_explainer):
+    return bert64_explainer
 
 
 def test_neuron_gradient_takes_sites_and_warns_on_site(bert):
@@ -69,3 +67,11 @@ def test_argument_normalisation_module_is_core_inputs():
     assert callable(inputs.as_tuple) and callable(inputs.format_baselines)
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("hfattr.core._args")
+
+
+def test_sig_auto_exposes_the_max_steps_its_warning_names(bert):
+    with pytest.warns(UserWarning, match="stopped at max_steps=8"):
+        r = bert.explain(TEXT, method="sig", n_steps="auto", tol=1e-12, max_steps=8)
+    assert max(r.extras["steps"]) == 8
+    with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
+        bert.explain(TEXT, method="sig", n_steps="auto", max_steps=0)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..core.hooks import preserved_state
 from ..hf.prepare import input_device
 from ..hf.heads import TARGET_HEADS
+from ..hf.text import named_token_id
 from ..hf.targets import head_kind
 from ..result import Result
 
@@ -94,19 +95,9 @@ def _replacement_id(tokenizer: Any, replacement: Any) -> int | None:
     """Token id that replaces perturbed tokens; ``None`` means removal."""
     if replacement == "remove":
         return None
-    if isinstance(replacement, bool):
-        raise TypeError("replacement must be 'mask', 'pad', 'remove' or a token id, not a bool")
-    if isinstance(replacement, int):
-        if not 0 <= replacement < len(tokenizer):
-            raise ValueError(f"replacement token id {replacement} is outside the vocabulary (size {len(tokenizer)})")
-        return replacement
-    if replacement in ("mask", "pad"):
-        tid = getattr(tokenizer, f"{replacement}_token_id", None)
-        if tid is None:
-            raise ValueError(f"replacement={replacement!r} but the tokenizer has no {replacement} token; use "
-                             "'mask', 'pad', 'remove' or a token id")
-        return int(tid)
-    raise ValueError(f"replacement must be 'mask', 'pad', 'remove' or a token id, got {replacement!r}")
+    accepted = "'mask', 'pad', 'remove' or a token id"
+    return named_token_id(tokenizer, replacement, option="replacement", kinds=("mask", "pad"), accepted=accepted,
+                          instead=accepted)
 
 
 def n_top(top_k: Any, n: int) -> int:

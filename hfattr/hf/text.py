@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Encoded", "encode", "baseline_token_id", "normalise_texts", "chat_prompt"]
+__all__ = ["Encoded", "encode", "baseline_token_id", "named_token_id", "normalise_texts", "chat_prompt"]
 
 
 @dataclass
@@ -220,18 +220,25 @@ def baseline_token_id(tokenizer: Any, baseline: Any = None) -> int | None:
         return None
     if baseline == "zero":
         return None
-    if isinstance(baseline, bool):
-        raise TypeError("baseline must be 'mask', 'pad', 'unk', 'zero' or a token id, not a bool")
-    if isinstance(baseline, int):
-        if not 0 <= baseline < len(tokenizer):
-            raise ValueError(f"baseline token id {baseline} is outside the vocabulary (size {len(tokenizer)})")
-        return baseline
-    if baseline in ("mask", "pad", "unk"):
-        tid = getattr(tokenizer, f"{baseline}_token_id", None)
+    return named_token_id(tokenizer, baseline, option="baseline", kinds=("mask", "pad", "unk"),
+                          accepted="'mask', 'pad', 'unk', 'zero' or a token id",
+                          instead="'pad', 'unk', 'zero' or a token id")
+
+
+def named_token_id(tokenizer: Any, value: Any, *, option: str, kinds: tuple[str, ...], accepted: str,
+                   instead: str) -> int:
+    """The token id an option names: a special-token kind in ``kinds`` (``"mask"`` -> the tokenizer's
+    ``mask_token_id``) or an id in the vocabulary. Errors name ``option``, what it ``accepted``, and
+    what to use ``instead`` when the tokenizer lacks the kind."""
+    if isinstance(value, bool):
+        raise TypeError(f"{option} must be {accepted}, not a bool")
+    if isinstance(value, int):
+        if not 0 <= value < len(tokenizer):
+            raise ValueError(f"{option} token id {value} is outside the vocabulary (size {len(tokenizer)})")
+        return value
+    if value in kinds:
+        tid = getattr(tokenizer, f"{value}_token_id", None)
         if tid is None:
-            raise ValueError(
-                f"baseline={baseline!r} but the tokenizer has no {baseline} token; use 'pad', 'unk', "
-                "'zero' or a token id"
-            )
+            raise ValueError(f"{option}={value!r} but the tokenizer has no {value} token; use {instead}")
         return int(tid)
-    raise ValueError(f"baseline must be 'mask', 'pad', 'unk', 'zero' or a token id, got {baseline!r}")
+    raise ValueError(f"{option} must be {accepted}, got {value!r}")

@@ -15,17 +15,19 @@ _TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
 
 def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
         internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
-        fast: bool = True) -> list[ResultFields]:
+        fast: bool = True, max_steps: int = 128) -> list[ResultFields]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
 
     ``integration`` is the quadrature rule (the reference's ``method``: ``gausslegendre`` or a
-    ``riemann_*`` rule).
+    ``riemann_*`` rule). ``n_steps="auto"`` refines each token up to ``max_steps`` points.
 
     ``extras`` holds the integration points used per token and the per-token completeness error
     (score − (target(x) − target(x with that token at the baseline))).
     """
     if integration not in METHODS:
         raise ValueError(f"integration must be one of {METHODS}, got {integration!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     if n_steps == "auto" and integration != "gausslegendre":
         raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use integration='gausslegendre'")
     B, L, _ = prep.embeds.shape
@@ -43,7 +45,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
     (attr,), info = sequential_integrated_gradients(
         prep.perturbation_forward(fast=fast), (embeds,), baselines=(base,), target=target, additional_forward_args=args,
         n_steps=n_steps, method=integration, internal_batch_size=chunk, positions=active,
-        show_progress=show_progress, tol=tol, with_completeness=True,
+        show_progress=show_progress, tol=tol, max_steps=max_steps, with_completeness=True,
     )
     per_token = attr.sum(-1)  # (rows, L)
     err = info.completeness_error
