@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1] / "hfattr"
 
 # Private imports another engineer is removing (LRP rule helpers made public in lrp/rules.py);
 # delete the entry when that lands.
-KNOWN_PRIVATE = {("hfattr.lrp.attach", "hfattr.lrp.rules"), ("hfattr.lrp.composites", "hfattr.lrp.rules")}
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 # Layer (first part of the module path below hfattr) -> hfattr layers it must not import.
 ENTRY = {"explainer", "pipeline", "cli", "dataset", "evaluate", "viz", "testing", "__main__"}

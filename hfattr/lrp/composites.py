@@ -27,7 +27,7 @@ from .rules import (
     NormRule,
     ProductRule,
     PropagationRule,
-    _ModifiedWeights,
+    ModifiedWeightsRule,
 )
 
 __all__ = ["Composite", "COMPOSITES", "get_composite", "Plan", "build_plan", "rule_of"]
@@ -277,7 +277,7 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
                 # (loss modules of task heads never run in an attribution forward)
                 missing.append((name, module))
         if rule is not None and name:
-            if isinstance(rule, _ModifiedWeights) and "weight" not in module._parameters and not leaf:
+            if isinstance(rule, ModifiedWeightsRule) and "weight" not in module._parameters and not leaf:
                 raise TypeError(f"{type(rule).__name__} changes a module's own weight; {name!r} "
                                 f"({type(module).__name__}) has none. Set it on its Linear/Conv children")
             plan.module_rules.append((name, module, rule))

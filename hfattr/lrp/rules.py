@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "PropagationRule",
+    "ModifiedWeightsRule",
     "EpsilonRule",
     "GammaRule",
     "Alpha1_Beta0_Rule",
@@ -171,7 +172,7 @@ class EpsilonRule(PropagationRule):
         return _replace_first(output, new)
 
 
-class _ModifiedWeights(PropagationRule):
+class ModifiedWeightsRule(PropagationRule):
     """A rule that propagates through a copy of the module with changed weight/bias (z')."""
 
     set_bias_to_zero = False
@@ -209,7 +210,7 @@ class _ModifiedWeights(PropagationRule):
         return z + (routed - routed.detach())
 
 
-class GammaRule(_ModifiedWeights):
+class GammaRule(ModifiedWeightsRule):
     """γ-rule: propagate through ``W + γ W⁺`` (bias kept unless ``set_bias_to_zero``).
 
     Favours positive contributions; for lower layers.
@@ -228,7 +229,7 @@ class GammaRule(_ModifiedWeights):
         return w + self.gamma * w.clamp(min=0)
 
 
-class Alpha1_Beta0_Rule(_ModifiedWeights):  # noqa: N801  (reference name)
+class Alpha1_Beta0_Rule(ModifiedWeightsRule):  # noqa: N801  (reference name)
     """α1β0 (z⁺) rule: propagate through the positive weights ``W⁺`` only (bias kept unless
     ``set_bias_to_zero``). Exact z⁺ for non-negative inputs (after ReLU); not for BatchNorm."""
 
