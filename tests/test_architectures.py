@@ -402,3 +402,19 @@ def test_register_errors():
         get_architecture(ToyNet(), spec={"blocks": "stack", "attention": "nope"})
     with pytest.raises(ValueError, match="block paths"):
         get_architecture(ToyNet(), spec={"blocks": "missing.layers"})
+
+
+def test_register_architecture_returns_a_handle_that_undoes_it():
+    model = tiny_model("llama", "base")
+    before = get_architecture(model).module("blocks.1.attention")
+    handle = register_architecture("llama", {"blocks": "layers", "attention": "self_attn.o_proj",
+                                             "mlp": "mlp.down_proj"})
+    assert get_architecture(model).module("blocks.1.attention") is model.layers[1].self_attn.o_proj
+    handle.remove()
+    assert get_architecture(model).module("blocks.1.attention") is before  # the built-in facts are back
+    handle.remove()  # a second remove is a no-op
+    assert get_architecture(model).module("blocks.1.attention") is before
+    toy = register_architecture("ToyNetOnce", TOY_SPEC)
+    assert "ToyNetOnce" in registered_architectures()
+    toy.remove()
+    assert "ToyNetOnce" not in registered_architectures()

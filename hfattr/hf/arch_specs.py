@@ -81,6 +81,12 @@ class ArchSpec:
     embed: str | None = None
     shared_blocks: bool = False
 
+    def remove(self) -> None:
+        """Undo the :func:`register_architecture` call that returned this spec (the earlier facts return)."""
+        from .architectures import unregister_architecture
+
+        unregister_architecture(self)
+
 
 _PARTS = ("gated_mlp", "fused_gate_up", "qkv", "fused_qkv", "qkv_layout", "cross_qkv")
 

@@ -18,6 +18,7 @@ unregistered models go through a generic structural fallback.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from typing import Any, Callable, Iterable, Mapping
 
@@ -29,6 +30,7 @@ __all__ = [
     "BlockSpec",
     "StackSpec",
     "ArchSpec",
+    "unregister_architecture",
     "Architecture",
     "register_architecture",
     "registered_architectures",
@@ -134,9 +136,26 @@ def register_architecture(model_type: str, spec: ArchSpec | Mapping[str, Any]) -
     """
     if not isinstance(model_type, str) or not model_type:
         raise ValueError(f"register_architecture: model_type must be a non-empty string, got {model_type!r}")
-    spec = as_spec(spec)
+    spec = dataclasses.replace(as_spec(spec))  # one object per registration, so remove() undoes exactly it
+    _UNDO[id(spec)] = (model_type, spec, _REGISTRY.get(model_type))
     _REGISTRY[model_type] = spec
     return spec
+
+
+def unregister_architecture(spec: ArchSpec) -> None:
+    """Undo one registration (``spec`` as returned by :func:`register_architecture`); a no-op if already undone."""
+    entry = _UNDO.pop(id(spec), None)
+    if entry is None or entry[1] is not spec:
+        return
+    model_type, _, previous = entry
+    if _REGISTRY.get(model_type) is spec:
+        if previous is None:
+            del _REGISTRY[model_type]
+        else:
+            _REGISTRY[model_type] = previous
+
+
+_UNDO: dict[int, tuple[str, ArchSpec, ArchSpec | None]] = {}
 
 
 def registered_architectures() -> list[str]:
