@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .core.hooks import preserved_state
+from .core.locking import model_lock
 from .hf.prepare import Prepared, append_continuation, prepare
 from .hf.targets import resolve_targets
 from .hf.text import Encoded, encode
@@ -53,14 +54,16 @@ class Explainer:
 
     @contextlib.contextmanager
     def _scoped(self) -> Iterator[None]:
-        config = self.model.config
-        attn = getattr(config, "_attn_implementation", None)
-        try:
-            with preserved_state(self.model, eval_mode=True, freeze=True):
-                yield
-        finally:
-            if attn is not None and getattr(config, "_attn_implementation", None) != attn:
-                config._attn_implementation = attn
+        """The model's lock (and its configs') for the whole call; eval mode, frozen, restored after."""
+        with model_lock(self.model):
+            config = self.model.config
+            attn = getattr(config, "_attn_implementation", None)
+            try:
+                with preserved_state(self.model, eval_mode=True, freeze=True):
+                    yield
+            finally:
+                if attn is not None and getattr(config, "_attn_implementation", None) != attn:
+                    config._attn_implementation = attn
 
     @overload
     def explain(self, text: str, *, method: str = ..., target: Any = ..., batch_size: int = ...,

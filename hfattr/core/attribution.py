@@ -12,6 +12,7 @@ from .ablation import feature_ablation, feature_ablation_future
 from .layer import layer_feature_ablation, neuron_gradient
 from .sig import SIGInfo, completeness_error, convergence_delta, sequential_integrated_gradients
 from ._args import format_additional_args
+from .locking import model_lock, owner_module
 
 __all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient", "SequentialIntegratedGradients"]
 
@@ -45,16 +46,17 @@ class FeatureAblation:
     ) -> Tensor | tuple[Tensor, ...]:
         """Attributions with the shape of ``inputs`` (first dim 1 for per-batch outputs)."""
         formatted, was_tuple = as_tuple(inputs)
-        out = feature_ablation(
-            self.forward_func,
-            formatted,
-            baselines=baselines,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            feature_mask=feature_mask,
-            perturbations_per_eval=perturbations_per_eval,
-            show_progress=show_progress,
-        )
+        with model_lock(owner_module(self.forward_func)):
+            out = feature_ablation(
+                self.forward_func,
+                formatted,
+                baselines=baselines,
+                target=target,
+                additional_forward_args=additional_forward_args,
+                feature_mask=feature_mask,
+                perturbations_per_eval=perturbations_per_eval,
+                show_progress=show_progress,
+            )
         return _unwrap(out, was_tuple)
 
     def attribute_future(
@@ -113,19 +115,20 @@ class LayerFeatureAblation:
     ) -> Tensor | tuple[Tensor, ...]:
         """Attributions with the shape of the layer's value; a tuple if it holds several tensors."""
         formatted, _ = as_tuple(inputs)
-        out, was_tuple = layer_feature_ablation(
-            self.forward_func,
-            self.layer,
-            formatted,
-            layer_baselines=layer_baselines,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            layer_mask=layer_mask,
-            attribute_to_layer_input=attribute_to_layer_input,
-            perturbations_per_eval=perturbations_per_eval,
-            device_ids=self.device_ids,
-            skip_prefix=self.skip_prefix,
-        )
+        with model_lock(owner_module(self.forward_func), self.layer):
+            out, was_tuple = layer_feature_ablation(
+                self.forward_func,
+                self.layer,
+                formatted,
+                layer_baselines=layer_baselines,
+                target=target,
+                additional_forward_args=additional_forward_args,
+                layer_mask=layer_mask,
+                attribute_to_layer_input=attribute_to_layer_input,
+                perturbations_per_eval=perturbations_per_eval,
+                device_ids=self.device_ids,
+                skip_prefix=self.skip_prefix,
+            )
         return _unwrap(out, was_tuple)
 
 
@@ -153,15 +156,16 @@ class NeuronGradient:
     ) -> Tensor | tuple[Tensor, ...]:
         """Gradients with the shape of ``inputs``."""
         formatted, was_tuple = as_tuple(inputs)
-        out = neuron_gradient(
-            self.forward_func,
-            self.layer,
-            formatted,
-            neuron_selector,
-            additional_forward_args=additional_forward_args,
-            attribute_to_neuron_input=attribute_to_neuron_input,
-            device_ids=self.device_ids,
-        )
+        with model_lock(owner_module(self.forward_func), self.layer):
+            out = neuron_gradient(
+                self.forward_func,
+                self.layer,
+                formatted,
+                neuron_selector,
+                additional_forward_args=additional_forward_args,
+                attribute_to_neuron_input=attribute_to_neuron_input,
+                device_ids=self.device_ids,
+            )
         return _unwrap(out, was_tuple)
 
 
@@ -193,25 +197,26 @@ class SequentialIntegratedGradients:
     ) -> Any:
         """Attributions shaped like ``inputs`` (and the reference's delta when asked)."""
         formatted, was_tuple = as_tuple(inputs)
-        attrs, info = sequential_integrated_gradients(
-            self.forward_func,
-            formatted,
-            baselines=baselines,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            n_steps=n_steps,
-            method=method,
-            internal_batch_size=internal_batch_size,
-            multiply_by_inputs=self.multiply_by_inputs,
-            show_progress=show_progress,
-            tol=tol,
-        )
-        self.last_info = info
-        out = _unwrap(attrs, was_tuple)
-        if return_convergence_delta:
-            return out, self.compute_convergence_delta(
-                attrs, baselines, formatted, additional_forward_args=additional_forward_args, target=target
+        with model_lock(owner_module(self.forward_func)):
+            attrs, info = sequential_integrated_gradients(
+                self.forward_func,
+                formatted,
+                baselines=baselines,
+                target=target,
+                additional_forward_args=additional_forward_args,
+                n_steps=n_steps,
+                method=method,
+                internal_batch_size=internal_batch_size,
+                multiply_by_inputs=self.multiply_by_inputs,
+                show_progress=show_progress,
+                tol=tol,
             )
+            self.last_info = info
+            out = _unwrap(attrs, was_tuple)
+            if return_convergence_delta:
+                return out, self.compute_convergence_delta(
+                    attrs, baselines, formatted, additional_forward_args=additional_forward_args, target=target
+                )
         return out
 
     def compute_convergence_delta(
