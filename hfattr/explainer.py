@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Iterator, overload
 
 import torch
 from torch import nn
 
 from .core.hooks import preserved_state
+from .core.finite import NonFiniteError, check_finite
 from .core.locking import model_lock
 from .hf.prepare import Prepared, append_continuation, prepare
 from .hf.targets import resolve_targets
@@ -19,7 +21,7 @@ from .methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options
 from .result import Result
 
 __all__ = ["Explainer", "register_method", "list_methods", "get_method", "MethodSpec", "slice_encoded",
-           "jsonable"]
+           "jsonable", "check_result_finite", "empty_entries"]
 
 
 class Explainer:
@@ -97,7 +99,9 @@ class Explainer:
                 chunk = slice_encoded(enc_all, start, min(n, start + batch_size))
                 for prepared in self._prepared(chunk, targets[start : start + batch_size], spec, prep_opts):
                     for fields in spec.fn(prepared, **options):
-                        results.append(self._result(fields, method, options, enc_opts, prep_opts))
+                        kwargs = as_result_kwargs(fields, method)
+                        check_result_finite(kwargs, method=method, index=len(results))
+                        results.append(self._result(kwargs, method, options, enc_opts, prep_opts))
         return results[0] if single else results
 
     def _prepared(self, enc: Encoded, targets: list, spec: MethodSpec, prep_opts: dict) -> Iterator[Prepared]:
@@ -116,13 +120,38 @@ class Explainer:
                 one = append_continuation(self.tokenizer, one, r.extra_ids[:-1], _leading(cont, r, self.tokenizer))
             yield prepare(self.model, self.tokenizer, one, [r], **prep_opts)
 
-    def _result(self, fields: Any, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
+    def _result(self, kwargs: dict, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
         opts = {**enc_opts, **prep_opts, **options}
-        return Result(method=method, options=jsonable(opts), model_name=self.model_name,
-                      **as_result_kwargs(fields, method))
+        return Result(method=method, options=jsonable(opts), model_name=self.model_name, **kwargs)
 
     def __repr__(self) -> str:
         return f"Explainer(model={self.model_name!r}, methods={list_methods()})"
+
+
+def empty_entries(scores: Any, target: Any) -> torch.Tensor | None:
+    """The entries of a generation's scores that are empty by construction (NaN by design):
+    row ``j`` at and after column ``prompt_length + j``; ``None`` for any other Result."""
+    if not isinstance(target, dict) or target.get("kind") not in ("generation", "continuation"):
+        return None
+    p = target.get("prompt_length")
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not isinstance(p, int):
+        return None
+    rows = torch.arange(scores.shape[0]).unsqueeze(1)
+    cols = torch.arange(scores.shape[1]).unsqueeze(0)
+    return cols >= p + rows
+
+
+def check_result_finite(fields: dict, *, method: str, index: int) -> None:
+    """Raise if a method's scores (outside a generation's empty entries) or probability are NaN/Inf."""
+    where = f"method {method!r}, result {index}" + (f" (text {fields['text'][:40]!r})" if fields.get("text") else "")
+    scores = fields.get("scores")
+    check_finite(scores, f"the attribution scores of {where}", ignore=empty_entries(scores, fields.get("target")),
+                 hint="the model's output or gradient is NaN/Inf (check its weights and the baseline)")
+    prob = fields.get("probability")
+    values = prob if isinstance(prob, list) else [prob]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        raise NonFiniteError(f"the predicted probability of {where} is not finite ({prob}); the model's "
+                             "output is NaN/Inf (check its weights)")
 
 
 def _position_limit(model: nn.Module) -> int | None:

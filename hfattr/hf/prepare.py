@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.finite import check_finite
 from .targets import TargetForward, TargetRows, head_kind, resolve_targets
 from .text import Encoded, baseline_token_id
 
@@ -126,6 +127,11 @@ def prepare(
             base = torch.zeros_like(embeds)
         else:
             base = emb(torch.full_like(enc.input_ids[:, :1], bid)).detach().expand_as(embeds).contiguous()
+    real = enc.attention_mask.bool().unsqueeze(-1)
+    check_finite(embeds, "the input embeddings", ignore=~real.expand_as(embeds),
+                 hint="the model's embedding table holds NaN/Inf for some of these token ids")
+    what = "the zero baseline" if bid is None else f"the baseline embedding (token id {bid})"
+    check_finite(base, what, hint="choose another baseline= (e.g. 'pad', 'unk' or 'zero')")
     fixed = ~enc.attention_mask.bool()
     if keep_special:
         fixed = fixed | enc.special_mask.bool()
