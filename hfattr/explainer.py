@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Any, Iterator, overload
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from .core.hooks import preserved_state
 from .core.finite import NonFiniteError, check_finite
 from .core.locking import model_lock
-from .hf.prepare import Prepared, append_continuation, prepare
+from .hf.prepare import Prepared, append_continuation, check_loaded, check_token_ids, prepare
 from .hf.targets import resolve_targets
 from .hf.text import Encoded, encode
 from .methods import MethodSpec, get_method, list_methods, register_method
@@ -39,8 +40,16 @@ class Explainer:
                 f"model {type(model).__name__} has no input embeddings (get_input_embeddings()); hfattr "
                 "attributes to the input embeddings of a transformers model"
             )
-        if tokenizer is None or not callable(tokenizer):
-            raise TypeError("tokenizer must be a transformers tokenizer")
+        if getattr(model, "config", None) is None:
+            raise TypeError(
+                f"model {type(model).__name__} has no .config; Explainer needs a transformers model "
+                "(PreTrainedModel). For a plain torch module use the drop-in classes (FeatureAblation, ...)"
+            )
+        if tokenizer is None or not callable(tokenizer) or not callable(getattr(tokenizer, "convert_ids_to_tokens",
+                                                                                 None)):
+            raise TypeError(f"tokenizer must be a transformers tokenizer (callable, with convert_ids_to_tokens), "
+                            f"got {type(tokenizer).__name__}")
+        check_loaded(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
@@ -85,6 +94,7 @@ class Explainer:
         prep_opts = {k: options.pop(k) for k in PREPARE_OPTIONS if k in options}
         check_options(spec, options)
         enc_all, single = encode(self.tokenizer, text, model_max_length=_position_limit(self.model), **enc_opts)
+        check_token_ids(self.model, enc_all)
         n = enc_all.batch_size
         targets = target if isinstance(target, list) else [target] * n
         if len(targets) != n:
@@ -101,6 +111,7 @@ class Explainer:
                     for fields in spec.fn(prepared, **options):
                         kwargs = as_result_kwargs(fields, method)
                         check_result_finite(kwargs, method=method, index=len(results))
+                        _warn_only_specials(kwargs, method, len(results))
                         results.append(self._result(kwargs, method, options, enc_opts, prep_opts))
         return results[0] if single else results
 
@@ -152,6 +163,16 @@ def check_result_finite(fields: dict, *, method: str, index: int) -> None:
     if any(isinstance(v, float) and not math.isfinite(v) for v in values):
         raise NonFiniteError(f"the predicted probability of {where} is not finite ({prob}); the model's "
                              "output is NaN/Inf (check its weights)")
+
+
+def _warn_only_specials(fields: dict, method: str, index: int) -> None:
+    special, scores = fields.get("special_mask"), fields.get("scores")
+    if special and all(special) and isinstance(scores, torch.Tensor) and bool((scores == 0).all()):
+        warnings.warn(
+            f"text {index} ({fields.get('text')!r}) is made only of special tokens, which {method!r} keeps "
+            "fixed: every score is 0 by construction (pass keep_special=False to attribute to them)",
+            stacklevel=3,
+        )
 
 
 def _position_limit(model: nn.Module) -> int | None:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .text import Encoded
 
-__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES"]
+__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size"]
 
 SCORES = ("logit", "prob", "log_prob")
 
@@ -80,6 +80,15 @@ def _label_id(model: nn.Module, target: Any) -> int:
     if not 0 <= target < n:
         raise ValueError(f"target {target} is out of range for a model with {n} labels")
     return target
+
+
+def vocab_size(model: nn.Module) -> int:
+    """Rows of the model's output vocabulary (the output embeddings, else ``config.vocab_size``)."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(out, "weight", None)
+    if isinstance(weight, Tensor):
+        return int(weight.shape[0])
+    return int(getattr(model.config, "vocab_size", 0) or 0)
 
 
 def _label_name(model: nn.Module, idx: int) -> str:
@@ -147,6 +156,18 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             out.append(TargetRows([real[pos]], [idx], [_label_name(model, idx)], "token"))
     elif kind == "masked":
         mask_id = tokenizer.mask_token_id
+        vocab = vocab_size(model)
+        given: list[list[int] | None] = []
+        for i, t in enumerate(targets):  # checked before any forward pass
+            if t is None or isinstance(t, str):
+                given.append(None if t is None else _token_ids(tokenizer, t, "target"))
+            elif isinstance(t, int) and not isinstance(t, bool):
+                if not 0 <= t < vocab:
+                    raise ValueError(f"masked-LM target token id {t} is outside the vocabulary of the model "
+                                     f"(0..{vocab - 1})")
+                given.append([t])
+            else:
+                raise TypeError(f"masked-LM target must be None, a token id or a token text, got {t!r}")
         logits = _predict(model, enc, kind)
         for i, t in enumerate(targets):
             where = (enc.input_ids[i] == mask_id).nonzero().flatten().tolist() if mask_id is not None else []
@@ -155,7 +176,7 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             if t is None:
                 ids = [int(logits[i, p].argmax()) for p in where]
             else:
-                ids = _token_ids(tokenizer, t, "target") if isinstance(t, str) else [int(t)]
+                ids = given[i]
                 if len(ids) != len(where):
                     raise ValueError(f"target gives {len(ids)} token(s) for {len(where)} mask token(s)")
             out.append(TargetRows(where, ids, tokenizer.convert_ids_to_tokens(ids), "masked"))
@@ -171,8 +192,9 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
                 pos = [last + k for k in range(len(ids))]
                 out.append(TargetRows(pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids))
             elif isinstance(t, int) and not isinstance(t, bool):
-                if not 0 <= t < model.config.vocab_size:
-                    raise ValueError(f"target token id {t} is outside the vocabulary")
+                if not 0 <= t < vocab_size(model):
+                    raise ValueError(f"target token id {t} is outside the vocabulary of the model "
+                                     f"(0..{vocab_size(model) - 1})")
                 out.append(TargetRows([last], [t], tokenizer.convert_ids_to_tokens([t]), "next_token"))
             else:
                 raise TypeError(f"causal-LM target must be None, a token id or a continuation text, got {t!r}")

@@ -138,6 +138,10 @@ class LRP:
         args = format_additional_args(additional_forward_args)
         leaves = tuple(x.detach().requires_grad_(True) if x.is_floating_point() else x for x in formatted)
         ids = {i: x for i, x in enumerate(leaves) if not x.is_floating_point()}
+        if ids and not any(isinstance(m, nn.Embedding) for m in self.model.modules()):
+            raise ValueError(
+                f"inputs[{min(ids)}] is an integer tensor but the model has no nn.Embedding to read it; LRP "
+                "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding")
         capture = _EmbeddingCapture(self.model, ids)
         with torch.enable_grad(), attach_rules(self.model, composite=self._composite(), rules=self.rules,
                                                verbose=verbose) as att, capture.active():
