@@ -71,11 +71,11 @@ def score_color(value: float, scale: float) -> str:
 
 
 def printable(token: str) -> str:
-    """Show control characters (newlines, escapes, ...) as backslash escapes."""
+    """Show control characters (newlines, escapes, bidirectional overrides...) as backslash escapes."""
     out = []
     for ch in token:
         code = ord(ch)
-        if code < 32 or 0x7F <= code < 0xA0:
+        if code < 32 or 0x7F <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
             out.append(ch.encode("unicode_escape").decode("ascii"))
         else:
             out.append(ch)
