@@ -19,7 +19,7 @@ import torch
 from . import viz as _viz
 from ._version import __version__
 
-__all__ = ["Result", "read_text_file"]
+__all__ = ["Result", "read_text_file", "STORED_DTYPES"]
 
 _FORMAT = "hfattr.Result"
 _FORMAT_VERSION = 1
@@ -34,6 +34,8 @@ _DTYPES = {
         torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
     )
 }
+
+STORED_DTYPES = dict(_DTYPES)  # the dtypes a stored tensor may name (an allow-list, never getattr(torch, ...))
 
 
 # --------------------------------------------------------------------------- JSON codec

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .text import Encoded
 
-__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size"]
+__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size", "label_id"]
 
 SCORES = ("logit", "prob", "log_prob")
 
@@ -67,14 +67,29 @@ class TargetRows:
         return d
 
 
+def label_id(model: nn.Module, target: Any) -> int:
+    """The class id of ``target`` (an id, a label name in any case, or a numeric string)."""
+    return _label_id(model, target)
+
+
 def _label_id(model: nn.Module, target: Any) -> int:
     id2label = {int(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
     n = model.config.num_labels
     if isinstance(target, str):
         by_name = {v: k for k, v in id2label.items()}
-        if target not in by_name:
-            raise ValueError(f"unknown label name {target!r}; the model's labels are {sorted(by_name)}")
-        return by_name[target]
+        if target in by_name:
+            return by_name[target]
+        folded = {}
+        for name, idx in by_name.items():
+            folded.setdefault(str(name).casefold(), set()).add(idx)
+        match = folded.get(target.strip().casefold())
+        if match is not None and len(match) == 1:
+            return next(iter(match))
+        digits = target.strip()
+        if digits.lstrip("+-").isdigit() and digits.isascii():  # a numeric string is a class id
+            return _label_id(model, int(digits))
+        raise ValueError(f"unknown label name {target!r}; the model's labels are {sorted(by_name)} "
+                         "(names match case-insensitively; numeric strings are label ids)")
     if isinstance(target, bool) or not isinstance(target, int):
         raise TypeError(f"target must be a label id or a label name, got {target!r}")
     if not 0 <= target < n:
