@@ -27,6 +27,7 @@ from .storage import (RUN_FORMAT, failed_row, file_sha256, list_shards, load_res
                          remove_stale_temporaries, result_row, shard_info, shard_name, write_manifest,
                          write_shard)
 from ..explainer import Explainer, jsonable
+from ..hf.text import check_max_length
 from ..methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options, get_method
 
 __all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "AllRowsFailedError", "DEFAULT_SHARD_SIZE", "process_state"]
@@ -493,6 +494,9 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
                                ("shard_size", shard_size, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    check_max_length(method_options.get("max_length"))
+    if not isinstance(method_options.get("truncation", False), bool):
+        raise TypeError(f"truncation must be True or False, got {method_options['truncation']!r}")
     if not isinstance(text_column, str) or not text_column:
         raise ValueError(f"text_column must be a column name (str), got {text_column!r}")
     if target_column is not None and target is not None:
