@@ -228,7 +228,7 @@ def _model_reference(name: Any) -> Any:
 def _dry_run(explainer: Any, ds: Any, text_column: str, method: str, target: Any, options: dict) -> None:
     """Explain one row before anything is written, so that a bad method option or target is an
     error of the run (raised here) rather than a failure of every row."""
-    for text in ds[text_column][:50]:
+    for text in ds.select(range(min(50, len(ds))))[text_column]:
         if isinstance(text, str) and text.strip():
             try:
                 explainer.explain(text[:200], method=method, target=target, **{**options, "truncation": True})
@@ -248,7 +248,7 @@ def _check_labels(explainer: Any, ds: Any, target_column: str | None, n: int = 2
             return
     except ValueError:
         return
-    labels = [_whole(v) for v in ds[target_column][:200]]
+    labels = [_whole(v) for v in ds.select(range(min(200, len(ds))))[target_column]]
     labels = [v for v in labels if v is not None][:n]
     problems = []
     for v in labels:
