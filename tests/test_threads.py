@@ -9,6 +9,7 @@ is shared), and the drop-in classes on one torch model. The oracle is the same c
 from __future__ import annotations
 
 import random
+import types
 import threading
 
 import pytest
@@ -169,3 +170,19 @@ def test_interleavings_counted():
     assert 3 * ROUNDS_PER_EXPLAINER_SCENARIO + DROPIN_ROUNDS >= 300
     for name, n in COUNTED.items():  # the scenarios that ran in this session ran all their rounds
         assert n in (ROUNDS_PER_EXPLAINER_SCENARIO, DROPIN_ROUNDS), name
+
+
+def test_locks_die_with_their_objects():
+    import gc
+
+    from hfattr.core import locking
+
+    net = Net()
+    cfg = types.SimpleNamespace()
+    net.config = cfg
+    with locking.model_lock(net):
+        keys = {id(net), id(cfg)}
+        assert keys <= set(locking._LOCKS)
+    del net, cfg
+    gc.collect()
+    assert not keys & set(locking._LOCKS)

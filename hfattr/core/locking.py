@@ -19,19 +19,26 @@ from torch import nn
 
 __all__ = ["model_lock", "lock_keys", "owner_module"]
 
-_GUARD = threading.Lock()
-_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
-_BY_ID: dict[int, threading.RLock] = {}  # objects that cannot be weakly referenced (kept by id)
+_GUARD = threading.RLock()  # re-entrant: a finalizer may run (garbage collection) while it is held
+_LOCKS: dict[int, threading.RLock] = {}  # by id(); an entry is dropped when its object dies
+
+
+def _forget(key: int) -> None:
+    with _GUARD:
+        _LOCKS.pop(key, None)
 
 
 def _lock_of(obj: Any) -> threading.RLock:
+    """The lock of ``obj`` (configs are unhashable, so locks are kept by id, dropped with the object)."""
     with _GUARD:
-        try:
-            lock = _LOCKS.get(obj)
-            if lock is None:
-                lock = _LOCKS[obj] = threading.RLock()
-        except TypeError:  # not weakly referenceable (or unhashable)
-            lock = _BY_ID.setdefault(id(obj), threading.RLock())
+        key = id(obj)
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = threading.RLock()
+            try:
+                weakref.finalize(obj, _forget, key)
+            except TypeError:  # not weakly referenceable: the lock stays for the process
+                pass
         return lock
 
 
