@@ -9,7 +9,6 @@ is shared), and the drop-in classes on one torch model. The oracle is the same c
 from __future__ import annotations
 
 import random
-import types
 import threading
 
 import pytest
@@ -177,8 +176,11 @@ def test_locks_die_with_their_objects():
 
     from hfattr.core import locking
 
+    class Config:  # weakly referenceable, like transformers configs (which are unhashable)
+        __hash__ = None
+
     net = Net()
-    cfg = types.SimpleNamespace()
+    cfg = Config()
     net.config = cfg
     with locking.model_lock(net):
         keys = {id(net), id(cfg)}
