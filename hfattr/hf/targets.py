@@ -8,6 +8,7 @@ those scores; extra tensors travel as arguments so they are repeated with the ba
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,11 +177,11 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
         for i, t in enumerate(targets):  # checked before any forward pass
             if t is None or isinstance(t, str):
                 given.append(None if t is None else _token_ids(tokenizer, t, "target"))
-            elif isinstance(t, int) and not isinstance(t, bool):
-                if not 0 <= t < vocab:
+            elif isinstance(t, numbers.Integral) and not isinstance(t, bool):
+                if not 0 <= int(t) < vocab:
                     raise ValueError(f"masked-LM target token id {t} is outside the vocabulary of the model "
                                      f"(0..{vocab - 1})")
-                given.append([t])
+                given.append([int(t)])
             else:
                 raise TypeError(f"masked-LM target must be None, a token id or a token text, got {t!r}")
         logits = _predict(model, enc, kind)
