@@ -1,6 +1,7 @@
 """hfattr: feature attribution for Hugging Face transformers models."""
 
 from ._version import __version__
+from .core.finite import NonFiniteError
 from .core import FeatureAblation, LayerFeatureAblation, NeuronGradient, SequentialIntegratedGradients
 from .dataset import attribute_dataset, load_results
 from .explainer import Explainer, list_methods, register_method
@@ -35,4 +36,5 @@ __all__ = [
     "register_architecture",
     "get_architecture",
     "resolve_sites",
+    "NonFiniteError",
 ]

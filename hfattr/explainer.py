@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import warnings
 from typing import Any, Iterator, overload
 
 import torch
 from torch import nn
 
 from .core.hooks import preserved_state
-from .hf.prepare import Prepared, append_continuation, prepare
+from .core.finite import NonFiniteError, check_finite
+from .core.locking import model_lock
+from .hf.prepare import Prepared, append_continuation, check_loaded, check_token_ids, prepare
 from .hf.targets import resolve_targets
 from .hf.text import Encoded, encode
 from .methods import MethodSpec, get_method, list_methods, register_method
@@ -18,7 +22,7 @@ from .methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options
 from .result import Result
 
 __all__ = ["Explainer", "register_method", "list_methods", "get_method", "MethodSpec", "slice_encoded",
-           "jsonable"]
+           "jsonable", "check_result_finite", "empty_entries"]
 
 
 class Explainer:
@@ -36,8 +40,16 @@ class Explainer:
                 f"model {type(model).__name__} has no input embeddings (get_input_embeddings()); hfattr "
                 "attributes to the input embeddings of a transformers model"
             )
-        if tokenizer is None or not callable(tokenizer):
-            raise TypeError("tokenizer must be a transformers tokenizer")
+        if getattr(model, "config", None) is None:
+            raise TypeError(
+                f"model {type(model).__name__} has no .config; Explainer needs a transformers model "
+                "(PreTrainedModel). For a plain torch module use the drop-in classes (FeatureAblation, ...)"
+            )
+        if tokenizer is None or not callable(tokenizer) or not callable(getattr(tokenizer, "convert_ids_to_tokens",
+                                                                                 None)):
+            raise TypeError(f"tokenizer must be a transformers tokenizer (callable, with convert_ids_to_tokens), "
+                            f"got {type(tokenizer).__name__}")
+        check_loaded(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
@@ -53,14 +65,16 @@ class Explainer:
 
     @contextlib.contextmanager
     def _scoped(self) -> Iterator[None]:
-        config = self.model.config
-        attn = getattr(config, "_attn_implementation", None)
-        try:
-            with preserved_state(self.model, eval_mode=True, freeze=True):
-                yield
-        finally:
-            if attn is not None and getattr(config, "_attn_implementation", None) != attn:
-                config._attn_implementation = attn
+        """The model's lock (and its configs') for the whole call; eval mode, frozen, restored after."""
+        with model_lock(self.model):
+            config = self.model.config
+            attn = getattr(config, "_attn_implementation", None)
+            try:
+                with preserved_state(self.model, eval_mode=True, freeze=True):
+                    yield
+            finally:
+                if attn is not None and getattr(config, "_attn_implementation", None) != attn:
+                    config._attn_implementation = attn
 
     @overload
     def explain(self, text: str, *, method: str = ..., target: Any = ..., batch_size: int = ...,
@@ -80,6 +94,7 @@ class Explainer:
         prep_opts = {k: options.pop(k) for k in PREPARE_OPTIONS if k in options}
         check_options(spec, options)
         enc_all, single = encode(self.tokenizer, text, model_max_length=_position_limit(self.model), **enc_opts)
+        check_token_ids(self.model, enc_all)
         n = enc_all.batch_size
         targets = target if isinstance(target, list) else [target] * n
         if len(targets) != n:
@@ -94,7 +109,10 @@ class Explainer:
                 chunk = slice_encoded(enc_all, start, min(n, start + batch_size))
                 for prepared in self._prepared(chunk, targets[start : start + batch_size], spec, prep_opts):
                     for fields in spec.fn(prepared, **options):
-                        results.append(self._result(fields, method, options, enc_opts, prep_opts))
+                        kwargs = as_result_kwargs(fields, method)
+                        check_result_finite(kwargs, method=method, index=len(results))
+                        _warn_only_specials(kwargs, method, len(results))
+                        results.append(self._result(kwargs, method, options, enc_opts, prep_opts))
         return results[0] if single else results
 
     def _prepared(self, enc: Encoded, targets: list, spec: MethodSpec, prep_opts: dict) -> Iterator[Prepared]:
@@ -113,13 +131,48 @@ class Explainer:
                 one = append_continuation(self.tokenizer, one, r.extra_ids[:-1], _leading(cont, r, self.tokenizer))
             yield prepare(self.model, self.tokenizer, one, [r], **prep_opts)
 
-    def _result(self, fields: Any, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
+    def _result(self, kwargs: dict, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
         opts = {**enc_opts, **prep_opts, **options}
-        return Result(method=method, options=jsonable(opts), model_name=self.model_name,
-                      **as_result_kwargs(fields, method))
+        return Result(method=method, options=jsonable(opts), model_name=self.model_name, **kwargs)
 
     def __repr__(self) -> str:
         return f"Explainer(model={self.model_name!r}, methods={list_methods()})"
+
+
+def empty_entries(scores: Any, target: Any) -> torch.Tensor | None:
+    """The entries of a generation's scores that are empty by construction (NaN by design):
+    row ``j`` at and after column ``prompt_length + j``; ``None`` for any other Result."""
+    if not isinstance(target, dict) or target.get("kind") not in ("generation", "continuation"):
+        return None
+    p = target.get("prompt_length")
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not isinstance(p, int):
+        return None
+    rows = torch.arange(scores.shape[0]).unsqueeze(1)
+    cols = torch.arange(scores.shape[1]).unsqueeze(0)
+    return cols >= p + rows
+
+
+def check_result_finite(fields: dict, *, method: str, index: int) -> None:
+    """Raise if a method's scores (outside a generation's empty entries) or probability are NaN/Inf."""
+    where = f"method {method!r}, result {index}" + (f" (text {fields['text'][:40]!r})" if fields.get("text") else "")
+    scores = fields.get("scores")
+    check_finite(scores, f"the attribution scores of {where}", ignore=empty_entries(scores, fields.get("target")),
+                 hint="the model's output or gradient is NaN/Inf (check its weights and the baseline)")
+    prob = fields.get("probability")
+    values = prob if isinstance(prob, list) else [prob]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        raise NonFiniteError(f"the predicted probability of {where} is not finite ({prob}); the model's "
+                             "output is NaN/Inf (check its weights)")
+
+
+def _warn_only_specials(fields: dict, method: str, index: int) -> None:
+    special, scores = fields.get("special_mask"), fields.get("scores")
+    if special and all(special) and isinstance(scores, torch.Tensor) and bool((scores == 0).all()):
+        warnings.warn(
+            f"text {index} ({fields.get('text')!r}) is made only of special tokens, which {method!r} keeps "
+            "fixed: every score is 0 by construction (pass keep_special=False to attribute to them)",
+            stacklevel=3,
+        )
 
 
 def _position_limit(model: nn.Module) -> int | None:

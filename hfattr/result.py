@@ -19,7 +19,7 @@ import torch
 from . import viz as _viz
 from ._version import __version__
 
-__all__ = ["Result"]
+__all__ = ["Result", "read_text_file", "STORED_DTYPES"]
 
 _FORMAT = "hfattr.Result"
 _FORMAT_VERSION = 1
@@ -34,6 +34,8 @@ _DTYPES = {
         torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
     )
 }
+
+STORED_DTYPES = dict(_DTYPES)  # the dtypes a stored tensor may name (an allow-list, never getattr(torch, ...))
 
 
 # --------------------------------------------------------------------------- JSON codec
@@ -303,7 +305,7 @@ class Result:
             raise ValueError("not an hfattr Result: expected a dict with "
                              f"'format': {_FORMAT!r}")
         version = d.get("format_version")
-        if not isinstance(version, int) or version > _FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= _FORMAT_VERSION:
             raise ValueError(f"unsupported hfattr Result format_version {version!r} "
                              f"(this hfattr reads up to {_FORMAT_VERSION})")
         missing = [k for k in ("tokens", "token_ids", "scores") if k not in d]
@@ -327,10 +329,10 @@ class Result:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Result":
-        """Read a Result written by :meth:`save`."""
+    def load(cls, path: str | Path, *, max_bytes: int | None = None) -> "Result":
+        """Read a Result written by :meth:`save` (a regular UTF-8 JSON file; at most ``max_bytes``)."""
         path = Path(path)
-        raw = path.read_text(encoding="utf-8", errors="replace")
+        raw = read_text_file(path, max_bytes=max_bytes, what="hfattr Result file")
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, RecursionError) as err:
@@ -360,6 +362,32 @@ class Result:
         return _viz.text_table(self, color=False)
 
 
+def read_text_file(path: str | Path, *, max_bytes: int | None = None, what: str = "file") -> str:
+    """The text of a regular file, strictly UTF-8; refuses FIFOs, devices and files over ``max_bytes``."""
+    import os
+    import stat as _stat
+
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+        raise ValueError(f"max_bytes must be an int >= 1 or None, got {max_bytes!r}")
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if not _stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file (a directory, FIFO or device); expected an {what}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ValueError(f"{path} has {st.st_size} bytes, more than max_bytes={max_bytes}")
+    with open(path, "rb") as fh:
+        data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"{path} has more than max_bytes={max_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not valid UTF-8 (byte {err.start}); not an {what}") from None
+
+
 def _check_types(kwargs: dict) -> None:
     """Field types of a decoded Result (the JSON may come from anywhere)."""
     def ints(name: str, allow_none: bool = False) -> None:
@@ -377,3 +405,29 @@ def _check_types(kwargs: dict) -> None:
         raise ValueError("Result field 'tokens' must be a list of strings")
     ints("token_ids")
     ints("word_ids", allow_none=True)
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if not isinstance(kwargs.get("scores"), torch.Tensor) or not kwargs["scores"].is_floating_point():
+        raise ValueError("Result field 'scores' must be a stored floating-point tensor")
+    sm = kwargs.get("special_mask")
+    if sm is not None and (not isinstance(sm, list) or not all(isinstance(b, bool) for b in sm)):
+        raise ValueError("Result field 'special_mask' must be a list of booleans (true/false)")
+    offs = kwargs.get("offsets")
+    if offs is not None and (not isinstance(offs, list) or not all(
+            isinstance(o, list) and len(o) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in o)
+            for o in offs)):
+        raise ValueError("Result field 'offsets' must be a list of [start, end] integer pairs")
+    rows = kwargs.get("rows")
+    if rows is not None and (not isinstance(rows, list) or not all(isinstance(r, str) for r in rows)):
+        raise ValueError("Result field 'rows' must be a list of strings")
+    for name in ("target", "options", "extras"):
+        if name in kwargs and not isinstance(kwargs[name], dict):
+            raise ValueError(f"Result field {name!r} must be a JSON object (dict)")
+    prob = kwargs.get("probability")
+    if prob is not None and not number(prob) and not (isinstance(prob, list) and all(number(p) for p in prob)):
+        raise ValueError("Result field 'probability' must be a number or a list of numbers")
+    delta = kwargs.get("delta")
+    if delta is not None and not number(delta) and not isinstance(delta, torch.Tensor):
+        raise ValueError("Result field 'delta' must be a number or a stored tensor")

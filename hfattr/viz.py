@@ -70,12 +70,15 @@ def score_color(value: float, scale: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
+_BIDI = {c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}  # shown escaped
+
+
 def printable(token: str) -> str:
-    """Show control characters (newlines, escapes, ...) as backslash escapes."""
+    """Show control characters (newlines, escapes, bidirectional overrides...) as backslash escapes."""
     out = []
     for ch in token:
         code = ord(ch)
-        if code < 32 or 0x7F <= code < 0xA0:
+        if code < 32 or 0x7F <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
             out.append(ch.encode("unicode_escape").decode("ascii"))
         else:
             out.append(ch)
@@ -140,7 +143,7 @@ def html(result: "Result") -> str:
     if result.text is not None:
         text = ('<details class="hfattr-text" style="font-size:0.85em;color:#555">'
                 '<summary>text</summary><pre style="white-space:pre-wrap">'
-                f"{_html.escape(result.text, quote=True)}</pre></details>")
+                f"{_html.escape(result.text.translate(_BIDI), quote=True)}</pre></details>")
     return (f'<div class="hfattr" style="font-family:sans-serif;margin:6px 0">'
             f"{header}{body}{text}</div>")
 

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["register_command", "commands", "Command", "CLIError", "parse_target", "parse_options",
-           "quiet_loading", "use_color", "positive_int", "add_model_flags", "add_method_flags", "check_model_flag",
-           "EXIT_USAGE"]
+           "quiet_loading", "use_color", "positive_int", "add_model_flags", "add_method_flags", "check_model_flag", "EXIT_USAGE", "encode_options"]
 
 EXIT_USAGE = 2
 
@@ -138,6 +137,23 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, value parsed as JSON when possible (repeatable), "
                         "e.g. -o perturbations_per_eval=4 -o sites='\"mlp\"'")
+    p.add_argument("--truncation", action="store_true",
+                   help="cut texts longer than the limit (--max-length, else the model's) instead of failing")
+    p.add_argument("--max-length", type=positive_int, default=None, metavar="N",
+                   help="token limit per text (with --truncation: texts are cut to N tokens)")
+
+
+def encode_options(args: argparse.Namespace, options: dict) -> dict:
+    """``options`` plus ``--truncation`` / ``--max-length`` (given twice is an error)."""
+    out = dict(options)
+    for key, value in (("truncation", True if getattr(args, "truncation", False) else None),
+                       ("max_length", getattr(args, "max_length", None))):
+        if value is None:
+            continue
+        if key in out:
+            raise CLIError(f"{key} given both as --option and as --{key.replace('_', '-')}; give it once")
+        out[key] = value
+    return out
 
 
 def check_model_flag(model: str | None) -> None:

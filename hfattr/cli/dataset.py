@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, parse_options, parse_target,
+from .common import (CLIError, add_method_flags, encode_options, add_model_flags, check_model_flag, parse_options, parse_target,
                      positive_int, quiet_loading, register_command)
 
 __all__: list[str] = []
@@ -64,10 +64,11 @@ def _load_explainer(args: argparse.Namespace, options: dict, state) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from ..dataset import attribute_dataset, process_state
+    from ..dataset.run import AllRowsFailedError
     from ..methods import get_method
 
     get_method(args.method)  # fail before loading anything
-    options = parse_options(args.option)
+    options = encode_options(args, parse_options(args.option))
     for reserved, flag in (("target", "--target"), ("method", "--method"), ("batch_size", "--batch-size")):
         if reserved in options:
             raise CLIError(f"--option {reserved}=... is not allowed; use {flag}")
@@ -76,12 +77,15 @@ def _run(args: argparse.Namespace) -> int:
     datasets.disable_progress_bars()
     state = process_state()
     explainer = _load_explainer(args, options, state)
-    summary = attribute_dataset(
-        explainer, args.data, text_column=args.text_column, target_column=args.target_column,
-        target=parse_target(args.target), method=args.method, output_dir=args.output,
-        batch_size=args.batch_size, max_rows=args.max_rows, split=args.split, shard_size=args.shard_size,
-        progress=args.progress, data_source=args.data, **options,
-    )
+    try:
+        summary = attribute_dataset(
+            explainer, args.data, text_column=args.text_column, target_column=args.target_column,
+            target=parse_target(args.target), method=args.method, output_dir=args.output,
+            batch_size=args.batch_size, max_rows=args.max_rows, split=args.split, shard_size=args.shard_size,
+            progress=args.progress, data_source=args.data, **options,
+        )
+    except AllRowsFailedError as err:
+        summary = err.summary
     if not state.is_main_process:
         return 0
     print(summary.format())

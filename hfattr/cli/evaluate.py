@@ -55,6 +55,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=("value", "abs"), default="value",
                    help="rank tokens by signed score (default) or by magnitude")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per model call (default 64)")
+    p.add_argument("--allow-unsafe-weights", action="store_true",
+                   help="a model named by the results (not by --model) may load from weights other than "
+                        "safetensors (pickle-based .bin files can run code)")
     p.add_argument("--output", "-O", default=None, metavar="CSV",
                    help=f"per-row metrics (default: {_OUTPUT_NAME} in the run directory; none for JSON files)")
 
@@ -104,6 +107,23 @@ def _explainer(args: argparse.Namespace, name: str) -> Any:
     from ..pipeline import pipeline
 
     default = name == DEFAULT_MODEL_NAME or Path(name).resolve() == DEFAULT_MODEL_DIR
+    if not default and args.model is None and not args.allow_unsafe_weights:
+        # a name read from a results file: safetensors only (a pickled checkpoint can run code)
+        from ..hf.loading import load_model
+
+        try:
+            with quiet_loading():
+                model, tok = load_model(name, task=args.task, trust_remote_code=args.trust_remote_code,
+                                        use_safetensors=True)
+        except Exception as err:  # transformers raises OSError/ValueError/EnvironmentError kinds
+            raise CLIError(
+                f"the model {name!r} named in the results was not loaded: hfattr evaluate loads a model named by "
+                f"a results file only from safetensors weights ({' '.join(str(err).split())[:300]}); pass "
+                "--allow-unsafe-weights to allow other formats, or name the model with --model") from None
+        with quiet_loading():
+            pipe = pipeline(args.task, model, tok, trust_remote_code=args.trust_remote_code)
+        pipe.explainer.model_name = name
+        return pipe.explainer
     with quiet_loading():
         pipe = pipeline(args.task, None if default else name, trust_remote_code=args.trust_remote_code)
     return pipe.explainer
@@ -200,13 +220,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _write_csv(path: Path, rows: list[dict], ids: list[int], metrics: list[str]) -> None:
-    from ..dataset.storage import atomic_write_text
+    from ..dataset.storage import atomic_write_text, csv_cell
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["row_id", *metrics, "error"])
     for rid, row in zip(ids, rows):
-        w.writerow([rid, *("" if row[m] is None else repr(float(row[m])) for m in metrics), row["error"] or ""])
+        w.writerow([rid, *("" if row[m] is None else repr(float(row[m])) for m in metrics),
+                    csv_cell(row["error"] or "")])
     atomic_write_text(path, buf.getvalue())
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, parse_options, parse_target,
+from .common import (CLIError, add_method_flags, encode_options, add_model_flags, check_model_flag, parse_options, parse_target,
                      quiet_loading, register_command, use_color)
 
 __all__ = ["render"]
@@ -75,7 +75,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     from ..viz import save_html
 
     get_method(args.method)  # fail before loading a model
-    options = parse_options(args.option)
+    options = encode_options(args, parse_options(args.option))
     for reserved in ("target", "method"):
         if reserved in options:
             raise CLIError(f"--option {reserved}=... is not allowed; use --{reserved}")

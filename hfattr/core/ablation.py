@@ -25,6 +25,7 @@ from .inputs import (
     run_forward,
     select_target,
 )
+from .finite import check_finite, nonfinite_where
 from .batching import MemoryProbe, auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
@@ -100,6 +101,7 @@ class _Step:
     inputs: tuple[Tensor, ...]
     args: tuple[Any, ...] | None
     target: Any
+    ids: Any = None  # the feature ids ablated (one per block of rows)
 
     @property
     def n(self) -> int:
@@ -179,7 +181,7 @@ class _Plan:
         ablated = torch.where(stacked, self.baselines[i], x.unsqueeze(0))
         batch = list(repeated)
         batch[i] = ablated.reshape((n * x.shape[0],) + tuple(x.shape[1:]))
-        return _Step(i, stacked, tuple(batch), args, target)
+        return _Step(i, stacked, tuple(batch), args, target, chunk)
 
     _repeated: tuple | None = None
 
@@ -217,6 +219,8 @@ class _Totals:
 
     def __init__(self, plan: _Plan, initial: Tensor) -> None:
         self.plan = plan
+        check_finite(initial, "the forward function's output at the unperturbed input",
+                     hint="check the model's weights and the inputs")
         self.initial = initial
         self.n_outputs = initial.numel()
         self.flat = initial.reshape(1, -1).clone()  # the forward may reuse (and overwrite) its output tensor
@@ -244,6 +248,10 @@ class _Totals:
                 f"forward_func returned {modified.numel()} values for {n} perturbation(s); expected "
                 f"{n * self.n_outputs} (the unperturbed call returned {self.n_outputs})"
             )
+        if nonfinite_where(modified) is not None:
+            ids = step.ids.tolist() if isinstance(step.ids, Tensor) else step.ids
+            check_finite(modified, f"the forward function's output with feature id(s) {ids} of input "
+                         f"{step.index} ablated", hint="the model gives NaN/Inf under this perturbation")
         x = self.plan.inputs[step.index]
         diff = self.flat - modified.reshape(n, self.n_outputs).to(self.flat.device)
         diff = diff.reshape(diff.shape + (1,) * (x.dim() - 1)).to(x.device)

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .inputs import as_tuple, format_additional_args
 from .ablation import feature_ablation, feature_ablation_future
+from .inputs import as_tuple, format_additional_args
 from .layer import layer_feature_ablation, neuron_gradient
+from .locking import model_lock, owner_module
 from .sig import SIGInfo, completeness_error, convergence_delta, full_baselines, sequential_integrated_gradients
 
 __all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient", "SequentialIntegratedGradients",
@@ -96,16 +97,17 @@ class FeatureAblation:
     ) -> Tensor | tuple[Tensor, ...]:
         """Attributions with the shape of ``inputs`` (first dim 1 for per-batch outputs)."""
         formatted, was_tuple = as_tuple(inputs)
-        out = feature_ablation(
-            self.forward_func,
-            formatted,
-            baselines=baselines,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            feature_mask=feature_mask,
-            perturbations_per_eval=perturbations_per_eval,
-            show_progress=show_progress,
-        )
+        with model_lock(owner_module(self.forward_func)):
+            out = feature_ablation(
+                self.forward_func,
+                formatted,
+                baselines=baselines,
+                target=target,
+                additional_forward_args=additional_forward_args,
+                feature_mask=feature_mask,
+                perturbations_per_eval=perturbations_per_eval,
+                show_progress=show_progress,
+            )
         return _unwrap(out, was_tuple)
 
     @reference_method
@@ -193,20 +195,21 @@ class LayerFeatureAblation:
         one; the others pass through unablated and the result is that tensor's attribution.
         """
         formatted, _ = as_tuple(inputs)
-        out, was_tuple = layer_feature_ablation(
-            self.forward_func,
-            self.layer,
-            formatted,
-            layer_baselines=layer_baselines,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            layer_mask=layer_mask,
-            attribute_to_layer_input=attribute_to_layer_input,
-            perturbations_per_eval=perturbations_per_eval,
-            device_ids=self.device_ids,
-            fast=self.fast,
-            first_only=isinstance(layer_mask, Tensor),
-        )
+        with model_lock(owner_module(self.forward_func), self.layer):
+            out, was_tuple = layer_feature_ablation(
+                self.forward_func,
+                self.layer,
+                formatted,
+                layer_baselines=layer_baselines,
+                target=target,
+                additional_forward_args=additional_forward_args,
+                layer_mask=layer_mask,
+                attribute_to_layer_input=attribute_to_layer_input,
+                perturbations_per_eval=perturbations_per_eval,
+                device_ids=self.device_ids,
+                fast=self.fast,
+                first_only=isinstance(layer_mask, Tensor),
+            )
         return _unwrap(out, was_tuple)
 
 
@@ -255,15 +258,16 @@ class NeuronGradient:
     ) -> Tensor | tuple[Tensor, ...]:
         """Gradients with the shape of ``inputs``."""
         formatted, was_tuple = as_tuple(inputs)
-        out = neuron_gradient(
-            self.forward_func,
-            self.layer,
-            formatted,
-            neuron_selector,
-            additional_forward_args=additional_forward_args,
-            attribute_to_neuron_input=attribute_to_neuron_input,
-            device_ids=self.device_ids,
-        )
+        with model_lock(owner_module(self.forward_func), self.layer):
+            out = neuron_gradient(
+                self.forward_func,
+                self.layer,
+                formatted,
+                neuron_selector,
+                additional_forward_args=additional_forward_args,
+                attribute_to_neuron_input=attribute_to_neuron_input,
+                device_ids=self.device_ids,
+            )
         return _unwrap(out, was_tuple)
 
 
@@ -309,25 +313,26 @@ class SequentialIntegratedGradients:
             warnings.warn(f"internal_batch_size ({internal_batch_size}) is smaller than the number of "
                           f"examples ({n}); using {n}", UserWarning, stacklevel=2)
             internal_batch_size = n
-        attrs, info = sequential_integrated_gradients(
-            self.forward_func,
-            formatted,
-            baselines=baselines,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            n_steps=n_steps,
-            method=method,
-            internal_batch_size=internal_batch_size,
-            multiply_by_inputs=self.multiply_by_inputs,
-            show_progress=show_progress,
-            tol=tol,
-        )
-        self.last_info = info
-        out = _unwrap(attrs, was_tuple)
-        if return_convergence_delta:
-            return out, self.compute_convergence_delta(
-                attrs, baselines, formatted, additional_forward_args=additional_forward_args, target=target
+        with model_lock(owner_module(self.forward_func)):
+            attrs, info = sequential_integrated_gradients(
+                self.forward_func,
+                formatted,
+                baselines=baselines,
+                target=target,
+                additional_forward_args=additional_forward_args,
+                n_steps=n_steps,
+                method=method,
+                internal_batch_size=internal_batch_size,
+                multiply_by_inputs=self.multiply_by_inputs,
+                show_progress=show_progress,
+                tol=tol,
             )
+            self.last_info = info
+            out = _unwrap(attrs, was_tuple)
+            if return_convergence_delta:
+                return out, self.compute_convergence_delta(
+                    attrs, baselines, formatted, additional_forward_args=additional_forward_args, target=target
+                )
         return out
 
     @reference_method

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from .locking import model_lock
+
 __all__ = [
     "HookSet",
     "LayerValue",
@@ -299,14 +301,18 @@ def hook_counts(module: nn.Module) -> tuple[int, ...]:
 
 @contextlib.contextmanager
 def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = False) -> Iterator[nn.Module]:
-    """Run the block with ``model`` in eval mode (and optionally frozen), restoring it after."""
-    state = ModelState.of(model)
-    try:
-        if eval_mode:
-            model.eval()
-        if freeze:
-            for p in model.parameters():
-                p.requires_grad_(False)
-        yield model
-    finally:
-        state.restore(model)
+    """Run the block with ``model`` in eval mode (and optionally frozen), restoring it after.
+
+    The model's lock (:func:`~hfattr.core.locking.model_lock`) is held for the whole block.
+    """
+    with model_lock(model):
+        state = ModelState.of(model)
+        try:
+            if eval_mode:
+                model.eval()
+            if freeze:
+                for p in model.parameters():
+                    p.requires_grad_(False)
+            yield model
+        finally:
+            state.restore(model)

@@ -175,6 +175,13 @@ def _check_range(indices: Sequence[int], size: int) -> None:
 
 def check_target(target: Any, batch_size: int) -> None:
     """Validate a target's form early, before any forward pass is spent."""
+    if batch_size == 0:
+        raise ValueError("inputs have a batch of 0 examples; give at least one example")
+    if isinstance(target, Tensor) and (target.is_floating_point() or target.is_complex()
+                                       or target.dtype == torch.bool):
+        raise TypeError(f"target tensor must hold integer output indices, got dtype {target.dtype}")
+    if isinstance(target, float):
+        raise TypeError(f"target must be an int output index (or a tuple/list/tensor of them), got {target!r}")
     if isinstance(target, list) and len(target) != batch_size:
         raise ValueError(
             f"target list has {len(target)} entries; expected one per example ({batch_size})"

@@ -10,6 +10,7 @@ and cost nothing (with ``multiply_by_inputs``).
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor
 
+from .finite import check_finite
 from .inputs import format_additional_args, format_baselines, run_forward, select_target
 from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
@@ -259,6 +261,11 @@ def sequential_integrated_gradients(
     """
     L = _check_inputs(inputs)
     B = inputs[0].shape[0]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if internal_batch_size is not None and not is_auto(internal_batch_size) and not isinstance(
+            internal_batch_size, bool) and isinstance(internal_batch_size, int) and internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be >= 1 (or None / 'auto'), got {internal_batch_size}")
     auto = n_steps == "auto"
     if auto and method != "gausslegendre":
         raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use method='gausslegendre'")
@@ -279,6 +286,9 @@ def sequential_integrated_gradients(
         raise ValueError(f"target list has {len(target)} entries; expected one per example ({B})")
     args = format_additional_args(additional_forward_args)
     bases = full_baselines(baselines, inputs)
+    for k, (x, b) in enumerate(zip(inputs, bases)):
+        check_finite(x, f"inputs[{k}]")
+        check_finite(b, f"baselines[{k}]")
     active = _active(inputs, bases, positions, skip_equal=multiply_by_inputs)
     steps = torch.zeros(B, L, dtype=torch.long, device=active.device)
     # results do not depend on chunking; moderate chunks run fastest on CPUs
@@ -307,6 +317,9 @@ def sequential_integrated_gradients(
         info.rows += len(row_ex)
         steps[act] = n
         out = []
+        for k, g in enumerate(grads):
+            check_finite(g, f"the SIG path gradient of inputs[{k}]",
+                         hint="the model's gradient is NaN/Inf somewhere between the baseline and the input")
         for g, x, b in zip(grads, inputs, bases):
             a = g * (x - b).to(g.dtype) if multiply_by_inputs else g
             a = a * act.view(B, L, *([1] * (x.dim() - 2))).to(a.dtype)

@@ -123,13 +123,13 @@ def write_corpus_summary(source: Any, *, csv_path: str | os.PathLike | None = No
     if plot_path is None and base is not None:
         plot_path = base / "corpus_summary.png"
     summary = corpus_summary(source, min_count=min_count)
-    from .storage import atomic_write_text
+    from .storage import atomic_write_text, csv_cell
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in summary:
-        writer.writerow(r)
+        writer.writerow({k: csv_cell(v) for k, v in r.items()})
     atomic_write_text(csv_path, buf.getvalue())
     written_plot = None
     if plot_path not in (None, False):

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,18 +23,28 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from .storage import (RUN_FORMAT, failed_row, list_shards, load_results, read_manifest,
+from .storage import (RUN_FORMAT, failed_row, file_sha256, list_shards, load_results, read_manifest,
                          remove_stale_temporaries, result_row, shard_info, shard_name, write_manifest,
                          write_shard)
 from ..explainer import Explainer, jsonable
+from ..hf.text import check_max_length
 from ..methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options, get_method
 
-__all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "DEFAULT_SHARD_SIZE", "process_state"]
+__all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "AllRowsFailedError", "DEFAULT_SHARD_SIZE", "process_state"]
 
 DEFAULT_SHARD_SIZE = 1000
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
                   ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".arrow": "arrow"}
 _OWN_FILES = ("corpus_summary.csv", "corpus_summary.png")
+
+
+class AllRowsFailedError(RuntimeError):
+    """Every row of a dataset run failed; ``.summary`` is the run's :class:`RunSummary`."""
+
+    def __init__(self, summary: "RunSummary") -> None:
+        super().__init__(f"every row failed ({summary.failures} of {summary.rows_done}); see the 'error' column "
+                         f"in {summary.output_dir}. Fix the settings and start again in a new output directory")
+        self.summary = summary
 
 
 @dataclass
@@ -218,13 +229,37 @@ def _model_reference(name: Any) -> Any:
 def _dry_run(explainer: Any, ds: Any, text_column: str, method: str, target: Any, options: dict) -> None:
     """Explain one row before anything is written, so that a bad method option or target is an
     error of the run (raised here) rather than a failure of every row."""
-    for text in ds[text_column][:50]:
+    for text in ds.select(range(min(50, len(ds))))[text_column]:
         if isinstance(text, str) and text.strip():
             try:
-                explainer.explain(text[:200], method=method, target=target, truncation=True, **options)
+                explainer.explain(text[:200], method=method, target=target, **{**options, "truncation": True})
             except (ValueError, TypeError) as err:
                 raise ValueError(f"the run's settings fail on its first text: {err}") from None
             return
+
+
+def _check_labels(explainer: Any, ds: Any, target_column: str | None, n: int = 20) -> None:
+    """For a classifier, the first rows' labels must name the model's classes (else every row would fail)."""
+    from ..hf.targets import head_kind, label_id
+
+    if target_column is None:
+        return
+    try:
+        if head_kind(explainer.model) != "class":
+            return
+    except ValueError:
+        return
+    labels = [_whole(v) for v in ds.select(range(min(200, len(ds))))[target_column]]
+    labels = [v for v in labels if v is not None][:n]
+    problems = []
+    for v in labels:
+        try:
+            label_id(explainer.model, v)
+        except (ValueError, TypeError) as err:
+            problems.append(f"{v!r}: {err}")
+    if labels and len(problems) == len(labels):
+        raise ValueError(f"target_column {target_column!r}: none of its first {len(labels)} labels is a class of "
+                         f"the model ({problems[0]})")
 
 
 def _check_resume(out: Path, manifest: dict | None, identity: dict, fp: str, model_name: str) -> None:
@@ -417,8 +452,22 @@ def _scan(out: Path, fp: str, n_shards: int) -> dict[int, dict]:
     for k, path in list_shards(out).items():
         info = shard_info(path)
         if k < n_shards and info is not None and info.get("fingerprint") == fp:
-            done[k] = info
+            done[k] = {**info, "sha256": file_sha256(path)}
     return done
+
+
+def _drop_corrupt(out: Path, manifest: dict | None, done: dict[int, dict]) -> dict[int, dict]:
+    """Shards whose bytes differ from the checksum in the manifest are recomputed (with a warning)."""
+    recorded = {e.get("file"): e.get("sha256") for e in (manifest or {}).get("shards") or [] if isinstance(e, dict)}
+    keep = {}
+    for k, info in done.items():
+        want = recorded.get(shard_name(k))
+        if isinstance(want, str) and want != info.get("sha256"):
+            warnings.warn(f"{out / shard_name(k)} does not match the checksum recorded in the manifest "
+                          "(corrupted or modified); it is recomputed", RuntimeWarning, stacklevel=3)
+            continue
+        keep[k] = info
+    return keep
 
 
 def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, target_column: str | None = None,
@@ -446,6 +495,9 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
                                ("shard_size", shard_size, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    check_max_length(method_options.get("max_length"))
+    if not isinstance(method_options.get("truncation", False), bool):
+        raise TypeError(f"truncation must be True or False, got {method_options['truncation']!r}")
     if not isinstance(text_column, str) or not text_column:
         raise ValueError(f"text_column must be a column name (str), got {text_column!r}")
     if target_column is not None and target is not None:
@@ -472,9 +524,10 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
                          _data_digest(ds, text_column, target_column), shard_size)
     fp = _fingerprint(identity)
     _check_resume(out, manifest, identity, fp, explainer.model_name)
+    _check_labels(explainer, ds, target_column)
     _dry_run(explainer, ds, text_column, method, target, method_options)
     n_shards = math.ceil(n / shard_size)
-    done_before = _scan(out, fp, n_shards)
+    done_before = _drop_corrupt(out, manifest, _scan(out, fp, n_shards))
     state.wait_for_everyone()  # every process has checked before anything is written
 
     base = {
@@ -513,13 +566,16 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
         write_manifest(out, _manifest(base, done, status=status, num_processes=state.num_processes,
                                       last_run=summary.to_dict()))
     state.wait_for_everyone()
+    if summary.rows_done and summary.failures >= summary.rows_done:
+        raise AllRowsFailedError(summary)
     return summary
 
 
 def _manifest(base: dict, done: dict[int, dict], *, status: str, num_processes: int,
               last_run: dict | None = None) -> dict:
     shards = [{"file": shard_name(k), **{key: info[key] for key in
-                                          ("start", "stop", "rows", "failures", "tokens", "process")}}
+                                          ("start", "stop", "rows", "failures", "tokens", "process", "sha256")
+                                          if key in info}}
               for k, info in sorted(done.items())]
     return {**base, "status": status, "num_processes": num_processes, "shards": shards,
             "rows_done": sum(s["rows"] for s in shards), "failures": sum(s["failures"] for s in shards),

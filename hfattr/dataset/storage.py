@@ -19,11 +19,11 @@ from typing import Any, Iterator
 
 import torch
 
-from ..result import Result
+from ..result import STORED_DTYPES, Result
 
 __all__ = ["schema", "MANIFEST", "RUN_FORMAT", "shard_name", "write_shard", "shard_info", "list_shards",
            "read_manifest", "write_manifest", "atomic_write_text", "remove_stale_temporaries", "result_row",
-           "failed_row", "read_rows", "row_to_result", "load_results"]
+           "failed_row", "read_rows", "row_to_result", "load_results", "file_sha256", "csv_cell", "verify_shards"]
 
 RUN_FORMAT = "hfattr.dataset-run"
 MANIFEST = "manifest.json"
@@ -259,9 +259,15 @@ def read_rows(path: str | os.PathLike, columns: list[str] | None = None) -> Iter
     """The stored rows (dicts), in row-id order, from a run directory or one shard file."""
     import pyarrow.parquet as pq
 
+    import pyarrow as pa
+
     rows: list[dict] = []
     for shard in _shard_paths(path):
-        rows.extend(pq.read_table(shard, columns=columns and sorted(set(columns) | {"row_id"})).to_pylist())
+        try:
+            table = pq.read_table(shard, columns=columns and sorted(set(columns) | {"row_id"}))
+        except (OSError, pa.ArrowException) as err:
+            raise ValueError(f"{shard} is not a readable hfattr shard (corrupted or truncated?): {err}") from None
+        rows.extend(table.to_pylist())
     rows.sort(key=lambda r: r["row_id"])
     return iter(rows)
 
@@ -271,7 +277,11 @@ def row_to_result(row: dict) -> Result:
     if row.get("status") != "ok":
         raise ValueError(f"row {row.get('row_id')} failed ({row.get('error')}); it has no Result")
     d = json.loads(row["result_meta"])
-    dtype = getattr(torch, d.pop("scores_dtype", "float32"))
+    name = d.pop("scores_dtype", "float32")
+    dtype = STORED_DTYPES.get(name) if isinstance(name, str) else None
+    if dtype is None or not dtype.is_floating_point:
+        raise ValueError(f"row {row.get('row_id')}: stored scores dtype {name!r} is not one of "
+                         f"{[k for k, v in STORED_DTYPES.items() if v.is_floating_point]}")
     values = row["scores"] if row["scores"] is not None else row["scores_2d"]
     d.update(
         tokens=row["tokens"], token_ids=row["token_ids"], text=row["text"],
@@ -290,6 +300,12 @@ def load_results(path: str | os.PathLike, *, failed: str = "skip") -> list[Resul
     """
     if failed not in ("skip", "none"):
         raise ValueError(f"failed must be 'skip' or 'none', got {failed!r}")
+    if Path(path).is_dir():
+        bad = verify_shards(path)
+        if bad:
+            raise ValueError(f"{bad[0]} does not match the checksum recorded in {MANIFEST} (corrupted or modified "
+                             f"after the run{'; also ' + ', '.join(p.name for p in bad[1:]) if bad[1:] else ''}); "
+                             "rerun attribute-dataset on the directory to recompute it")
     out: list[Result | None] = []
     for row in read_rows(path):
         if failed == "none":
@@ -304,3 +320,48 @@ def load_results(path: str | os.PathLike, *, failed: str = "skip") -> list[Resul
         if isinstance(total, int) and total > len(out):
             out.extend([None] * (total - len(out)))
     return out
+
+
+# --------------------------------------------------------------------------- integrity
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_shards(directory: str | os.PathLike) -> list[Path]:
+    """Shard files whose SHA-256 differs from the one the manifest records (missing ones are not listed)."""
+    manifest = read_manifest(directory) or {}
+    bad = []
+    for entry in manifest.get("shards") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            continue
+        name = entry.get("file")
+        if not isinstance(name, str) or not _SHARD_RE.fullmatch(name):
+            continue
+        path = Path(directory) / name
+        if path.is_file() and file_sha256(path) != entry["sha256"]:
+            bad.append(path)
+    return bad
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run as a formula: text starting with = + - @ tab or CR gets a
+    leading ``'`` (numbers, and text that reads as a number, are left as they are)."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    if value[0] in "\t\r":
+        return "'" + value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..core.finite import check_finite
 from .targets import TargetForward, TargetRows, head_kind, resolve_targets
 from .text import Encoded, baseline_token_id
 
-__all__ = ["Prepared", "prepare", "input_device", "append_continuation"]
+__all__ = ["Prepared", "prepare", "input_device", "append_continuation", "check_loaded", "check_token_ids"]
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -21,6 +22,33 @@ def input_device(model: nn.Module) -> torch.device:
         raise ValueError(f"{type(model).__name__} has no input embeddings (get_input_embeddings() is None)")
     dev = emb.weight.device
     return torch.device("cpu") if dev.type == "meta" else dev
+
+
+def check_loaded(model: nn.Module) -> None:
+    """Refuse a model whose weights are on the ``meta`` device (not loaded, and not offloaded)."""
+    if any(p.device.type == "meta" for p in model.parameters()) and \
+            not any(hasattr(m, "_hf_hook") for m in model.modules()):
+        raise ValueError(
+            f"model {type(model).__name__} has parameters on the 'meta' device (its weights are not loaded); "
+            "load it with from_pretrained, or materialise it (model.to_empty(device=...)) and load weights"
+        )
+
+
+def check_token_ids(model: nn.Module, enc: Encoded) -> None:
+    """Every real token id is a row of the model's input embedding table (tokenizer and model match)."""
+    emb = model.get_input_embeddings()
+    weight = getattr(emb, "weight", None)
+    rows = getattr(emb, "num_embeddings", None) or (weight.shape[0] if isinstance(weight, Tensor) else None)
+    if not rows:
+        return
+    ids = enc.input_ids.masked_fill(~enc.attention_mask.bool(), 0)
+    bad = (ids < 0) | (ids >= rows)
+    if bool(bad.any()):
+        i, p = (int(v) for v in bad.nonzero()[0].tolist())
+        raise ValueError(
+            f"token id {int(ids[i, p])} (text {i}, position {p}) is outside the model's input embedding table "
+            f"of {rows} rows: the tokenizer does not match the model (vocabulary size)"
+        )
 
 
 @dataclass
@@ -126,6 +154,11 @@ def prepare(
             base = torch.zeros_like(embeds)
         else:
             base = emb(torch.full_like(enc.input_ids[:, :1], bid)).detach().expand_as(embeds).contiguous()
+    real = enc.attention_mask.bool().unsqueeze(-1)
+    check_finite(embeds, "the input embeddings", ignore=~real.expand_as(embeds),
+                 hint="the model's embedding table holds NaN/Inf for some of these token ids")
+    what = "the zero baseline" if bid is None else f"the baseline embedding (token id {bid})"
+    check_finite(base, what, hint="choose another baseline= (e.g. 'pad', 'unk' or 'zero')")
     fixed = ~enc.attention_mask.bool()
     if keep_special:
         fixed = fixed | enc.special_mask.bool()

@@ -8,6 +8,7 @@ those scores; extra tensors travel as arguments so they are repeated with the ba
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 from .heads import HEAD_SUFFIXES as _HEADS  # class-name suffix -> head kind
 from .text import Encoded
 
-__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES"]
+__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size", "label_id"]
 
 SCORES = ("logit", "prob", "log_prob")
 
@@ -58,19 +59,43 @@ class TargetRows:
         return d
 
 
+def label_id(model: nn.Module, target: Any) -> int:
+    """The class id of ``target`` (an id, a label name in any case, or a numeric string)."""
+    return _label_id(model, target)
+
+
 def _label_id(model: nn.Module, target: Any) -> int:
     id2label = {int(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
     n = model.config.num_labels
     if isinstance(target, str):
         by_name = {v: k for k, v in id2label.items()}
-        if target not in by_name:
-            raise ValueError(f"unknown label name {target!r}; the model's labels are {sorted(by_name)}")
-        return by_name[target]
+        if target in by_name:
+            return by_name[target]
+        folded = {}
+        for name, idx in by_name.items():
+            folded.setdefault(str(name).casefold(), set()).add(idx)
+        match = folded.get(target.strip().casefold())
+        if match is not None and len(match) == 1:
+            return next(iter(match))
+        digits = target.strip()
+        if digits.lstrip("+-").isdigit() and digits.isascii():  # a numeric string is a class id
+            return _label_id(model, int(digits))
+        raise ValueError(f"unknown label name {target!r}; the model's labels are {sorted(by_name)} "
+                         "(names match case-insensitively; numeric strings are label ids)")
     if isinstance(target, bool) or not isinstance(target, int):
         raise TypeError(f"target must be a label id or a label name, got {target!r}")
     if not 0 <= target < n:
         raise ValueError(f"target {target} is out of range for a model with {n} labels")
     return target
+
+
+def vocab_size(model: nn.Module) -> int:
+    """Rows of the model's output vocabulary (the output embeddings, else ``config.vocab_size``)."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(out, "weight", None)
+    if isinstance(weight, Tensor):
+        return int(weight.shape[0])
+    return int(getattr(model.config, "vocab_size", 0) or 0)
 
 
 def _label_name(model: nn.Module, idx: int) -> str:
@@ -138,6 +163,18 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             out.append(TargetRows([real[pos]], [idx], [_label_name(model, idx)], "token"))
     elif kind == "masked":
         mask_id = tokenizer.mask_token_id
+        vocab = vocab_size(model)
+        given: list[list[int] | None] = []
+        for i, t in enumerate(targets):  # checked before any forward pass
+            if t is None or isinstance(t, str):
+                given.append(None if t is None else _token_ids(tokenizer, t, "target"))
+            elif isinstance(t, numbers.Integral) and not isinstance(t, bool):
+                if not 0 <= int(t) < vocab:
+                    raise ValueError(f"masked-LM target token id {t} is outside the vocabulary of the model "
+                                     f"(0..{vocab - 1})")
+                given.append([int(t)])
+            else:
+                raise TypeError(f"masked-LM target must be None, a token id or a token text, got {t!r}")
         logits = _predict(model, enc, kind)
         for i, t in enumerate(targets):
             where = (enc.input_ids[i] == mask_id).nonzero().flatten().tolist() if mask_id is not None else []
@@ -146,7 +183,7 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             if t is None:
                 ids = [int(logits[i, p].argmax()) for p in where]
             else:
-                ids = _token_ids(tokenizer, t, "target") if isinstance(t, str) else [int(t)]
+                ids = given[i]
                 if len(ids) != len(where):
                     raise ValueError(f"target gives {len(ids)} token(s) for {len(where)} mask token(s)")
             out.append(TargetRows(where, ids, tokenizer.convert_ids_to_tokens(ids), "masked"))
@@ -162,8 +199,9 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
                 pos = [last + k for k in range(len(ids))]
                 out.append(TargetRows(pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids))
             elif isinstance(t, int) and not isinstance(t, bool):
-                if not 0 <= t < model.config.vocab_size:
-                    raise ValueError(f"target token id {t} is outside the vocabulary")
+                if not 0 <= t < vocab_size(model):
+                    raise ValueError(f"target token id {t} is outside the vocabulary of the model "
+                                     f"(0..{vocab_size(model) - 1})")
                 out.append(TargetRows([last], [t], tokenizer.convert_ids_to_tokens([t]), "next_token"))
             else:
                 raise TypeError(f"causal-LM target must be None, a token id or a continuation text, got {t!r}")

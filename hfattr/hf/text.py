@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Encoded", "encode", "baseline_token_id", "named_token_id", "normalise_texts", "chat_prompt"]
+__all__ = ["Encoded", "encode", "baseline_token_id", "named_token_id", "normalise_texts", "chat_prompt",
+           "check_max_length"]
 
 
 @dataclass
@@ -99,6 +100,9 @@ def encode(
     ``model_max_length``) raise unless ``truncation=True`` (then a warning is given).
     With ``chat=True`` each text is a user message; the template's own tokens count as special.
     """
+    check_max_length(max_length)
+    if not isinstance(truncation, bool):
+        raise TypeError(f"truncation must be True or False, got {truncation!r}")
     if callable(tokenizer) and _is_batch_encoding(text):
         return _from_batch_encoding(tokenizer, text), False
     texts, single = normalise_texts(text)
@@ -137,6 +141,16 @@ def encode(
     return _to_encoded(tokenizer, probe, texts, content_spans), single
 
 
+def check_max_length(max_length: Any) -> None:
+    """``max_length`` is None or an int >= 1 (a clear error otherwise)."""
+    if max_length is None:
+        return
+    if isinstance(max_length, bool) or not isinstance(max_length, int):
+        raise TypeError(f"max_length must be an int >= 1 (a number of tokens) or None, got {max_length!r}")
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1 (a number of tokens), got {max_length}")
+
+
 def _model_limit(tokenizer: Any) -> int | None:
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
@@ -153,6 +167,13 @@ def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
     ids = torch.as_tensor(batch["input_ids"])
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
+    if ids.dim() != 2 or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must be integer token ids of shape (batch, length), got {ids.dtype} of "
+                        f"shape {tuple(ids.shape)}")
+    if ids.numel() == 0:
+        raise ValueError("input_ids is empty; give at least one token")
+    if bool((ids < 0).any()):
+        raise ValueError(f"input_ids holds a negative token id ({int(ids.min())}); token ids are >= 0")
     mask = torch.as_tensor(batch.get("attention_mask", torch.ones_like(ids))).reshape(ids.shape)
     extra_in = {k: torch.as_tensor(batch[k]).reshape(ids.shape) for k in ("token_type_ids",) if k in batch}
     keep = [row_mask.bool() for row_mask in mask]

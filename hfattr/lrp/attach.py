@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from ..core.hooks import HookSet
+from ..core.locking import model_lock
 from .composites import Composite, Plan, build_plan
 from .rules import PropagationRule, gelu_tanh_ratio, phi, scale_grad, substitute, tanh_ratio, wide
 
@@ -269,6 +270,13 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
     the LRP relevance of the explained score. Raises ``TypeError`` before touching the model if a
     module has no rule.
     """
+    with model_lock(model):  # one attachment at a time per model (and per shared config)
+        with _attached(model, composite, rules, verbose) as att:
+            yield att
+
+
+@contextlib.contextmanager
+def _attached(model: nn.Module, composite: Any, rules: Any, verbose: bool) -> Iterator[Attachment]:
     if any(m is model for m in _ATTACHED):
         raise RuntimeError("LRP rules are already attached to this model (nested LRP calls on one model "
                            "are not supported)")

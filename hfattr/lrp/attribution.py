@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..core.finite import check_finite
 from ..core.inputs import as_output_tensor, as_tuple, call_forward, check_target, format_additional_args, \
     select_target
 from ..core.attribution import reference_method
@@ -139,6 +140,10 @@ class LRP:
         args = format_additional_args(additional_forward_args)
         leaves = tuple(x.detach().requires_grad_(True) if x.is_floating_point() else x for x in formatted)
         ids = {i: x for i, x in enumerate(leaves) if not x.is_floating_point()}
+        if ids and not any(isinstance(m, nn.Embedding) for m in self.model.modules()):
+            raise ValueError(
+                f"inputs[{min(ids)}] is an integer tensor but the model has no nn.Embedding to read it; LRP "
+                "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding")
         capture = _EmbeddingCapture(self.model, ids)
         with torch.enable_grad(), attach_rules(self.model, composite=self._composite(), rules=self.rules,
                                                verbose=verbose) as att, capture.active():
@@ -152,6 +157,7 @@ class LRP:
                     "pass a target that picks one output per example")
             floats = [i for i in range(len(leaves)) if i not in ids]
             wrt = [leaves[i] for i in floats] + [t for _, t in capture.seen]
+            check_finite(scores, "the explained output", hint="check the model's weights and the inputs")
             if not scores.requires_grad:
                 raise ValueError("the explained output does not depend on the inputs through the model")
             grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
@@ -166,6 +172,8 @@ class LRP:
                 raise ValueError(
                     f"inputs[{i}] is an integer tensor that no nn.Embedding of the model received; LRP "
                     "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding")
+        for i, r in enumerate(result):
+            check_finite(r, f"the LRP relevance of inputs[{i}]")
         out = tuple(result) if was_tuple else result[0]
         if return_convergence_delta:
             return out, self.compute_convergence_delta(out, scores.detach().reshape(n))  # type: ignore[arg-type]

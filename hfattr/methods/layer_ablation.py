@@ -57,12 +57,20 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
             )
         runs = []
         for mask in (per_token, whole):
-            (attr,), _ = layer_feature_ablation(
-                total, module, (prep.embeds,), layer_baselines=layer_baseline,
-                additional_forward_args=prep.forward_args(), layer_mask=mask.unsqueeze(-1),
-                perturbations_per_eval=perturbations_per_eval, skip_id=SKIP, root=prep.model, fast=fast,
-                first_only=True,
-            )
+            try:
+                (attr,), _ = layer_feature_ablation(
+                    total, module, (prep.embeds,), layer_baselines=layer_baseline,
+                    additional_forward_args=prep.forward_args(), layer_mask=mask.unsqueeze(-1),
+                    perturbations_per_eval=perturbations_per_eval, skip_id=SKIP, root=prep.model,
+                    fast=fast, first_only=True,
+                )
+            except ValueError as err:
+                if "layer_mask" not in str(err):
+                    raise
+                raise ValueError(
+                    f"site {name!r} ({type(module).__name__}) does not give one value per input token (length "
+                    f"{L}); layer_ablation needs a per-token site inside the transformer blocks, e.g. "
+                    "'attention', 'mlp' or 'blocks'") from None
             if attr.dim() < 2 or attr.shape[1] != L:
                 raise ValueError(
                     f"site {name!r} gives values of shape {tuple(attr.shape)}, not one per input token "

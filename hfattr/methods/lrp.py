@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..core.finite import check_finite
 from ..hf.architectures import resolve_sites
 from ..hf.prepare import Prepared
 from ..lrp.attach import attach_rules
@@ -75,6 +76,8 @@ def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = N
             for h in handles:
                 h.remove()
         att.check()
+        check_finite(scores, "the model's prediction (the explained logits)",
+                     hint="check the model's weights and the input embeddings")
         for name, values in captured.items():
             if len(values) != 1:
                 raise ValueError(f"site {name!r} produced {len(values)} relevance-carrying values in one forward "

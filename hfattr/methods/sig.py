@@ -30,6 +30,9 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     if n_steps == "auto" and integration != "gausslegendre":
         raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use integration='gausslegendre'")
+    if internal_batch_size is not None and not isinstance(internal_batch_size, bool) \
+            and isinstance(internal_batch_size, int) and internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be >= 1 (or None), got {internal_batch_size}")
     B, L, _ = prep.embeds.shape
     R = prep.n_rows
     embeds, base, active = prep.embeds, prep.baseline, ~prep.fixed
