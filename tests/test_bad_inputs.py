@@ -387,8 +387,6 @@ CASES = [
         w.xs, target=0, tol=-0.1), ValueError, "tol must be a finite number"),
     ("sig-dropin-ibs-0", "dropin", lambda w: SequentialIntegratedGradients(w.seq).attribute(
         w.xs, target=0, internal_batch_size=0), ValueError, "internal_batch_size must be >= 1"),
-    ("sig-dropin-ibs-small", "dropin", lambda w: SequentialIntegratedGradients(w.seq).attribute(
-        w.xs, target=0, internal_batch_size=1), ValueError, "must be at least the number of examples"),
     ("sig-dropin-steps-0", "dropin", lambda w: SequentialIntegratedGradients(w.seq).attribute(
         w.xs, target=0, n_steps=0), ValueError, "n_steps must be >= 1"),
     ("sig-dropin-method", "dropin", lambda w: SequentialIntegratedGradients(w.seq).attribute(

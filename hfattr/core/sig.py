@@ -178,7 +178,7 @@ def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: 
         # the rows perturb positions p and later only (a row at alpha = 1 may equal its input)
         fwd = functools.partial(forward_func, first_changed=int(p.min()))
     with torch.enable_grad():
-        out = run_forward(fwd, tuple(batch), _gather_target(target, e), _gather_args(args, e, B))
+        out = run_forward(fwd, tuple(batch), _gather_target(target, e), _gather_args(args, e, B), owned=True)
         g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
     for k, gk in enumerate(g):
         if gk is None:
@@ -190,7 +190,8 @@ def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: 
 
 @torch.no_grad()
 def _sum_per_example(forward_func: Callable, inputs: tuple[Tensor, ...], target: Any, args: tuple | None) -> Tensor:
-    out = run_forward(forward_func, inputs, target, args)
+    # copies: a forward that changes its input in place must not change the caller's tensors
+    out = run_forward(forward_func, tuple(x.clone() for x in inputs), target, args, owned=True)
     return out.reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.reshape(1)
 
 
