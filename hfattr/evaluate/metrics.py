@@ -29,6 +29,7 @@ from ..core.hooks import preserved_state
 from ..hf.prepare import input_device
 from ..hf.targets import head_kind
 from ..result import Result
+from .names import METRICS, REPLACEMENTS
 
 __all__ = [
     "comprehensiveness",
@@ -46,8 +47,6 @@ __all__ = [
     "Curve",
 ]
 
-REPLACEMENTS = ("mask", "pad", "remove")
-METRICS = ("comprehensiveness", "sufficiency", "log_odds", "aopc_deletion", "aopc_insertion")
 DEFAULT_REPLACEMENT = {
     "comprehensiveness": "remove",
     "sufficiency": "remove",
