@@ -103,6 +103,9 @@ def _write_summary(run_dir: str, csv_path, plot_path, min_count: int, top_k: int
         print("corpus summary plot skipped: matplotlib is not installed", file=sys.stderr)
     csv_out, plot_out = write_corpus_summary(run_dir, csv_path=csv_path, plot_path=plot_path,
                                              min_count=min_count, top_k=top_k)
+    if csv_out is None:
+        print("corpus:     none (no row has one score per token; `hfattr report` shows the rows)")
+        return
     print(f"corpus:     {csv_out}" + (f", {plot_out}" if plot_out else ""))
 
 

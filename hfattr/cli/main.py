@@ -13,7 +13,8 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 
 # Modules that register further commands when imported (each calls ``register_command``).
-COMMAND_MODULES = ("hfattr.cli.explain", "hfattr.cli.methods", "hfattr.cli.dataset", "hfattr.cli.evaluate")
+COMMAND_MODULES = ("hfattr.cli.explain", "hfattr.cli.methods", "hfattr.cli.dataset", "hfattr.cli.evaluate",
+                   "hfattr.cli.report")
 
 
 def _load_command_modules() -> None:

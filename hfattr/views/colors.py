@@ -83,7 +83,7 @@ def legend_html(scale: float) -> str:
     """A colour bar with its range and meaning (an HTML fragment)."""
     neg = "rgb({},{},{})".format(*NEG)
     pos = "rgb({},{},{})".format(*POS)
-    label = _html.escape(legend_text(scale), quote=True)
+    label = _html.escape(legend_text(scale) + "; scores beyond the range are drawn at full colour", quote=True)
     return (f'<div class="hfattr-legend" role="img" aria-label="{label}" style="display:flex;align-items:center;'
             f'gap:6px;font-size:0.8em;color:#333;margin:4px 0">'
             f'<span class="hfattr-legend-min">&minus;{scale:.3g}</span>'
@@ -91,7 +91,7 @@ def legend_html(scale: float) -> str:
             f'border:1px solid #999;background:linear-gradient(to right,{neg},#ffffff,{pos})"></span>'
             f'<span class="hfattr-legend-max">+{scale:.3g}</span>'
             f'<span style="color:#555">&nbsp;<b style="color:{pos}">red</b>: pushes toward the target, '
-            f'<b style="color:{neg}">blue</b>: pushes away from it; beyond the range drawn at full colour</span>'
+            f'<b style="color:{neg}">blue</b>: pushes away from it</span>'
             f"</div>")
 
 

@@ -20,7 +20,7 @@ from .common import describe, fmt_step, is_generation, matrix, prompt_length, ro
 if TYPE_CHECKING:  # pragma: no cover
     from ..result import Result
 
-__all__ = ["html", "save_html", "page", "STYLE", "esc"]
+__all__ = ["html", "html_body", "save_html", "page", "STYLE", "esc"]
 
 STYLE = """<style>
 .hfattr{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:6px 0;color:#111}
@@ -34,14 +34,14 @@ STYLE = """<style>
 .hfattr .hfattr-grid th{font-weight:normal}
 .hfattr .hfattr-col{vertical-align:bottom;padding:2px 0;min-width:2.6em;max-width:2.6em}
 .hfattr .hfattr-colhead{writing-mode:vertical-rl;transform:rotate(180deg);max-height:9em;overflow:hidden;
- text-overflow:ellipsis;white-space:pre;margin:0 auto;line-height:1.2}
+ text-overflow:ellipsis;white-space:pre;margin:0 auto;line-height:1.3;padding:0 2px}
 .hfattr .hfattr-row{text-align:right;padding:0 6px;white-space:pre;max-width:16em;overflow:hidden;
  text-overflow:ellipsis}
 .hfattr .hfattr-val{display:none}
 .hfattr .hfattr-show:checked ~ .hfattr-scroll .hfattr-val{display:inline}
 .hfattr .hfattr-empty{background:#ffffff}
 .hfattr tr.hfattr-first-gen th,.hfattr tr.hfattr-first-gen td{border-top:2px solid #888}
-.hfattr tr.hfattr-step th,.hfattr tr.hfattr-step td{color:#333;background:#f4f4f4;font-size:11px}
+.hfattr tr.hfattr-step th,.hfattr tr.hfattr-step td{color:#333;background:#f4f4f4;font-size:11px;padding:0 3px}
 .hfattr tr.hfattr-step-first th,.hfattr tr.hfattr-step-first td{border-top:2px solid #888}
 .hfattr .hfattr-scroll{overflow-x:auto;max-width:100%;padding-bottom:2em}
 .hfattr .hfattr-toggle{font-size:0.8em;color:#333;user-select:none}
@@ -66,18 +66,22 @@ def html(result: "Result", *, scale: float | None = None, values: bool = False) 
         raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
     header = (f'<div class="hfattr-header" style="font-size:0.9em;color:#333;margin-bottom:2px">'
               f"{esc(describe(result))}</div>")
-    if result.scores.dim() == 1:
-        body = _tokens(result, scale)
-    elif is_generation(result):
-        body = _generation(result, scale, values)
-    else:
-        body = _grid(result, scale, values)
+    body = html_body(result, scale, values=values)
     text = ""
     if result.text is not None:
         text = ('<details class="hfattr-text" style="font-size:0.85em;color:#555">'
                 '<summary>text</summary><pre style="white-space:pre-wrap">'
                 f"{_html.escape(result.text, quote=True)}</pre></details>")
     return f'<div class="hfattr">{STYLE}{header}{legend_html(scale)}{body}{text}</div>'
+
+
+def html_body(result: "Result", scale: float, *, values: bool = False) -> str:
+    """The view of ``result`` alone (no header, legend or style block), on the colour range ``scale``."""
+    if result.scores.dim() == 1:
+        return _tokens(result, scale)
+    if is_generation(result):
+        return _generation(result, scale, values)
+    return _grid(result, scale, values)
 
 
 def _style(value: float, scale: float, muted: bool) -> str:
