@@ -8,6 +8,7 @@ users, ``tabindex="0"`` with the value shown while focused.
 
 from __future__ import annotations
 
+import hashlib
 import html as _html
 import math
 from pathlib import Path
@@ -103,10 +104,13 @@ def _tokens(result: "Result", scale: float) -> str:
             'padding-bottom:1.6em">' + "".join(spans) + "</div>")
 
 
-def _toggle(values: bool) -> str:
+def _toggled(table: str, values: bool) -> str:
+    """``table`` after a "show values" checkbox (CSS only: the checkbox is the table's sibling)."""
+    ident = "hfattr-v" + hashlib.sha1(table.encode("utf-8")).hexdigest()[:12]
     checked = " checked" if values else ""
-    return (f'<label class="hfattr-toggle"><input type="checkbox" class="hfattr-show"{checked}> '
-            f"show values</label>")
+    return (f'<input type="checkbox" class="hfattr-show" id="{ident}"{checked}>'
+            f'<label class="hfattr-toggle" for="{ident}"> show values</label>'
+            f'<div class="hfattr-scroll">{table}</div>')
 
 
 def _col_head(j: int, tok: str, muted: bool) -> str:
@@ -139,8 +143,7 @@ def _grid(result: "Result", scale: float, values: bool) -> str:
             tip = f"{printable(label)} / {printable(result.tokens[j])}: {v:+.4g}"
             cells.append(_cell(r, j, v, scale, fixed[j], tip))
         lines.append("<tr>" + "".join(cells) + "</tr>")
-    return (_toggle(values) + '<div class="hfattr-scroll"><table class="hfattr-grid">' + "".join(lines)
-            + "</table></div>")
+    return _toggled('<table class="hfattr-grid">' + "".join(lines) + "</table>", values)
 
 
 def _generation(result: "Result", scale: float, values: bool) -> str:
@@ -174,8 +177,7 @@ def _generation(result: "Result", scale: float, values: bool) -> str:
                   f'title="{esc(name)} of {esc(gen[g])}: {esc(fmt_step(name, v))}">{esc(fmt_step(name, v))}</td>'
                   for g, v in enumerate(vals)]
         lines.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>")
-    return (_toggle(values) + '<div class="hfattr-scroll"><table class="hfattr-grid hfattr-gen">' + "".join(lines)
-            + "</table></div>")
+    return _toggled('<table class="hfattr-grid hfattr-gen">' + "".join(lines) + "</table>", values)
 
 
 def page(body: str, *, title: str = "hfattr attributions") -> str:
