@@ -55,6 +55,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=("value", "abs"), default="value",
                    help="rank tokens by signed score (default) or by magnitude")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per model call (default 64)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--output", "-O", default=None, metavar="CSV",
                    help=f"per-row metrics (default: {_OUTPUT_NAME} in the run directory; none for JSON files)")
 
@@ -104,7 +105,7 @@ def _explainer(args: argparse.Namespace, name: str) -> Any:
     from ..pipeline import pipeline
 
     default = name == DEFAULT_MODEL_NAME or Path(name).resolve() == DEFAULT_MODEL_DIR
-    with quiet_loading():
+    with quiet_loading(args.verbose):
         pipe = pipeline(args.task, None if default else name, trust_remote_code=args.trust_remote_code)
     return pipe.explainer
 
@@ -124,11 +125,12 @@ def _check_digest(explainer: Any, manifest: dict | None) -> None:
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk: int = 256,
-                     **options: Any) -> tuple[list[dict], dict[str, float]]:
+                     progress: bool = False, **options: Any) -> tuple[list[dict], dict[str, float]]:
     """Metrics for each Result (``None`` and unsupported Results get an ``error``) and their means.
 
     Returns ``(rows, means)``; ``rows[i]`` has ``index``, the metric values and ``error``.
-    ``options`` go to :func:`hfattr.evaluate.faithfulness`.
+    ``options`` go to :func:`hfattr.evaluate.faithfulness`; ``progress=True`` shows a bar over the rows
+    (in chunks of at most 32 rows).
     """
     from ..evaluate import check_result, faithfulness
 
@@ -144,12 +146,24 @@ def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk
             rows[i]["error"] = " ".join(str(err).removeprefix("result ").split())
             continue
         todo.append(i)
-    for a in range(0, len(todo), chunk):
-        idx = todo[a : a + chunk]
-        values = faithfulness(explainer, [results[i] for i in idx], metrics=metrics, **options)
-        for m, v in values.items():
-            for i, x in zip(idx, v.tolist()):
-                rows[i][m] = x
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        chunk = min(chunk, 32)
+        bar = tqdm(total=len(todo), desc="evaluating", unit="rows", leave=False)
+    try:
+        for a in range(0, len(todo), chunk):
+            idx = todo[a : a + chunk]
+            values = faithfulness(explainer, [results[i] for i in idx], metrics=metrics, **options)
+            for m, v in values.items():
+                for i, x in zip(idx, v.tolist()):
+                    rows[i][m] = x
+            if bar is not None:
+                bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
     means = {}
     for m in metrics:
         vals = [row[m] for row in rows if row[m] is not None and math.isfinite(row[m])]
@@ -178,7 +192,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_digest(explainer, manifest)
     rows, means = evaluate_results(explainer, results, metrics=metrics, top_k=args.top_k,
                                    replacement=replacement, steps=args.steps, by=args.by,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, progress=args.progress)
     n_ok = sum(r["error"] is None for r in rows)
     if n_ok == 0:
         raise CLIError(f"no row could be evaluated; e.g. {rows[0]['error']}")
