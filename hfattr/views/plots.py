@@ -38,7 +38,7 @@ def _figure(width: float, height: float, rows: int = 1, ratios=None):
 
 def _title(ax, result: "Result", width_in: float) -> None:
     chars = max(int(width_in * 13), 40)
-    ax.set_title("\n".join(textwrap.wrap(_mpl_text(describe(result)), chars)), fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(_mpl_text(describe(result)), chars, break_on_hyphens=False)), fontsize=9)
 
 
 def _colorbar(fig, ax, scale: float, *, orientation: str = "vertical"):

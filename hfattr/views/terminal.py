@@ -91,7 +91,8 @@ def _blocks(labels: list[str], heads: list[str], cells: list[list[str]], kinds: 
             color: bool, width: int, extra: list[tuple[str, list[str]]] = ()) -> list[str]:
     """Rows of right-aligned cells under column heads, wrapped into blocks of columns to fit ``width``."""
     lab_w = min(max([len(s) for s in labels + [e[0] for e in extra]] + [3]), 30)
-    cell_w = max([len(c) for row in cells for c in row] + [len(c) for _, row in extra for c in row] + [7])
+    cell_w = max([len(c) for row in cells for c in row] + [len(c) for _, row in extra for c in row] + [7]
+                 + [min(max(len(h) for h in heads), 10)])
     per_block = max((width - lab_w - 1) // (cell_w + 1), 1)
     lines: list[str] = []
     for start in range(0, len(heads), per_block):
@@ -134,5 +135,5 @@ def _generation(result: "Result", color: bool, width: int, scale: float) -> list
         kinds.append([_kind(v, fixed[j]) for v in column])
     extra = [(name, [fmt_step(name, v) for v in vals]) for name, vals in step_scores(result).items()]
     heads = [printable(g) for g in row_labels(result)]
-    out = ["rows: source tokens (* = generated before), columns: generated tokens"]
-    return out + _blocks(labels, heads, cells, kinds, color, width, extra)
+    note = textwrap.wrap("rows: source tokens (* = generated), columns: generated tokens", width)
+    return note + _blocks(labels, heads, cells, kinds, color, width, extra)
