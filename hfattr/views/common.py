@@ -54,10 +54,14 @@ def is_generation(result: "Result") -> bool:
 
 def prompt_length(result: "Result") -> int:
     """Number of source columns before the generated ones (P)."""
-    p = (result.target or {}).get("prompt_length")
+    target = result.target or {}
+    p = target.get("prompt_length")
     if isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= result.n_tokens:
         return p
-    return result.n_tokens - result.scores.shape[0]
+    positions = target.get("positions") or []
+    if positions and isinstance(positions[0], int) and 0 <= positions[0] < result.n_tokens:
+        return positions[0] + 1  # the position that predicts the first generated token is P - 1
+    return max(result.n_tokens - result.scores.shape[0], 0)
 
 
 def step_scores(result: "Result") -> dict[str, list[float]]:
@@ -88,6 +92,8 @@ def fmt_target(target: dict) -> str:
         return ""
     if target.get("kind") in ("generation", "continuation"):
         text = target.get("generated_text")
+        if not isinstance(text, str) and isinstance(target.get("tokens"), list):
+            text = " ".join(str(t) for t in target["tokens"])
         what = f"{target['kind']} {json.dumps(text)}" if isinstance(text, str) else target["kind"]
         if target.get("contrast_tokens"):
             what += " vs " + " ".join(str(t) for t in target["contrast_tokens"])
