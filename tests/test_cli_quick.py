@@ -148,3 +148,28 @@ def test_grid_runs_write_no_empty_corpus_files(runs, capsys):
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "No ranking" in page and page.count('class="hfattr-grid"') == 3
     assert token_score_rows(runs["ablation"]) == 3
+
+
+def test_elapsed_line_only_on_a_terminal_and_only_after_the_delay():
+    import io
+    import time
+
+    from hfattr.cli.common import elapsed
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    with elapsed("explaining with sig", after=0.05, stream=out):
+        time.sleep(0.4)
+    text = out.getvalue()
+    assert "\rexplaining with sig \u2026 0 s" in text and text.endswith("\r\x1b[K")  # the line is cleared
+    quick = Tty()
+    with elapsed("quick", after=5.0, stream=quick):
+        pass
+    assert quick.getvalue() == ""
+    pipe = io.StringIO()  # not a terminal: nothing
+    with elapsed("piped", after=0.0, stream=pipe):
+        time.sleep(0.1)
+    assert pipe.getvalue() == ""
