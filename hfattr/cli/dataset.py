@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, parse_options, parse_target,
-                     positive_int, quiet_loading, register_command)
+from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, elapsed, parse_options,
+                     parse_target, positive_int, quiet_loading, register_command)
 
 __all__: list[str] = []
 
@@ -52,7 +52,7 @@ def _load_explainer(args: argparse.Namespace, options: dict, state) -> object:
     if args.device_map is not None and state.num_processes > 1:
         raise CLIError(f"--device-map spreads one model over the devices of one process; it cannot be used "
                        f"with {state.num_processes} processes (launch one process, or leave --device-map out)")
-    with quiet_loading(args.verbose):
+    with elapsed("loading the model"), quiet_loading(args.verbose):
         pipe = pipeline(args.task, args.model, method=args.method, trust_remote_code=args.trust_remote_code,
                         device_map=args.device_map, **options)
     explainer = pipe.explainer

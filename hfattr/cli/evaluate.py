@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, add_model_flags, check_model_flag, quiet_loading, register_command
+from .common import CLIError, add_model_flags, check_model_flag, elapsed, quiet_loading, register_command
 
 __all__ = ["evaluate_results"]
 
@@ -105,7 +105,7 @@ def _explainer(args: argparse.Namespace, name: str) -> Any:
     from ..pipeline import pipeline
 
     default = name == DEFAULT_MODEL_NAME or Path(name).resolve() == DEFAULT_MODEL_DIR
-    with quiet_loading(args.verbose):
+    with elapsed("loading the model"), quiet_loading(args.verbose):
         pipe = pipeline(args.task, None if default else name, trust_remote_code=args.trust_remote_code)
     return pipe.explainer
 

@@ -75,12 +75,20 @@ _SCRIPT = """<script>
 
 
 # --------------------------------------------------------------------------- data
-def _load(run_dir: Path, max_rows: int) -> tuple[list[dict], int]:
+def _bar(items: list, desc: str, progress: bool) -> Any:
+    if not progress or len(items) <= 200:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="rows", leave=False)
+
+
+def _load(run_dir: Path, max_rows: int, progress: bool = False) -> tuple[list[dict], int]:
     """``(rows, total)``: each row a dict with row_id, status, error, text, result (or None)."""
     from ..dataset.storage import read_rows, row_to_result
 
     rows, total = [], 0
-    for row in read_rows(run_dir):
+    for row in _bar(list(read_rows(run_dir)), "reading rows", progress):
         total += 1
         if len(rows) >= max_rows:
             continue
@@ -246,7 +254,7 @@ def build_report(run_dir: str | os.PathLike, *, min_count: int | None = None, to
     if manifest is None:
         raise FileNotFoundError(f"{run_dir} is not a dataset-run directory (no manifest.json); "
                                 "make one with `hfattr attribute-dataset`")
-    rows, total = _load(run_dir, max_rows)
+    rows, total = _load(run_dir, max_rows, progress)
     results = [r["result"] for r in rows if r["result"] is not None]
     if min_count is None:
         min_count = 3 if len(results) >= 30 else 1
@@ -256,12 +264,7 @@ def build_report(run_dir: str | os.PathLike, *, min_count: int | None = None, to
     faith = _faithfulness(run_dir)
     per_row = faith[2] if faith else {}
     rendered, labels = [], set()
-    iterator = rows
-    if progress and len(rows) > 200:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(rows, desc="report", unit="rows", leave=False)
-    for row in iterator:
+    for row in _bar(rows, "drawing rows", progress):
         label, markup = _row(row, scale, per_row.get(row["row_id"]))
         labels.add(label)
         rendered.append(markup)
