@@ -166,7 +166,8 @@ def test_text_table_tokens_and_bars():
     assert "\x1b" not in out
     for tok in r.tokens:
         assert tok in out
-    lines = {line.split()[1]: line for line in out.splitlines()[2:]}
+    assert out.splitlines()[1] == "scale \u00b14: red = toward the target, blue = away from it"
+    lines = {line.split()[1]: line for line in out.splitlines()[3:]}
     bars = {tok: line.count("\u2588") for tok, line in lines.items()}
     assert bars["[CLS]"] == 0
     full = bars["bad"]  # |-4| is the largest non-special score: a full-width bar
@@ -179,7 +180,7 @@ def test_text_table_tokens_and_bars():
 def test_text_table_colors():
     r = make_1d()
     out = viz.text_table(r, color=True, width=80)
-    assert "\x1b[32m" in out and "\x1b[31m" in out and "\x1b[0m" in out
+    assert "\x1b[31m+2.0000" in out and "\x1b[34m-4.0000" in out and "\x1b[0m" in out  # red toward, blue away
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
     assert plain == viz.text_table(r, color=False, width=80)
 
@@ -188,7 +189,7 @@ def test_text_table_control_chars_in_tokens_are_shown_escaped():
     r = make_1d(tokens=("[CLS]", "\x1b[31mred", "new\nline", "ok", "[SEP]"))
     out = viz.text_table(r, color=False, width=80)
     assert "\x1b" not in out and "\\x1b[31mred" in out and "new\\nline" in out
-    assert len(out.splitlines()) == 2 + 5
+    assert len(out.splitlines()) == 3 + 5
 
 
 def test_text_table_2d_grid_and_wrapping():

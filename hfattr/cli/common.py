@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["register_command", "commands", "Command", "CLIError", "parse_target", "parse_options",
-           "quiet_loading", "use_color", "positive_int", "add_model_flags", "add_method_flags", "check_model_flag", "EXIT_USAGE", "encode_options"]
+           "quiet_loading", "elapsed", "use_color", "positive_int", "add_model_flags", "add_method_flags",
+           "check_model_flag", "EXIT_USAGE", "encode_options"]
 
 EXIT_USAGE = 2
 
@@ -90,17 +91,65 @@ def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No transformers progress bars while the model loads (restored afterwards)."""
+def quiet_loading(verbose: bool = False) -> Iterator[None]:
+    """No transformers progress bars, load reports or warnings while the model loads (unless ``verbose``).
+
+    Errors still show; everything is restored afterwards.
+    """
+    if verbose:
+        yield
+        return
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def elapsed(what: str, *, after: float = 2.0, stream=None) -> Iterator[None]:
+    """On a terminal, show ``what ... N s`` on one line while the block runs longer than ``after`` seconds."""
+    import threading
+    import time
+
+    out = sys.stderr if stream is None else stream
+    if not getattr(out, "isatty", lambda: False)():
+        yield
+        return
+    done = threading.Event()
+    start = time.monotonic()
+    shown = []
+
+    def tick() -> None:
+        if done.wait(after):
+            return
+        while not done.is_set():
+            out.write(f"\r{what} \u2026 {time.monotonic() - start:.0f} s")
+            out.flush()
+            shown.append(True)
+            done.wait(0.5)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
     try:
         yield
     finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
+        done.set()
+        thread.join()
+        if shown:
+            out.write("\r\x1b[K")
+            out.flush()
 
 
 def use_color(args: argparse.Namespace) -> bool:

@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from .common import (CLIError, add_method_flags, encode_options, add_model_flags, check_model_flag, parse_options, parse_target,
-                     positive_int, quiet_loading, register_command)
+from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, elapsed, encode_options,
+                     parse_options, parse_target, positive_int, quiet_loading, register_command)
 
 __all__: list[str] = []
 
@@ -53,7 +53,7 @@ def _load_explainer(args: argparse.Namespace, options: dict, state) -> Any:
     if args.device_map is not None and state.num_processes > 1:
         raise CLIError(f"--device-map spreads one model over the devices of one process; it cannot be used "
                        f"with {state.num_processes} processes (launch one process, or leave --device-map out)")
-    with quiet_loading():
+    with elapsed("loading the model"), quiet_loading(args.verbose):
         pipe = pipeline(args.task, args.model, method=args.method, trust_remote_code=args.trust_remote_code,
                         device_map=args.device_map, **options)
     explainer = pipe.explainer
@@ -108,6 +108,9 @@ def _write_summary(run_dir: str, csv_path, plot_path, min_count: int, top_k: int
         print("corpus summary plot skipped: matplotlib is not installed", file=sys.stderr)
     csv_out, plot_out = write_corpus_summary(run_dir, csv_path=csv_path, plot_path=plot_path,
                                              min_count=min_count, top_k=top_k)
+    if csv_out is None:
+        print("corpus:     none (no row has one score per token; `hfattr report` shows the rows)")
+        return
     print(f"corpus:     {csv_out}" + (f", {plot_out}" if plot_out else ""))
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, add_model_flags, quiet_loading, register_command
+from .common import CLIError, add_model_flags, elapsed, quiet_loading, register_command
 
 __all__ = ["evaluate_results"]
 
@@ -58,6 +58,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-unsafe-weights", action="store_true",
                    help="a model named by the results (not by --model) may load from weights other than "
                         "safetensors (pickle-based .bin files can run code)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--output", "-O", default=None, metavar="CSV",
                    help=f"per-row metrics (default: {_OUTPUT_NAME} in the run directory; none for JSON files)")
 
@@ -112,7 +113,7 @@ def _explainer(args: argparse.Namespace, name: str) -> Any:
         from ..hf.loading import load_model
 
         try:
-            with quiet_loading():
+            with elapsed("loading the model"), quiet_loading(args.verbose):
                 model, tok = load_model(name, task=args.task, trust_remote_code=args.trust_remote_code,
                                         use_safetensors=True)
         except Exception as err:  # transformers raises OSError/ValueError/EnvironmentError kinds
@@ -120,11 +121,11 @@ def _explainer(args: argparse.Namespace, name: str) -> Any:
                 f"the model {name!r} named in the results was not loaded: hfattr evaluate loads a model named by "
                 f"a results file only from safetensors weights ({' '.join(str(err).split())[:300]}); pass "
                 "--allow-unsafe-weights to allow other formats, or name the model with --model") from None
-        with quiet_loading():
+        with quiet_loading(args.verbose):
             pipe = pipeline(args.task, model, tok, trust_remote_code=args.trust_remote_code)
         pipe.explainer.model_name = name
         return pipe.explainer
-    with quiet_loading():
+    with elapsed("loading the model"), quiet_loading(args.verbose):
         pipe = pipeline(args.task, None if default else name, trust_remote_code=args.trust_remote_code)
     return pipe.explainer
 
@@ -144,11 +145,12 @@ def _check_digest(explainer: Any, manifest: dict | None) -> None:
 
 # --------------------------------------------------------------------------- evaluation
 def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk: int = 256,
-                     **options: Any) -> tuple[list[dict], dict[str, float]]:
+                     progress: bool = False, **options: Any) -> tuple[list[dict], dict[str, float]]:
     """Metrics for each Result (``None`` and unsupported Results get an ``error``) and their means.
 
     Returns ``(rows, means)``; ``rows[i]`` has ``index``, the metric values and ``error``.
-    ``options`` go to :func:`hfattr.evaluate.faithfulness`.
+    ``options`` go to :func:`hfattr.evaluate.faithfulness`; ``progress=True`` shows a bar over the rows
+    (in chunks of at most 32 rows).
     """
     from ..evaluate import check_result, faithfulness
 
@@ -164,12 +166,24 @@ def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk
             rows[i]["error"] = " ".join(str(err).removeprefix("result ").split())
             continue
         todo.append(i)
-    for a in range(0, len(todo), chunk):
-        idx = todo[a : a + chunk]
-        values = faithfulness(explainer, [results[i] for i in idx], metrics=metrics, **options)
-        for m, v in values.items():
-            for i, x in zip(idx, v.tolist()):  # type: ignore[union-attr]  # a tensor for a list of results
-                rows[i][m] = x
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        chunk = min(chunk, 32)
+        bar = tqdm(total=len(todo), desc="evaluating", unit="rows", leave=False)
+    try:
+        for a in range(0, len(todo), chunk):
+            idx = todo[a : a + chunk]
+            values = faithfulness(explainer, [results[i] for i in idx], metrics=metrics, **options)
+            for m, v in values.items():
+                for i, x in zip(idx, v.tolist()):  # type: ignore[union-attr]  # a tensor for a list of results
+                    rows[i][m] = x
+            if bar is not None:
+                bar.update(len(idx))
+    finally:
+        if bar is not None:
+            bar.close()
     means = {}
     for m in metrics:
         vals = [row[m] for row in rows if row[m] is not None and math.isfinite(row[m])]
@@ -198,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_digest(explainer, manifest)
     rows, means = evaluate_results(explainer, results, metrics=metrics, top_k=args.top_k,
                                    replacement=replacement, steps=args.steps, by=args.by,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size, progress=args.progress)
     n_ok = sum(r["error"] is None for r in rows)
     if n_ok == 0:
         raise CLIError(f"no row could be evaluated; e.g. {rows[0]['error']}")

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from .common import (CLIError, add_method_flags, encode_options, add_model_flags, check_model_flag, parse_options, parse_target,
-                     quiet_loading, register_command, use_color)
+from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, elapsed, encode_options,
+                     parse_options, parse_target, quiet_loading, register_command, use_color)
 
 __all__ = ["render"]
 
@@ -82,10 +82,11 @@ def _run_explain(args: argparse.Namespace) -> int:
     if "batch_size" in options:
         raise CLIError("--option batch_size=... is not allowed; explain runs one text")
     check_model_flag(args.model)
-    with quiet_loading():
+    with elapsed("loading the model"), quiet_loading(args.verbose):
         pipe = pipeline(args.task, args.model, method=args.method, trust_remote_code=args.trust_remote_code,
                         target=parse_target(args.target), **options)
-    result = pipe(args.text)
+    with elapsed(f"explaining with {args.method}"):
+        result = pipe(args.text)
     print(render(result, color=use_color(args)))
     if args.json:
         result.save(args.json)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["corpus_summary", "write_corpus_summary", "plot_corpus_summary", "CSV_COLUMNS"]
+__all__ = ["corpus_summary", "write_corpus_summary", "plot_corpus_summary", "token_score_rows", "CSV_COLUMNS"]
 
 CSV_COLUMNS = ("label", "rank", "token", "mean_score", "count", "total_score")
 
@@ -49,26 +49,26 @@ def _rows_from_run(path: str | os.PathLike) -> Iterable[tuple[str, Any, Any, Any
         yield str("all" if label is None else label), row["tokens"], row["scores"], row["special_mask"]
 
 
-def corpus_summary(source: Any, *, min_count: int = 1, skip_special: bool = True) -> list[dict]:
-    """Ranked token statistics per label from a run directory (or shard) or a list of Results.
-
-    Returns dicts with the keys of :data:`CSV_COLUMNS`, grouped by label (labels sorted), each
-    group ranked by ``mean_score`` (highest first, ties by token). Tokens seen fewer than
-    ``min_count`` times are left out.
-    """
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-        raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
+def _collect(source: Any, skip_special: bool) -> tuple[dict, dict, int]:
+    """``(total, count, rows)``: per label and token the sum and number of scores, and the rows used."""
     rows = _rows_from_run(source) if isinstance(source, (str, os.PathLike)) else _rows_from_results(source)
     total: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     count: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    used = 0
     for label, tokens, scores, special in rows:
         if tokens is None:
             continue
+        used += 1
+        total[label]  # a label with only special tokens still appears
         for j, (tok, s) in enumerate(zip(tokens, scores)):
             if skip_special and special is not None and special[j]:
                 continue
             total[label][tok] += float(s)
             count[label][tok] += 1
+    return total, count, used
+
+
+def _ranked(total: dict, count: dict, min_count: int) -> list[dict]:
     out: list[dict] = []
     for label in sorted(total):
         stats = [(tok, total[label][tok] / n, n, total[label][tok]) for tok, n in count[label].items()
@@ -79,6 +79,28 @@ def corpus_summary(source: Any, *, min_count: int = 1, skip_special: bool = True
     return out
 
 
+def _check_min_count(min_count: Any) -> None:
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
+
+
+def corpus_summary(source: Any, *, min_count: int = 1, skip_special: bool = True) -> list[dict]:
+    """Ranked token statistics per label from a run directory (or shard) or a list of Results.
+
+    Returns dicts with the keys of :data:`CSV_COLUMNS`, grouped by label (labels sorted), each
+    group ranked by ``mean_score`` (highest first, ties by token). Tokens seen fewer than
+    ``min_count`` times are left out.
+    """
+    _check_min_count(min_count)
+    total, count, _ = _collect(source, skip_special)
+    return _ranked(total, count, min_count)
+
+
+def token_score_rows(source: Any) -> int:
+    """How many successful rows of ``source`` have one score per token (what the summary uses)."""
+    return _collect(source, True)[2]
+
+
 def plot_corpus_summary(summary: list[dict], *, top_k: int = 15, path: str | os.PathLike | None = None) -> Any:
     """Horizontal bar charts (one panel per label) of the ``top_k`` tokens; returns the Figure."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -87,6 +109,9 @@ def plot_corpus_summary(summary: list[dict], *, top_k: int = 15, path: str | os.
         from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
     except ImportError as err:  # matplotlib is the optional "plot" extra
         raise ImportError("the corpus-summary plot needs matplotlib (pip install 'hfattr[plot]')") from err
+    from ..views.colors import NEG, POS  # the colour language of every view
+
+    pos, neg = "#{:02x}{:02x}{:02x}".format(*POS), "#{:02x}{:02x}{:02x}".format(*NEG)
     labels = sorted({r["label"] for r in summary}) or ["(no rows)"]
     fig = Figure(figsize=(4.5 * len(labels), 0.35 * top_k + 1.5))
     axes = fig.subplots(1, len(labels), squeeze=False)
@@ -94,7 +119,7 @@ def plot_corpus_summary(summary: list[dict], *, top_k: int = 15, path: str | os.
         top = [r for r in summary if r["label"] == label][:top_k]
         names = [f"{r['token']} ({r['count']})" for r in top][::-1]
         values = [r["mean_score"] for r in top][::-1]
-        ax.barh(range(len(values)), values, color=["#c0392b" if v >= 0 else "#2471a3" for v in values])
+        ax.barh(range(len(values)), values, color=[pos if v >= 0 else neg for v in values])
         ax.set_yticks(range(len(values)), names)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title(f"{label}: top {len(top)} tokens")
@@ -107,11 +132,12 @@ def plot_corpus_summary(summary: list[dict], *, top_k: int = 15, path: str | os.
 
 def write_corpus_summary(source: Any, *, csv_path: str | os.PathLike | None = None,
                          plot_path: str | os.PathLike | None = None, min_count: int = 1,
-                         top_k: int = 15) -> tuple[Path, Path | None]:
+                         top_k: int = 15) -> tuple[Path | None, Path | None]:
     """Write the summary as CSV and (when ``plot_path`` is not False) a PNG plot.
 
     Paths default to ``corpus_summary.csv`` / ``.png`` inside a run directory ``source``.
-    Returns ``(csv_path, plot_path or None)``.
+    Returns ``(csv_path, plot_path or None)``, or ``(None, None)`` without writing anything when no
+    row has one score per token (methods such as ``layer_ablation``, or generations).
     """
     if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
         raise FileNotFoundError(f"run directory {str(source)!r} does not exist")
@@ -122,7 +148,11 @@ def write_corpus_summary(source: Any, *, csv_path: str | os.PathLike | None = No
         csv_path = base / "corpus_summary.csv"
     if plot_path is None and base is not None:
         plot_path = base / "corpus_summary.png"
-    summary = corpus_summary(source, min_count=min_count)
+    _check_min_count(min_count)
+    total, count, used = _collect(source, True)
+    if used == 0:  # e.g. layer_ablation grids or generations: nothing to rank, so no (empty) files
+        return None, None
+    summary = _ranked(total, count, min_count)
     from .storage import atomic_write_text, csv_cell
 
     buf = io.StringIO()

@@ -35,7 +35,7 @@ __all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "AllR
 DEFAULT_SHARD_SIZE = 1000
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
                   ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".arrow": "arrow"}
-_OWN_FILES = ("corpus_summary.csv", "corpus_summary.png")
+_OWN_FILES = ("corpus_summary.csv", "corpus_summary.png", "faithfulness.csv", "report.html")
 
 
 class AllRowsFailedError(RuntimeError):

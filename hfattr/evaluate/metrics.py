@@ -31,6 +31,7 @@ from ..hf.heads import TARGET_HEADS
 from ..hf.text import named_token_id
 from ..hf.targets import head_kind
 from ..result import Result
+from .names import METRICS, REPLACEMENTS
 
 __all__ = [
     "comprehensiveness",
@@ -48,8 +49,6 @@ __all__ = [
     "Curve",
 ]
 
-REPLACEMENTS = ("mask", "pad", "remove")
-METRICS = ("comprehensiveness", "sufficiency", "log_odds", "aopc_deletion", "aopc_insertion")
 DEFAULT_REPLACEMENT = {
     "comprehensiveness": "remove",
     "sufficiency": "remove",

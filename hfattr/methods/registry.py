@@ -6,7 +6,9 @@ which :func:`register_method` checks when the method is registered.
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,13 +22,27 @@ GENERAL_OPTIONS = ENCODE_OPTIONS + PREPARE_OPTIONS
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method; ``remove()`` unregisters it (if it is still the registered one)."""
+    """A registered method; ``remove()`` unregisters it (if it is still the registered one).
+
+    ``target`` is the function, or ``"module:function"`` imported (and checked) on first use of
+    :attr:`fn`, so that listing the methods needs neither torch nor transformers.
+    """
 
     name: str
-    fn: Callable[..., list]
+    target: Callable[..., list] | str
     description: str = ""
     batched: bool = True  # may take several texts with one target row each in one call
     needs_grad: bool = False
+
+    @property
+    def fn(self) -> Callable[..., list]:
+        """The method's function (imported on first use when registered as ``"module:function"``)."""
+        if isinstance(self.target, str):
+            module, _, attr = self.target.partition(":")
+            fn = getattr(importlib.import_module(module), attr)
+            _check_signature(self.name, fn)
+            object.__setattr__(self, "target", fn)
+        return self.target  # type: ignore[return-value]
 
     def remove(self) -> None:
         if _METHODS.get(self.name) is self:
@@ -55,17 +71,24 @@ def _check_signature(name: str, fn: Callable[..., Any]) -> None:
 
 def register_method(
     name: str,
-    fn: Callable[..., list],
+    fn: Callable[..., list] | str,
     *,
     description: str = "",
     batched: bool = True,
     needs_grad: bool = False,
     overwrite: bool = False,
 ) -> MethodSpec:
-    """Make ``fn`` available as ``Explainer.explain(..., method=name)``; returns a handle with ``remove()``."""
+    """Make ``fn`` available as ``Explainer.explain(..., method=name)``; returns a handle with ``remove()``.
+
+    ``fn`` may also be a ``"module:function"`` string, imported when the method is first used.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError("method name must be a non-empty string")
-    _check_signature(name, fn)
+    if isinstance(fn, str):
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", fn):
+            raise ValueError(f"method {name!r}: fn as a string must be 'module:function', got {fn!r}")
+    else:
+        _check_signature(name, fn)
     if name in _METHODS and not overwrite:
         raise ValueError(f"method {name!r} is already registered; pass overwrite=True to replace it")
     spec = MethodSpec(name, fn, description, batched, needs_grad)
