@@ -49,7 +49,7 @@ def format_baselines(
 ) -> tuple[Tensor | float | int, ...]:
     """One baseline (scalar or tensor broadcastable to the input) per input tensor."""
     if baselines is None:
-        return tuple(0 for _ in inputs)
+        return tuple(False if x.dtype == torch.bool else 0 for x in inputs)
     if not isinstance(baselines, tuple):
         baselines = (baselines,)
     if len(baselines) != len(inputs):
@@ -59,7 +59,7 @@ def format_baselines(
     out: list[Tensor | float | int] = []
     for i, (b, x) in enumerate(zip(baselines, inputs)):
         where = f"{name}[{i}]" if len(inputs) > 1 else name
-        if isinstance(b, numbers.Number) and not isinstance(b, bool):
+        if isinstance(b, numbers.Number):  # bools included, as in the reference
             out.append(b)
             continue
         if not isinstance(b, Tensor):

@@ -81,14 +81,16 @@ def _check_ppe(perturbations_per_eval: Any) -> int:
     return perturbations_per_eval
 
 
-def _baseline_tensor(b: Any, x: Tensor, where: str) -> Tensor:
+def _baseline_tensor(b: Any, x: Tensor) -> Tensor:
+    """``b`` as a tensor of the ablated input's dtype: torch's promotion of ``x`` and ``b``.
+
+    As in the reference, an integer input with a float baseline is ablated as a floating point
+    input, a bool input with the default baseline 0 as int64, and a tensor baseline of a wider
+    dtype widens the input.
+    """
     if isinstance(b, Tensor):
-        if not x.is_floating_point() and b.is_floating_point() and not torch.equal(b, b.round()):
-            raise ValueError(f"{where} has non-integer values but the input is {x.dtype}")
-        return b.to(dtype=x.dtype).unsqueeze(0)
-    if not x.is_floating_point() and not float(b).is_integer():
-        raise ValueError(f"{where} is {b!r} but the input is {x.dtype}; give an integer baseline")
-    return torch.as_tensor(b, dtype=x.dtype, device=x.device)
+        return b.to(dtype=torch.promote_types(x.dtype, b.dtype)).unsqueeze(0)
+    return torch.as_tensor(b, dtype=torch.result_type(x, b), device=x.device)
 
 
 @dataclass
@@ -132,10 +134,7 @@ class _Plan:
         self.mask_name = mask_name
         self.masks = format_feature_mask(feature_mask, inputs, name=mask_name)
         raw = format_baselines(baselines, inputs, name=baseline_name)
-        self.baselines = tuple(
-            _baseline_tensor(b, x, f"{baseline_name}[{i}]" if len(inputs) > 1 else baseline_name)
-            for i, (b, x) in enumerate(zip(raw, inputs))
-        )
+        self.baselines = tuple(_baseline_tensor(b, x) for b, x in zip(raw, inputs))
         self.ids = tuple(
             torch.unique(m) if x.numel() > 0 else m.new_empty(0)
             for m, x in zip(self.masks, inputs)
@@ -176,7 +175,8 @@ class _Plan:
         _, repeated, args, target = self._repeated
         x, mask = self.inputs[i], self.masks[i]
         stacked = mask.unsqueeze(0) == chunk.view((n,) + (1,) * mask.dim())
-        ablated = torch.where(stacked, self.baselines[i], x.unsqueeze(0))
+        base = self.baselines[i]
+        ablated = torch.where(stacked, base, x.unsqueeze(0).to(base.dtype))
         batch = list(repeated)
         batch[i] = ablated.reshape((n * x.shape[0],) + tuple(x.shape[1:]))
         return _Step(i, stacked, tuple(batch), args, target)
