@@ -281,7 +281,7 @@ def feature_ablation(
             initial = run_forward(forward_func, inputs, target, plan.args)
         totals = _Totals(plan, initial)
         plan.choose_size(probe)
-        with progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
+        with progress_bar(1 + plan.n_calls(), show_progress, "Feature Ablation attribution") as bar:
             bar.update()
             plan.run(lambda step: run_forward(forward_func, step.inputs, step.target, step.args), totals, bar)
     return totals.result()
@@ -313,7 +313,7 @@ def feature_ablation_future(
         return fut.then(lambda f: select_target(as_output_tensor(f.value()), tgt))
 
     plan.choose_size(MemoryProbe(inputs[0].device))
-    with progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
+    with progress_bar(1 + plan.n_calls(), show_progress, "Feature Ablation attribution") as bar:
         first = launch(inputs, plan.args, target)
         bar.update()
         steps = list(plan.steps())
