@@ -85,8 +85,8 @@ def _baseline_tensor(b: Any, x: Tensor) -> Tensor:
     """``b`` as a tensor of the ablated input's dtype: torch's promotion of ``x`` and ``b``.
 
     As in the reference, an integer input with a float baseline is ablated as a floating point
-    input, a bool input with the default baseline 0 as int64, and a tensor baseline of a wider
-    dtype widens the input.
+    input, a bool input with an integer baseline as int64, and a tensor baseline of a wider dtype
+    widens the input.
     """
     if isinstance(b, Tensor):
         return b.to(dtype=torch.promote_types(x.dtype, b.dtype)).unsqueeze(0)

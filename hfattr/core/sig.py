@@ -21,8 +21,8 @@ from ._args import format_additional_args, format_baselines, run_forward, select
 from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
-__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta", "full_baselines",
-           "completeness_error"]
+__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
+           "full_baselines", "completeness_error"]
 
 _ROW_TOKENS = 16384  # default rows per call × sequence length when internal_batch_size is None
 FIRST_CHANGED = "accepts_first_changed"  # forward functions with this attribute get first_changed=
