@@ -17,6 +17,9 @@ import hfattr
 
 captum_attr = oracle("captum.attr")
 
+# captum's LRP notes that it switched requires_grad on for the inputs
+pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor.*did not already require gradients")
+
 D = torch.float64
 
 
