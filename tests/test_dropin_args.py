@@ -2,6 +2,7 @@
 
 * integer (and bool) inputs with a float baseline: the ablated input is promoted by torch's rules,
   the forward function sees the same dtypes as under captum, atol 1e-12;
+* inputs of another length in dimension 0 ("sparse" id lists) with a one-value-per-batch output;
 * SIG with ``internal_batch_size`` smaller than the batch: a warning, then the batch size, as
   time-interpret does (atol/rtol 1e-6: time-interpret rounds its quadrature weights to float32);
 * a single ``layer_mask`` for a layer whose output holds several tensors (eager attention with
@@ -96,6 +97,28 @@ def test_promotion_reaches_layer_ablation_too():
     ref = captum_attr.LayerFeatureAblation(ref_net, ref_net.ids).attribute(INT_X, **kw)
     assert ours_net.rec.seen[1:] == ref_net.rec.seen[1:] and torch.float32 in ref_net.rec.seen
     torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
+
+
+class SparseSum(nn.Module):
+    """One value for the whole batch; the second input is a list of ids of any length."""
+
+    def forward(self, x: Tensor, ids: Tensor) -> Tensor:
+        w = torch.tensor([3.0, 1.0, 2.0], dtype=D)
+        return (x @ w + (ids[0] if ids.numel() else 0)).sum()
+
+
+@pytest.mark.parametrize("ids", [torch.tensor([], dtype=D), torch.tensor([1.0, 7.0, 2.0, 4.0, 5.0], dtype=D)],
+                         ids=["empty", "five"])
+@pytest.mark.parametrize("mask", [None, (torch.tensor([[0, 0, 1]]), torch.tensor([0]))], ids=["no-mask", "mask"])
+def test_sparse_inputs_of_another_length_with_an_aggregate_output(ids, mask):
+    x = torch.tensor([[1.0, -2.0, 3.0], [2.0, -1.0, 3.0]], dtype=D)
+    if mask is not None and ids.numel() == 0:
+        mask = (mask[0], torch.zeros(0, dtype=torch.long))
+    ours = hfattr.FeatureAblation(SparseSum()).attribute((x, ids), feature_mask=mask)
+    ref = captum_attr.FeatureAblation(SparseSum()).attribute((x, ids), feature_mask=mask)
+    assert [a.shape for a in ours] == [a.shape for a in ref] == [(1, 3), (1,) + tuple(ids.shape[1:])]
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,12 +17,14 @@ from torch import Tensor
 from ._args import (
     as_output_tensor,
     call_forward,
+    check_same_batch,
     check_target,
     expand_additional_args,
     expand_target,
     format_additional_args,
     format_baselines,
     run_forward,
+    same_batch_error,
     select_target,
 )
 from .batching import MemoryProbe, auto_rows, is_auto, is_out_of_memory
@@ -37,7 +39,7 @@ def format_feature_mask(
     """One integer mask per input, with the input's rank; default: every scalar its own feature."""
     if feature_mask is None:
         return tuple(
-            torch.arange(x[0].numel(), device=x.device).reshape((1,) + tuple(x.shape[1:]))
+            torch.arange(math.prod(x.shape[1:]), device=x.device).reshape((1,) + tuple(x.shape[1:]))
             for x in inputs
         )
     masks = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
@@ -128,6 +130,11 @@ class _Plan:
         self.auto = is_auto(perturbations_per_eval)
         self.ppe = 1 if self.auto else _check_ppe(perturbations_per_eval)
         self.batch = inputs[0].shape[0]
+        # inputs of other lengths in dimension 0 (e.g. a list of sparse ids): only for a forward
+        # function returning one value for the whole batch, one perturbation per call
+        self.ragged = any(x.shape[0] != self.batch for x in inputs)
+        if self.ragged and (self.auto or self.ppe != 1):
+            check_same_batch(inputs, why=" when perturbations_per_eval is not 1")
         check_target(target, self.batch)
         self.target = target
         self.args = format_additional_args(additional_forward_args)
@@ -146,8 +153,8 @@ class _Plan:
         return sum(math.ceil(len(ids) / self.ppe) for ids in self.ids)
 
     def check_masks(self, n_outputs: int) -> None:
-        for i, m in enumerate(self.masks):
-            if m.shape[0] not in (1, n_outputs):
+        for i, (m, x) in enumerate(zip(self.masks, self.inputs)):
+            if x.numel() > 0 and m.shape[0] not in (1, n_outputs):  # an empty input has no features
                 where = f"{self.mask_name}[{i}]" if len(self.masks) > 1 else self.mask_name
                 raise ValueError(
                     f"{where} has first dimension {m.shape[0]}, but forward_func gives "
@@ -219,6 +226,10 @@ class _Totals:
         self.plan = plan
         self.initial = initial
         self.n_outputs = initial.numel()
+        if plan.ragged and self.n_outputs != 1:
+            check_same_batch(plan.inputs, why=(
+                f" unless forward_func returns one value for the whole batch (it returned shape "
+                f"{tuple(initial.shape)})"))
         self.flat = initial.reshape(1, -1)
         plan.check_masks(self.n_outputs)
         self.totals = [
@@ -278,7 +289,13 @@ def feature_ablation(
     probe = MemoryProbe(inputs[0].device)
     with torch.no_grad():
         with probe.measure():
-            initial = run_forward(forward_func, inputs, target, plan.args)
+            try:
+                initial = run_forward(forward_func, inputs, target, plan.args)
+            except Exception as err:
+                if plan.ragged:  # most likely per-example inputs of different lengths by mistake
+                    raise same_batch_error(inputs, why=" unless forward_func returns one value for the "
+                                           f"whole batch (it raised {type(err).__name__} on these inputs)") from err
+                raise
         totals = _Totals(plan, initial)
         plan.choose_size(probe)
         with progress_bar(1 + plan.n_calls(), show_progress, "Feature Ablation attribution") as bar:
