@@ -143,5 +143,5 @@ def test_hfattr_never_imports_the_oracles():
     code = ("import sys, hfattr, hfattr.lrp; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('captum', 'tint', 'inseq')]; "
             "print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

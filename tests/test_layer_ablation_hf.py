@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from hfattr import LayerFeatureAblation
 from hfattr.testing import tiny
 
-captum_attr = pytest.importorskip("captum.attr")
+from conftest import oracle  # noqa: E402
+
+captum_attr = oracle("captum.attr")
 CaptumLFA = captum_attr.LayerFeatureAblation
 
 from layer_helpers import ATOL, DT, _gen, _init, _randn, assert_close, one_thread  # noqa: F401

@@ -14,8 +14,10 @@ from torch import nn
 from hfattr.core import hook_counts
 from hfattr.lrp import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule
 
-captum_attr = pytest.importorskip("captum.attr")
-captum_rules = pytest.importorskip("captum.attr._utils.lrp_rules")
+from conftest import oracle  # noqa: E402
+
+captum_attr = oracle("captum.attr")
+captum_rules = oracle("captum.attr._utils.lrp_rules")
 
 D64 = torch.float64
 TOL = dict(atol=1e-6, rtol=0.0)

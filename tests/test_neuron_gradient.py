@@ -11,11 +11,13 @@ import warnings
 
 import pytest
 import torch
-from captum.attr import NeuronGradient as CaptumNG
 from torch import nn
 
+from conftest import oracle
 from hfattr import NeuronGradient
 from hfattr.core import hook_counts
+
+CaptumNG = oracle("captum.attr").NeuronGradient
 
 ATOL = 1e-10
 

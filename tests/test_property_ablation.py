@@ -11,13 +11,14 @@ import math
 import warnings
 
 import torch
-from captum.attr import FeatureAblation as CaptumFA
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from hfattr import FeatureAblation
 
-from conftest import FlatTanhNet, assert_same
+from conftest import FlatTanhNet, assert_same, oracle
+
+CaptumFA = oracle("captum.attr").FeatureAblation
 
 ATOL = 1e-10
 

@@ -17,12 +17,14 @@ from torch import Tensor
 from .inputs import (
     as_output_tensor,
     call_forward,
+    check_same_batch,
     check_target,
     expand_additional_args,
     expand_target,
     format_additional_args,
     format_baselines,
     run_forward,
+    same_batch_error,
     select_target,
 )
 from .finite import check_finite, nonfinite_where
@@ -38,7 +40,7 @@ def format_feature_mask(
     """One integer mask per input, with the input's rank; default: every scalar its own feature."""
     if feature_mask is None:
         return tuple(
-            torch.arange(x[0].numel(), device=x.device).reshape((1,) + tuple(x.shape[1:]))
+            torch.arange(math.prod(x.shape[1:]), device=x.device).reshape((1,) + tuple(x.shape[1:]))
             for x in inputs
         )
     masks = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
@@ -82,14 +84,16 @@ def _check_ppe(perturbations_per_eval: Any) -> int:
     return perturbations_per_eval
 
 
-def _baseline_tensor(b: Any, x: Tensor, where: str) -> Tensor:
+def _baseline_tensor(b: Any, x: Tensor) -> Tensor:
+    """``b`` as a tensor of the ablated input's dtype: torch's promotion of ``x`` and ``b``.
+
+    As in the reference, an integer input with a float baseline is ablated as a floating point
+    input, a bool input with an integer baseline as int64, and a tensor baseline of a wider dtype
+    widens the input.
+    """
     if isinstance(b, Tensor):
-        if not x.is_floating_point() and b.is_floating_point() and not torch.equal(b, b.round()):
-            raise ValueError(f"{where} has non-integer values but the input is {x.dtype}")
-        return b.to(dtype=x.dtype).unsqueeze(0)
-    if not x.is_floating_point() and not float(b).is_integer():
-        raise ValueError(f"{where} is {b!r} but the input is {x.dtype}; give an integer baseline")
-    return torch.as_tensor(b, dtype=x.dtype, device=x.device)
+        return b.to(dtype=torch.promote_types(x.dtype, b.dtype)).unsqueeze(0)
+    return torch.as_tensor(b, dtype=torch.result_type(x, b), device=x.device)
 
 
 @dataclass
@@ -128,16 +132,18 @@ class _Plan:
         self.auto = is_auto(perturbations_per_eval)
         self.ppe = 1 if self.auto else _check_ppe(perturbations_per_eval)
         self.batch = inputs[0].shape[0]
+        # inputs of other lengths in dimension 0 (e.g. a list of sparse ids): only for a forward
+        # function returning one value for the whole batch, one perturbation per call
+        self.ragged = any(x.shape[0] != self.batch for x in inputs)
+        if self.ragged and (self.auto or self.ppe != 1):
+            check_same_batch(inputs, why=" when perturbations_per_eval is not 1")
         check_target(target, self.batch)
         self.target = target
         self.args = format_additional_args(additional_forward_args)
         self.mask_name = mask_name
         self.masks = format_feature_mask(feature_mask, inputs, name=mask_name)
         raw = format_baselines(baselines, inputs, name=baseline_name)
-        self.baselines = tuple(
-            _baseline_tensor(b, x, f"{baseline_name}[{i}]" if len(inputs) > 1 else baseline_name)
-            for i, (b, x) in enumerate(zip(raw, inputs))
-        )
+        self.baselines = tuple(_baseline_tensor(b, x) for b, x in zip(raw, inputs))
         self.ids = tuple(
             torch.unique(m) if x.numel() > 0 else m.new_empty(0)
             for m, x in zip(self.masks, inputs)
@@ -149,8 +155,8 @@ class _Plan:
         return sum(math.ceil(len(ids) / self.ppe) for ids in self.ids)
 
     def check_masks(self, n_outputs: int) -> None:
-        for i, m in enumerate(self.masks):
-            if m.shape[0] not in (1, n_outputs):
+        for i, (m, x) in enumerate(zip(self.masks, self.inputs)):
+            if x.numel() > 0 and m.shape[0] not in (1, n_outputs):  # an empty input has no features
                 where = f"{self.mask_name}[{i}]" if len(self.masks) > 1 else self.mask_name
                 raise ValueError(
                     f"{where} has first dimension {m.shape[0]}, but forward_func gives "
@@ -178,7 +184,8 @@ class _Plan:
         _, repeated, args, target = self._repeated
         x, mask = self.inputs[i], self.masks[i]
         stacked = mask.unsqueeze(0) == chunk.view((n,) + (1,) * mask.dim())
-        ablated = torch.where(stacked, self.baselines[i], x.unsqueeze(0))
+        base = self.baselines[i]
+        ablated = torch.where(stacked, base, x.unsqueeze(0).to(base.dtype))
         batch = list(repeated)
         batch[i] = ablated.reshape((n * x.shape[0],) + tuple(x.shape[1:]))
         return _Step(i, stacked, tuple(batch), args, target, chunk)
@@ -223,6 +230,10 @@ class _Totals:
                      hint="check the model's weights and the inputs")
         self.initial = initial
         self.n_outputs = initial.numel()
+        if plan.ragged and self.n_outputs != 1:
+            check_same_batch(plan.inputs, why=(
+                f" unless forward_func returns one value for the whole batch (it returned shape "
+                f"{tuple(initial.shape)})"))
         self.flat = initial.reshape(1, -1).clone()  # the forward may reuse (and overwrite) its output tensor
         plan.check_masks(self.n_outputs)
         self.totals = [
@@ -286,10 +297,16 @@ def feature_ablation(
     probe = MemoryProbe(inputs[0].device)
     with torch.no_grad():
         with probe.measure():
-            initial = run_forward(forward_func, inputs, target, plan.args)
+            try:
+                initial = run_forward(forward_func, inputs, target, plan.args)
+            except Exception as err:
+                if plan.ragged:  # most likely per-example inputs of different lengths by mistake
+                    raise same_batch_error(inputs, why=" unless forward_func returns one value for the "
+                                           f"whole batch (it raised {type(err).__name__} on these inputs)") from err
+                raise
         totals = _Totals(plan, initial)
         plan.choose_size(probe)
-        with progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
+        with progress_bar(1 + plan.n_calls(), show_progress, "Feature Ablation attribution") as bar:
             bar.update()
             plan.run(lambda step: run_forward(forward_func, step.inputs, step.target, step.args), totals, bar)
     return totals.result()
@@ -321,7 +338,7 @@ def feature_ablation_future(
         return fut.then(lambda f: select_target(as_output_tensor(f.value()), tgt))
 
     plan.choose_size(MemoryProbe(inputs[0].device))
-    with progress_bar(1 + plan.n_calls(), show_progress, "Feature ablation") as bar:
+    with progress_bar(1 + plan.n_calls(), show_progress, "Feature Ablation attribution") as bar:
         first = launch(inputs, plan.args, target)
         bar.update()
         steps = list(plan.steps())

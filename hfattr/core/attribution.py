@@ -95,8 +95,12 @@ class FeatureAblation:
         show_progress: bool = False,
         **kwargs: Any,
     ) -> Tensor | tuple[Tensor, ...]:
-        """Attributions with the shape of ``inputs`` (first dim 1 for per-batch outputs)."""
-        formatted, was_tuple = as_tuple(inputs)
+        """Attributions with the shape of ``inputs`` (first dim 1 for per-batch outputs).
+
+        Inputs may differ in dimension 0 (sparse id lists) only for a forward function that
+        returns one value for the whole batch, with ``perturbations_per_eval=1``.
+        """
+        formatted, was_tuple = as_tuple(inputs, same_batch=False)
         with model_lock(owner_module(self.forward_func)):
             out = feature_ablation(
                 self.forward_func,
@@ -123,7 +127,7 @@ class FeatureAblation:
         **kwargs: Any,
     ) -> torch.futures.Future:
         """As :meth:`attribute` for a ``forward_func`` returning a Future; returns a Future."""
-        formatted, was_tuple = as_tuple(inputs)
+        formatted, was_tuple = as_tuple(inputs, same_batch=False)
         fut = feature_ablation_future(
             self.forward_func,
             formatted,

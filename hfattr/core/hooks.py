@@ -259,8 +259,9 @@ def _match(new: tuple[Tensor, ...], current: tuple[Tensor, ...]) -> tuple[Tensor
                 f"replacement of shape {tuple(n.shape)} does not match the layer value's shape "
                 f"{tuple(c.shape)}"
             )
-        # a copy: the model may change the value in place, the stored one must stay intact
-        out.append(n.to(device=c.device, dtype=c.dtype, copy=True))
+        # a copy: the model may change the value in place, the stored one must stay intact. The
+        # dtype is the replacement's (a float baseline promotes an integer value, as in the reference)
+        out.append(n.to(device=c.device, copy=True))
     return tuple(out)
 
 

@@ -11,6 +11,8 @@ from torch import Tensor
 
 __all__ = [
     "as_tuple",
+    "check_same_batch",
+    "same_batch_error",
     "format_baselines",
     "format_additional_args",
     "expand_additional_args",
@@ -21,8 +23,11 @@ __all__ = [
 ]
 
 
-def as_tuple(inputs: Any, *, name: str = "inputs") -> tuple[tuple[Tensor, ...], bool]:
-    """Return ``(tuple_of_tensors, was_tuple)``; raise naming ``name`` on anything else."""
+def as_tuple(inputs: Any, *, name: str = "inputs", same_batch: bool = True) -> tuple[tuple[Tensor, ...], bool]:
+    """Return ``(tuple_of_tensors, was_tuple)``; raise naming ``name`` on anything else.
+
+    With ``same_batch`` every tensor must share dimension 0 (see :func:`check_same_batch`).
+    """
     was_tuple = isinstance(inputs, tuple)
     items = inputs if was_tuple else (inputs,)
     if not items:
@@ -34,14 +39,28 @@ def as_tuple(inputs: Any, *, name: str = "inputs") -> tuple[tuple[Tensor, ...], 
         if t.dim() == 0:
             where = f"{name}[{i}]" if was_tuple else name
             raise ValueError(f"{where} must have a batch dimension (dim 0); got a 0-d tensor")
+    if same_batch:
+        check_same_batch(tuple(items), name=name)
+    return tuple(items), was_tuple
+
+
+def same_batch_error(items: tuple[Tensor, ...], *, name: str = "inputs", why: str = "") -> ValueError | None:
+    """The error for tensors of ``items`` that differ from the first one in dimension 0, or None."""
     n = items[0].shape[0]
     for i, t in enumerate(items[1:], start=1):
         if t.shape[0] != n:
-            raise ValueError(
+            return ValueError(
                 f"{name}[{i}] has batch size {t.shape[0]} but {name}[0] has {n}; "
-                "every input tensor must share dimension 0"
+                f"every input tensor must share dimension 0{why}"
             )
-    return tuple(items), was_tuple
+    return None
+
+
+def check_same_batch(items: tuple[Tensor, ...], *, name: str = "inputs", why: str = "") -> None:
+    """Raise :func:`same_batch_error` if there is one."""
+    err = same_batch_error(items, name=name, why=why)
+    if err is not None:
+        raise err
 
 
 def format_baselines(
@@ -49,7 +68,7 @@ def format_baselines(
 ) -> tuple[Tensor | float | int, ...]:
     """One baseline (scalar or tensor broadcastable to the input) per input tensor."""
     if baselines is None:
-        return tuple(0 for _ in inputs)
+        return tuple(False if x.dtype == torch.bool else 0 for x in inputs)
     if not isinstance(baselines, tuple):
         baselines = (baselines,)
     if len(baselines) != len(inputs):
@@ -59,7 +78,7 @@ def format_baselines(
     out: list[Any] = []  # tensors and numbers
     for i, (b, x) in enumerate(zip(baselines, inputs)):
         where = f"{name}[{i}]" if len(inputs) > 1 else name
-        if isinstance(b, numbers.Number) and not isinstance(b, bool):
+        if isinstance(b, numbers.Number):  # bools included, as in the reference
             out.append(b)
             continue
         if not isinstance(b, Tensor):

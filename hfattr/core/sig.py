@@ -23,8 +23,8 @@ from .inputs import format_additional_args, format_baselines, run_forward, selec
 from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 
-__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta", "full_baselines",
-           "completeness_error"]
+__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
+           "full_baselines", "completeness_error"]
 
 _ROW_TOKENS = 16384  # default rows per call × sequence length when internal_batch_size is None
 FIRST_CHANGED = "accepts_first_changed"  # forward functions with this attribute get first_changed=
@@ -165,19 +165,21 @@ def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: 
                      args: tuple | None, e: Tensor, p: Tensor, a: Tensor, w: Tensor, grads: list[Tensor]) -> None:
     """One forward + backward over the rows ``(e, p)`` at interpolation points ``a``, weights ``w``."""
     B = inputs[0].shape[0]
-    leaves, batch = [], []
-    for x, b in zip(inputs, bases):
-        xr, br = x[e, p], b[e, p]
-        shape = (-1,) + (1,) * (xr.dim() - 1)
-        z = (br + a.to(x.dtype).view(shape) * (xr - br)).detach().requires_grad_(True)
-        full = x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), z)
-        leaves.append(z)
-        batch.append(full)
     fwd = forward_func
     if getattr(forward_func, FIRST_CHANGED, False):
         # the rows perturb positions p and later only (a row at alpha = 1 may equal its input)
         fwd = functools.partial(forward_func, first_changed=int(p.min()))
+    # the batch is built with gradients on: under a caller's no_grad (a noise tunnel, a metric)
+    # it would not depend on the leaves and every gradient would silently be zero
     with torch.enable_grad():
+        leaves, batch = [], []
+        for x, b in zip(inputs, bases):
+            xr, br = x[e, p], b[e, p]
+            shape = (-1,) + (1,) * (xr.dim() - 1)
+            z = (br + a.to(x.dtype).view(shape) * (xr - br)).detach().requires_grad_(True)
+            full = x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), z)
+            leaves.append(z)
+            batch.append(full)
         out = run_forward(fwd, tuple(batch), _gather_target(target, e), _gather_args(args, e, B), owned=True)
         g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
     for k, gk in enumerate(g):
