@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .targets import TargetForward, TargetRows, head_kind, resolve_targets
 from .text import Encoded, baseline_token_id
 
-__all__ = ["Prepared", "prepare", "input_device", "append_continuation"]
+__all__ = ["Prepared", "prepare", "input_device", "append_continuation", "append_generated"]
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -46,6 +46,11 @@ class Prepared:
         dev = self.embeds.device
         pos = torch.tensor([[p if p is not None else 0 for p in t.positions] for t in self.targets], device=dev)
         idx = torch.tensor([t.indices for t in self.targets], device=dev)
+        if self.forward.spec.contrastive:
+            if any(t.contrast is None for t in self.targets):
+                raise ValueError(f"score={self.forward.score!r} needs contrast= (a contrast text or token ids)")
+            con = torch.tensor([t.contrast for t in self.targets], device=dev)
+            idx = torch.stack([idx, con], dim=-1)  # (B, R, 2): target and contrast ids
         dec = None
         if self.targets[0].decoder_ids is not None:
             dec = torch.stack([t.decoder_ids.to(dev) for t in self.targets])
@@ -71,6 +76,19 @@ class Prepared:
         fwd = self.forward if score is None else TargetForward(self.model, self.forward.kind, score=score)
         return fwd(self.embeds, *self.forward_args())
 
+    @torch.no_grad()
+    def step_scores(self) -> dict[str, Tensor]:
+        """Per row at the unperturbed input: probability, log_prob, entropy and rank of the target id."""
+        from .scores import step_scores
+
+        if getattr(self, "_steps", None) is None:
+            args = self.forward_args()
+            logits = self.forward.model_logits(self.embeds, args[0], args[3], args[4])
+            ids = args[2][..., 0] if args[2].dim() == 3 else args[2]
+            rows = self.forward.row_logits(logits, args[1])
+            self._steps = {k: v.cpu() for k, v in step_scores(rows, ids).items()}
+        return self._steps
+
 
 def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str) -> Encoded:
     """One text with continuation tokens appended (teacher forcing); ``enc`` holds one text."""
@@ -87,7 +105,7 @@ def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str)
         base = base + " "
     joined = base + text
     offsets = word_ids = None
-    if enc.offsets is not None:
+    if enc.offsets is not None and text:
         cont = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         spans = [(s + len(base), e + len(base)) for s, e in cont["offset_mapping"]][: len(ids)]
         spans += [(len(joined), len(joined))] * (len(ids) - len(spans))
@@ -100,6 +118,43 @@ def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str)
     for k, v in enc.extra.items():
         extra[k] = torch.cat([v[:, :n], v[:, n - 1 : n].expand(1, len(ids))], dim=1)
     return Encoded(new_ids, mask, special, [joined], offsets, word_ids, extra)
+
+
+def append_generated(tokenizer: Any, enc: Encoded, ids: list[int]) -> Encoded:
+    """One text with generated token ids appended; offsets and word ids come from decoding the ids
+    one by one (a new word starts where the decoded piece starts with white space)."""
+    n = enc.positions(0)[-1] + 1
+    prompt_ids = enc.input_ids[0, :n][enc.attention_mask[0, :n].bool()].tolist()
+    base = enc.texts[0]
+    dprompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+    suffixes = [""]
+    for k in range(1, len(ids) + 1):
+        full = tokenizer.decode(prompt_ids + list(ids[:k]), skip_special_tokens=True)
+        suffix = full[len(dprompt):] if full.startswith(dprompt) else tokenizer.decode(list(ids[:k]),
+                                                                                       skip_special_tokens=True)
+        suffixes.append(suffix if suffix.startswith(suffixes[-1]) else suffixes[-1])
+    spans, words = [], []
+    last_word = max([w for w in (enc.word_ids[0] if enc.word_ids else [])[:n] if w is not None], default=-1)
+    word = last_word
+    for k, tid in enumerate(ids):
+        piece = suffixes[k + 1][len(suffixes[k]):]
+        lead = len(piece) - len(piece.lstrip())
+        start, end = len(base) + len(suffixes[k]) + lead, len(base) + len(suffixes[k + 1])
+        spans.append((start, end))
+        if tid in specials or not piece.strip():
+            words.append(None)
+            continue
+        if lead or word < 0 or (k == 0 and (not base or base[-1].isspace())) or (k > 0 and words[-1] is None):
+            word += 1
+        words.append(word)
+    joined = base + suffixes[-1]
+    out = append_continuation(tokenizer, enc, list(ids), "")
+    special = torch.tensor([[t in specials for t in ids]], dtype=torch.bool, device=out.special_mask.device)
+    out.special_mask[:, n:] = special
+    return Encoded(out.input_ids, out.attention_mask, out.special_mask, [joined],
+                   None if enc.offsets is None else [list(enc.offsets[0][:n]) + spans],
+                   None if enc.word_ids is None else [list(enc.word_ids[0][:n]) + words], out.extra)
 
 
 def prepare(

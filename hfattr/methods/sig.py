@@ -36,6 +36,9 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         target: Any = 0
     else:  # one text, several target rows: one copy of the text per row
         embeds, base, active = embeds.expand(R, -1, -1), base.expand(R, -1, -1), active.expand(R, -1)
+        if prep.targets[0].kind == "continuation":  # causal: columns after a row's read position score 0
+            read = torch.tensor(prep.targets[0].positions, device=active.device).unsqueeze(1)
+            active = active & (torch.arange(L, device=active.device).unsqueeze(0) <= read)
         args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in args)
         target = list(range(R))
     rows = embeds.shape[0]
