@@ -115,7 +115,7 @@ def test_continuation_one_row_per_token(name):
     res = ex.explain(prompt, method="sig", target=cont, n_steps=8)
     cont_ids = tok(cont.strip(), add_special_tokens=False)["input_ids"]
     assert res.rows == ["great", "fun"] and res.target["ids"] == cont_ids
-    assert res.tokens[-1] == "great"  # the continuation is appended, up to its last token
+    assert res.tokens[-2:] == ["great", "fun"]  # the whole continuation is appended
     n = len(res.tokens)
     assert res.scores.shape == (2, n)
     steps = torch.tensor(res.extras["steps"])
@@ -123,19 +123,21 @@ def test_continuation_one_row_per_token(name):
     special = torch.tensor(res.special_mask)
     assert not res.scores[:, special].any()
     positions = res.target["positions"]
-    assert positions == [n - 2, n - 1]
-    # causal: a token after the read position cannot change that row's score
-    assert res.scores[0, n - 1].abs() < 1e-12
+    assert positions == [n - 3, n - 2]
+    # causal: the entries after a row's read position are empty and never evaluated
+    assert torch.isnan(res.scores[0, n - 2:]).all() and torch.isnan(res.scores[1, n - 1])
+    assert steps[0, n - 2:].eq(0).all() and steps[1, n - 1] == 0
     # each row is the next-token explanation of its prefix
     first = ex.explain(prompt, method="sig", target=cont_ids[0], n_steps=8)
-    torch.testing.assert_close(res.scores[0, : n - 1], first.scores, atol=1e-10, rtol=0)
+    torch.testing.assert_close(res.scores[0, : n - 2], first.scores, atol=1e-10, rtol=0)
     second = ex.explain(prompt + " great", method="sig", target=cont_ids[1], n_steps=8)
-    torch.testing.assert_close(res.scores[1], second.scores, atol=1e-10, rtol=0)
+    torch.testing.assert_close(res.scores[1, : n - 1], second.scores, atol=1e-10, rtol=0)
     # and each row satisfies the per-token identity as reported
     err = torch.tensor(res.extras["completeness_error"], dtype=D64)
     for k in range(2):
         want = res.scores[k] - closed_form(model, res, _default_baseline_id(tok), row=k)
-        torch.testing.assert_close(err[k], want, atol=1e-9, rtol=0)
+        valid = ~torch.isnan(res.scores[k])
+        torch.testing.assert_close(err[k][valid], want[valid], atol=1e-9, rtol=0)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -292,7 +294,7 @@ def test_prefix_reuse_with_continuation_and_auto(name):
     _, _, ex = zoo(name)
     kw = dict(method="sig", target=" great fun", n_steps="auto", tol=1e-4, internal_batch_size=5)
     fast, full = ex.explain("the movie was", **kw), ex.explain("the movie was", fast=False, **kw)
-    torch.testing.assert_close(fast.scores, full.scores, atol=1e-10, rtol=0)
+    torch.testing.assert_close(fast.scores, full.scores, atol=1e-10, rtol=0, equal_nan=True)
     assert fast.extras["steps"] == full.extras["steps"]
 
 

@@ -84,8 +84,11 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
         else scores[..., pos].detach().cpu()
     target = t.describe()
     extras = dict(extras or {})
+    if t.is_matrix and sc.dim() == 1 and len(t.indices) == 1:
+        sc = sc.unsqueeze(0)  # a one-token generation is still a (1, P + 1) matrix
     if t.is_matrix and sc.dim() == 2 and sc.shape[0] == len(t.indices):
         sc = sc.clone()
+        rows = list(t.labels) if rows is None else rows
         target["score"] = prep.forward.score
         if t.contrast is not None:
             target["contrast_ids"] = list(t.contrast)
