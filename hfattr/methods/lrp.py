@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..hf.architectures import resolve_sites
 from ..hf.prepare import Prepared
+from ..hf.scores import LINEAR_IN_LOGITS
 from ..lrp.attach import attach_rules
 from .fields import ResultFields, result_fields
 
@@ -41,8 +42,9 @@ def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = N
     """Token relevance by LRP for every target row (``composite``: ``"attnlrp"``, ``"cp-lrp"`` or
     ``"epsilon"``; ``rules`` overrides per module type, name pattern or role; ``site`` adds the
     relevance at those sites to ``extras["site_relevance"]``)."""
-    if prep.forward.score != "logit":
-        raise ValueError(f"lrp explains logits (score='logit'); got score={prep.forward.score!r}")
+    if prep.forward.score not in LINEAR_IN_LOGITS:
+        raise ValueError(f"lrp explains logits or logit differences (score in {LINEAR_IN_LOGITS}); "
+                         f"got score={prep.forward.score!r}")
     model = prep.model
     sites = resolve_sites(model, site) if site is not None else []
     embeds = prep.embeds.detach().clone().requires_grad_(True)
