@@ -92,7 +92,7 @@ class Explainer:
         if n_new is not None:
             from .hf.generate import check_generation_args
 
-            if target is not None:
+            if target is not None and not (isinstance(target, list) and all(t is None for t in target)):
                 raise ValueError("give either target= (a continuation to explain) or generate=N, not both")
             gen_kwargs = check_generation_args(self.model, n_new, generation_kwargs, seed)
         elif generation_kwargs is not None or seed is not None:

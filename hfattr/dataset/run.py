@@ -26,7 +26,7 @@ from .storage import (RUN_FORMAT, failed_row, list_shards, load_results, read_ma
                          remove_stale_temporaries, result_row, shard_info, shard_name, write_manifest,
                          write_shard)
 from ..explainer import Explainer, jsonable
-from ..methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options, get_method
+from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, check_options, get_method
 
 __all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "DEFAULT_SHARD_SIZE", "process_state"]
 
@@ -437,7 +437,7 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     if not isinstance(explainer, Explainer):
         raise TypeError(f"explainer must be an hfattr.Explainer, got {type(explainer).__name__}")
     spec = get_method(method)
-    check_options(spec, {k: v for k, v in method_options.items() if k not in ENCODE_OPTIONS + PREPARE_OPTIONS})
+    check_options(spec, {k: v for k, v in method_options.items() if k not in GENERAL_OPTIONS})
     for reserved in ("text", "method_options"):
         if reserved in method_options:
             raise TypeError(f"attribute_dataset got an unexpected keyword {reserved!r}")
