@@ -175,9 +175,10 @@ def test_sig_rows_equal_captum_integrated_gradients_per_position_on_each_prefix(
     model, tok, ex = zoo(name)
     res = ex.explain(PROMPT, method="sig", generate=3, n_steps=10)
     check_empty(res)
+    assert res.extras["baseline_id"] == tok.unk_token_id  # SIG's default on decoders (non-zero embedding)
     emb = model.get_input_embeddings()
     special = set(tok.all_special_ids)
-    base = emb(torch.tensor([baseline_id(tok)])).detach()[0]
+    base = emb(torch.tensor([tok.unk_token_id])).detach()[0]
     P = res.target["prompt_length"]
     for j, g in enumerate(res.target["ids"]):
         ids = res.token_ids[: P + j]

@@ -11,7 +11,10 @@ from torch import Tensor, nn
 from .targets import TargetForward, TargetRows, head_kind, resolve_targets
 from .text import Encoded, baseline_token_id
 
-__all__ = ["Prepared", "prepare", "input_device", "append_continuation", "append_generated"]
+__all__ = ["Prepared", "prepare", "input_device", "append_continuation", "append_generated", "decoder_baseline_id",
+           "DECODER_BASELINES"]
+
+DECODER_BASELINES = ("unk", "eos", "bos", "pad", "mask")  # SIG's default order on causal LMs (docs/generation.md)
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -36,6 +39,7 @@ class Prepared:
     baseline: Tensor  # (B, L, D) embeddings of the baseline token (or zeros)
     fixed: Tensor  # (B, L) bool: positions never perturbed (special tokens kept fixed, padding)
     baseline_id: int | None
+    baseline_default: bool = False  # the baseline was not chosen by the caller
 
     @property
     def n_rows(self) -> int:
@@ -69,6 +73,19 @@ class Prepared:
             if wrapped.enabled:
                 return wrapped
         return self.forward
+
+    def with_baseline(self, token_id: int | None) -> "Prepared":
+        """A copy whose baseline is the embedding of ``token_id`` (zeros for None)."""
+        import dataclasses
+
+        with torch.no_grad():
+            if token_id is None:
+                base = torch.zeros_like(self.embeds)
+            else:
+                ids = torch.full_like(self.enc.input_ids[:, :1], token_id)
+                base = self.model.get_input_embeddings()(ids).detach().expand_as(self.embeds).contiguous()
+        return dataclasses.replace(self, baseline=base.to(self.embeds.dtype), baseline_id=token_id,
+                                   baseline_default=False)
 
     @torch.no_grad()
     def scores(self, *, score: str | None = None) -> Tensor:
@@ -157,6 +174,20 @@ def append_generated(tokenizer: Any, enc: Encoded, ids: list[int]) -> Encoded:
                    None if enc.word_ids is None else [list(enc.word_ids[0][:n]) + words], out.extra)
 
 
+def decoder_baseline_id(model: nn.Module, tokenizer: Any) -> int | None:
+    """The first of the unk, eos, bos, pad and mask tokens whose embedding is not zero (None if none).
+
+    A zero embedding (the padding row of many decoders) puts the normalisation layers' singular
+    point on the integration path, which makes SIG's integrand steep (docs/generation.md).
+    """
+    weight = model.get_input_embeddings().weight
+    for role in DECODER_BASELINES:
+        tid = getattr(tokenizer, f"{role}_token_id", None)
+        if isinstance(tid, int) and 0 <= tid < weight.shape[0] and bool(weight[tid].detach().abs().max() > 0):
+            return tid
+    return None
+
+
 def prepare(
     model: nn.Module,
     tokenizer: Any,
@@ -184,5 +215,9 @@ def prepare(
     fixed = ~enc.attention_mask.bool()
     if keep_special:
         fixed = fixed | enc.special_mask.bool()
+    if kind == "causal":  # no row reads past its position: the columns after the last read one never matter
+        last = max((p for t in targets for p in t.positions if p is not None), default=None)
+        if last is not None:
+            fixed[:, last + 1:] = True
     return Prepared(model, tokenizer, enc, targets, TargetForward(model, kind, score=score), embeds, base,
-                    fixed, bid)
+                    fixed, bid, baseline_default=baseline is None)

@@ -14,12 +14,16 @@ _TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
 
 
 def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
-        internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
-        fast: bool = True) -> list[ResultFields]:
+        internal_batch_size: int | None = None, tol: float = 1e-3, max_steps: int = 128,
+        show_progress: bool = False, fast: bool = True) -> list[ResultFields]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
 
     ``integration`` is the quadrature rule (the reference's ``method``: ``gausslegendre`` or a
     ``riemann_*`` rule).
+
+    ``n_steps="auto"`` doubles the points per token until the completeness error is below ``tol``
+    (at most ``max_steps``). On causal LMs the default baseline is the first of the unk, eos, bos,
+    pad and mask tokens with a non-zero embedding (see docs/generation.md).
 
     ``extras`` holds the integration points used per token and the per-token completeness error
     (score − (target(x) − target(x with that token at the baseline))).
@@ -28,6 +32,12 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         raise ValueError(f"integration must be one of {METHODS}, got {integration!r}")
     if n_steps == "auto" and integration != "gausslegendre":
         raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use integration='gausslegendre'")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    if prep.baseline_default and prep.forward.kind == "causal":
+        from ..hf.prepare import decoder_baseline_id
+
+        prep = prep.with_baseline(decoder_baseline_id(prep.model, prep.tokenizer))
     B, L, _ = prep.embeds.shape
     R = prep.n_rows
     embeds, base, active = prep.embeds, prep.baseline, ~prep.fixed
@@ -46,7 +56,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
     (attr,), info = sequential_integrated_gradients(
         prep.perturbation_forward(fast=fast), (embeds,), baselines=(base,), target=target, additional_forward_args=args,
         n_steps=n_steps, method=integration, internal_batch_size=chunk, positions=active,
-        show_progress=show_progress, tol=tol, with_completeness=True,
+        show_progress=show_progress, tol=tol, max_steps=max_steps, with_completeness=True,
     )
     per_token = attr.sum(-1)  # (rows, L)
     err = info.completeness_error
@@ -59,6 +69,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
             "steps": info.steps[sl][..., pos].squeeze(0).tolist(),
             "completeness_error": err[sl][..., pos].squeeze(0).tolist(),
             "passes": info.passes,
+            "baseline_id": prep.baseline_id,
         }
         fields = result_fields(prep, i, scores, extras=extras, delta=float(err[sl].abs().max()))
         out.append(fields)
