@@ -6,6 +6,7 @@ from .dataset import attribute_dataset, load_results
 from .explainer import Explainer, list_methods, register_method
 from .lrp import LRP
 from .hf.architectures import get_architecture, register_architecture, resolve_sites
+from .hf.scores import list_scores, register_score
 from .pipeline import AttributionPipeline, pipeline
 from .result import Result
 import sys as _sys
@@ -35,4 +36,6 @@ __all__ = [
     "register_architecture",
     "get_architecture",
     "resolve_sites",
+    "register_score",
+    "list_scores",
 ]

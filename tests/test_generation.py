@@ -358,3 +358,23 @@ def test_contrast_prob_and_registered_scores_on_the_unperturbed_input():
         h.remove()
     with pytest.raises(ValueError, match="lrp explains"):
         ex.explain(PROMPT, method="lrp", target=great, score="prob")
+
+
+def test_layer_ablation_on_a_generation_sums_the_generated_rows():
+    _, _, ex = zoo("gpt2")
+    r = ex.explain(PROMPT, method="layer_ablation", sites="mlp", generate=3)
+    given = ex.explain(PROMPT, method="layer_ablation", sites="mlp", target=r.target["generated_text"])
+    assert r.target["kind"] == "generation_sum" and not r.is_generation  # rows are sites
+    assert r.rows == ["blocks.0.mlp", "blocks.1.mlp"] and torch.isfinite(r.scores).all()
+    torch.testing.assert_close(r.scores, given.scores, atol=1e-10, rtol=0)
+
+
+def test_register_score_is_exported_and_lists_the_built_ins():
+    import hfattr
+
+    assert {"logit", "prob", "log_prob", "contrast", "contrast_prob"} <= set(hfattr.list_scores())
+    h = hfattr.register_score("zero", lambda logits, ids, step: logits[..., 0] * 0)
+    assert "zero" in hfattr.list_scores()
+    h.remove()
+    h.remove()  # idempotent
+    assert "zero" not in hfattr.list_scores()

@@ -78,15 +78,18 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
     ids = enc.input_ids[i, pos].tolist()
     probs = prep_probability(prep, i)
     t = prep.targets[i]
+    other_rows = rows is not None  # the method's rows are not the target rows (e.g. sites)
     if rows is None and len(t.indices) > 1 and scores.dim() == 2:
         rows = list(t.labels)
     sc = scores[..., pos].detach().float().cpu() if scores.dtype in (torch.bfloat16, torch.float16) \
         else scores[..., pos].detach().cpu()
     target = t.describe()
     extras = dict(extras or {})
-    if t.is_matrix and sc.dim() == 1 and len(t.indices) == 1:
+    if t.is_matrix and other_rows:  # rows are something else (sites): the generated rows are summed
+        target["kind"] = f"{target['kind']}_sum"
+    elif t.is_matrix and sc.dim() == 1 and len(t.indices) == 1:
         sc = sc.unsqueeze(0)  # a one-token generation is still a (1, P + 1) matrix
-    if t.is_matrix and sc.dim() == 2 and sc.shape[0] == len(t.indices):
+    if t.is_matrix and sc.dim() == 2 and sc.shape[0] == len(t.indices) and not target["kind"].endswith("_sum"):
         sc = sc.clone()
         rows = list(t.labels) if rows is None else rows
         target["score"] = prep.forward.score
