@@ -84,12 +84,13 @@ def _inseq_matrix(out, G: int, n_cols: int) -> torch.Tensor:
     return a[:G, :n_cols]
 
 
-def bench(name: str, P: int, G: int, steps: int, device: str, peers: set[str], methods: set[str]) -> list[tuple]:
+def bench(name: str, P: int, G: int, steps: int, device: str, peers: set[str], methods: set[str]):
+    """Measure one model; each row is printed as soon as it is measured."""
     model, tok = _model(name, device)
     ex = Explainer(model, tok)
     prompt = _prompt(tok, P)
     unk = tok.unk_token_id
-    rows = []
+    rows = _Rows()
     common = dict(generate=G, baseline=unk, keep_special=False)
     with torch.no_grad():
         ex.explain(prompt, generate=2, baseline=unk)  # warm-up
@@ -136,7 +137,7 @@ def bench(name: str, P: int, G: int, steps: int, device: str, peers: set[str], m
             rows.append((name, "ablation", "captum LLMAttribution", math.nan, None, None, f"failed: {err!r}"[:120]))
 
     if "sig" not in methods:
-        return rows
+        return
     t_sig, sig = _timed(lambda: ex.explain(prompt, method="sig", n_steps=steps, **common))
     sig_rows = steps * sum(n_prompt + j for j in range(G))
     rows.append((name, "sig", "hfattr", t_sig, None, None,
@@ -163,7 +164,17 @@ def bench(name: str, P: int, G: int, steps: int, device: str, peers: set[str], m
                          f"{t / t_auto:.1f}x hfattr auto steps at equal completeness error"))
         except Exception as err:  # noqa: BLE001
             rows.append((name, "sig", "inseq SIG", math.nan, None, None, f"failed: {err!r}"[:120]))
-    return rows
+
+
+class _Rows(list):
+    """Prints each row as it is appended."""
+
+    def append(self, row: tuple) -> None:
+        super().append(row)
+        model, method, who, t, ratio, diff, note = row
+        r = "" if ratio is None else f"{ratio:.1f}x"
+        d = "" if diff is None else f"{diff:.1e}"
+        print(f"{model:<11} {method:<9} {who:<22} {t:8.2f} {r:>11} {d:>10}  {note}", flush=True)
 
 
 def main() -> None:
@@ -182,12 +193,7 @@ def main() -> None:
     print(f"prompt {args.prompt} tokens, {args.generate} generated, SIG {args.steps} steps, device {args.device}")
     print(f"{'model':<11} {'method':<9} {'who':<22} {'seconds':>8} {'peer/hfattr':>11} {'max|diff|':>10}  note")
     for name in args.models.split(","):
-        for row in bench(name, args.prompt, args.generate, args.steps, args.device, peers,
-                         set(args.methods.split(","))):
-            model, method, who, t, ratio, diff, note = row
-            r = "" if ratio is None else f"{ratio:.1f}x"
-            d = "" if diff is None else f"{diff:.1e}"
-            print(f"{model:<11} {method:<9} {who:<22} {t:8.2f} {r:>11} {d:>10}  {note}", flush=True)
+        bench(name, args.prompt, args.generate, args.steps, args.device, peers, set(args.methods.split(",")))
 
 
 if __name__ == "__main__":
