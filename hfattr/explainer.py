@@ -148,7 +148,7 @@ class Explainer:
             return
         for i, r in enumerate(rows):
             one, shift = _one_text(enc, i)
-            if shift:
+            if shift and r.kind != "seq2seq":  # seq2seq positions are decoder positions
                 r.positions = [p - shift if p is not None else None for p in r.positions]
             if r.extra_ids:
                 if isinstance(targets[i], Generated):

@@ -285,6 +285,10 @@ def test_seq2seq_generated_rows_equal_a_direct_computation(name):
             torch.testing.assert_close(res.scores[:, i], ref - value(x), atol=1e-10, rtol=0)
     from captum.attr import IntegratedGradients
 
+    left = Explainer(model, make_tokenizer(name, padding_side="left"))
+    batched = left.explain([PROMPT, "a good film and a"], generate=3, batch_size=2)
+    assert batched[0].target == res.target
+    torch.testing.assert_close(batched[0].scores, res.scores, atol=1e-10, rtol=0)
     sig = ex.explain(PROMPT, method="sig", generate=3, n_steps=8)
     assert sig.target["ids"] == gen and torch.isfinite(sig.scores).all()
     i = next(k for k, t in enumerate(src) if t not in special)
