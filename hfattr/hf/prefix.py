@@ -3,8 +3,9 @@
 ``PrefixReuseForward`` wraps a ``TargetForward`` of a causal LM. It runs the unperturbed batch
 once with a key/value cache; each later call finds the first position where any row differs from
 its original text (rows say which text they come from through ``example_ids``) and runs only
-positions from there on, on top of the cached prefix. Target rows that read a position before
-that point take the unperturbed logits. Gradients flow as usual (the cache is a constant, which
+positions from there on, on top of the cached prefix (logits only from the first position a row
+reads, where the model takes ``logits_to_keep``). Target rows that read a position before that
+point take the unperturbed logits. Gradients flow as usual (the cache is a constant, which
 it is for every position before the change). Used only where the cache is a plain per-layer
 key/value cache; otherwise every call is a full forward.
 """
