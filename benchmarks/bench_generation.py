@@ -43,7 +43,8 @@ def _model(name: str, device: str):
         from transformers import GPT2Config, GPT2LMHeadModel
 
         torch.manual_seed(0)
-        tok = make_tokenizer("gpt2")
+        tok = make_tokenizer("gpt2")  # word-level; filled up to GPT-2's 50257 ids so every id decodes
+        tok = make_tokenizer("gpt2", vocab=list(VOCAB_WORDS) + [f"w{i}" for i in range(50257 - len(tok))])
         cfg = GPT2Config(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         model = GPT2LMHeadModel(cfg)
     else:
