@@ -101,8 +101,14 @@ class Explainer:
         prep_opts = {k: options.pop(k) for k in PREPARE_OPTIONS if k in options}
         _check_score(prep_opts, contrast)
         check_options(spec, options)
-        enc_all, single = encode(self.tokenizer, text, model_max_length=_position_limit(self.model), **enc_opts)
+        limit = _position_limit(self.model)
+        enc_all, single = encode(self.tokenizer, text, model_max_length=limit, **enc_opts)
         n = enc_all.batch_size
+        if n_new is not None and limit is not None and not getattr(self.model.config, "is_encoder_decoder", False):
+            longest = int(enc_all.attention_mask.sum(1).max())
+            if longest + n_new > limit:
+                raise ValueError(f"a prompt of {longest} tokens plus generate={n_new} exceeds the model's "
+                                 f"{limit} positions; shorten the prompt (max_length=) or generate fewer tokens")
         targets = target if isinstance(target, list) else [target] * n
         if len(targets) != n:
             raise ValueError(f"target list has {len(targets)} entries but {n} texts were given")

@@ -126,6 +126,13 @@ def test_bad_generation_arguments_are_refused_before_any_work(bad, match):
         ex.explain(PROMPT, **bad)
 
 
+def test_generation_past_the_position_limit_is_refused_before_any_work():
+    model, tok, ex = zoo("gpt2")
+    limit = model.config.n_positions
+    with pytest.raises(ValueError, match=f"exceeds the model's {limit} positions"):
+        ex.explain(PROMPT, generate=limit)
+
+
 def test_generate_needs_a_language_model():
     model, tok = tiny("bert", dtype=F64)
     with pytest.raises(ValueError, match="causal-LM or seq2seq"):
