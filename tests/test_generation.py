@@ -231,7 +231,7 @@ def test_neuron_gradient_rows_are_the_neuron_at_each_generation_step():
     for j in range(3):
         x = e.clone().requires_grad_(True)
         kept = []
-        h = module.register_forward_hook(lambda m, a, o: kept.append(o))
+        h = module.register_forward_hook(lambda m, a, o, kept=kept: kept.append(o))
         try:
             model(inputs_embeds=x, use_cache=False)
         finally:
