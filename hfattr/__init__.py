@@ -33,6 +33,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "get_architecture": ("hfattr.hf.architectures", "get_architecture"),
     "resolve_sites": ("hfattr.hf.architectures", "resolve_sites"),
     "NonFiniteError": ("hfattr.core.finite", "NonFiniteError"),
+    "register_score": ("hfattr.hf.scores", "register_score"),
+    "list_scores": ("hfattr.hf.scores", "list_scores"),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .evaluate import planted
     from .explainer import Explainer
     from .hf.architectures import get_architecture, register_architecture, resolve_sites
+    from .hf.scores import list_scores, register_score
     from .lrp import LRP
     from .methods.registry import list_methods, register_method
     from .pipeline import AttributionPipeline, pipeline

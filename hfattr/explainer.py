@@ -13,8 +13,8 @@ from torch import nn
 from .core.hooks import preserved_state
 from .core.finite import NonFiniteError, check_finite
 from .core.locking import model_lock
-from .hf.prepare import Prepared, append_continuation, check_loaded, check_token_ids, prepare
-from .hf.targets import resolve_targets
+from .hf.prepare import Prepared, append_continuation, append_generated, check_loaded, check_token_ids, prepare
+from .hf.targets import Generated, resolve_targets
 from .hf.text import Encoded, encode
 from .methods import MethodSpec, get_method, list_methods, register_method
 from .methods.fields import as_result_kwargs
@@ -85,50 +85,101 @@ class Explainer:
                 **options: Any) -> list[Result]: ...
 
     def explain(self, text: Any, *, method: str = "ablation", target: Any = None, batch_size: int = 8,
+                generate: int | None = None, max_new_tokens: int | None = None,
+                generation_kwargs: dict | None = None, seed: int | None = None, contrast: Any = None,
                 **options: Any) -> Result | list[Result]:
-        """Attribute the model's output on ``text`` (a str gives a Result, a list gives a list)."""
+        """Attribute the model's output on ``text`` (a str gives a Result, a list gives a list).
+
+        ``generate=N`` (or ``max_new_tokens=N``) first generates up to N tokens with
+        ``model.generate`` (``generation_kwargs``, ``seed``), then explains every generated token:
+        one Result per text whose rows are the generated tokens (see docs/generation.md).
+        ``contrast`` (a text or token ids, one per target token) makes each row explain
+        target − contrast (``score="contrast"``, the default then, or ``"contrast_prob"``).
+        """
         spec = get_method(method)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if generate is not None and max_new_tokens is not None and generate != max_new_tokens:
+            raise ValueError(f"generate={generate!r} and max_new_tokens={max_new_tokens!r} disagree; give one")
+        n_new = generate if generate is not None else max_new_tokens
+        gen_kwargs = None
+        if n_new is not None:
+            from .hf.generate import check_generation_args
+
+            if target is not None and not (isinstance(target, list) and all(t is None for t in target)):
+                raise ValueError("give either target= (a continuation to explain) or generate=N, not both")
+            gen_kwargs = check_generation_args(self.model, n_new, generation_kwargs, seed)
+        elif generation_kwargs is not None or seed is not None:
+            raise ValueError("generation_kwargs and seed only apply with generate=N (or max_new_tokens=N)")
         enc_opts = {k: options.pop(k) for k in ENCODE_OPTIONS if k in options}
         prep_opts = {k: options.pop(k) for k in PREPARE_OPTIONS if k in options}
+        _check_score(prep_opts, contrast)
         check_options(spec, options)
-        enc_all, single = encode(self.tokenizer, text, model_max_length=_position_limit(self.model), **enc_opts)
+        limit = _position_limit(self.model)
+        enc_all, single = encode(self.tokenizer, text, model_max_length=limit, **enc_opts)
         check_token_ids(self.model, enc_all)
         n = enc_all.batch_size
+        if n_new is not None and limit is not None and not getattr(self.model.config, "is_encoder_decoder", False):
+            longest = int(enc_all.attention_mask.sum(1).max())
+            if longest + n_new > limit:
+                raise ValueError(f"a prompt of {longest} tokens plus generate={n_new} exceeds the model's "
+                                 f"{limit} positions; shorten the prompt (max_length=) or generate fewer tokens")
         targets = target if isinstance(target, list) else [target] * n
         if len(targets) != n:
             raise ValueError(f"target list has {len(targets)} entries but {n} texts were given")
+        contrasts = _per_text(contrast, n)
         results: list[Result] = []
         grad = contextlib.ExitStack()
         if spec.needs_grad:  # gradient methods work inside a caller's no_grad / inference_mode too
             grad.enter_context(torch.inference_mode(False))
             grad.enter_context(torch.enable_grad())
+        gen_opts = {} if gen_kwargs is None else {"generate": n_new, "generation_kwargs": generation_kwargs or {},
+                                                  "seed": seed}
+        if contrast is not None:
+            gen_opts["contrast"] = contrast
         with grad, self._scoped():
             for start in range(0, n, batch_size):
-                chunk = slice_encoded(enc_all, start, min(n, start + batch_size))
-                for prepared in self._prepared(chunk, targets[start : start + batch_size], spec, prep_opts):
+                stop = min(n, start + batch_size)
+                chunk = slice_encoded(enc_all, start, stop)
+                chunk_targets = targets[start:stop]
+                if gen_kwargs is not None:
+                    from .hf.generate import generate_targets
+                    from .hf.prepare import input_device
+
+                    chunk_targets = generate_targets(self.model, self.tokenizer, chunk.to(input_device(self.model)),
+                                                     gen_kwargs, seed=seed)
+                for prepared in self._prepared(chunk, chunk_targets, spec, prep_opts, contrasts[start:stop]):
                     for fields in spec.fn(prepared, **options):
                         kwargs = as_result_kwargs(fields, method)
                         check_result_finite(kwargs, method=method, index=len(results))
                         _warn_only_specials(kwargs, method, len(results))
-                        results.append(self._result(kwargs, method, options, enc_opts, prep_opts))
+                        results.append(self._result(kwargs, method, options, enc_opts, {**prep_opts, **gen_opts}))
         return results[0] if single else results
 
-    def _prepared(self, enc: Encoded, targets: list, spec: MethodSpec, prep_opts: dict) -> Iterator[Prepared]:
+    def _prepared(self, enc: Encoded, targets: list, spec: MethodSpec, prep_opts: dict,
+                  contrasts: list | None = None) -> Iterator[Prepared]:
         from .hf.prepare import input_device
+        from .hf.targets import contrast_ids
 
         enc = enc.to(input_device(self.model))
         rows = resolve_targets(self.model, self.tokenizer, enc, targets)
-        multi = any(len(r.indices) > 1 or r.kind in ("continuation", "seq2seq") for r in rows)
+        for r, c in zip(rows, contrasts or [None] * len(rows)):
+            if c is not None:
+                r.contrast = contrast_ids(self.tokenizer, c, len(r.indices))
+        multi = any(len(r.indices) > 1 or r.kind in ("continuation", "seq2seq") or r.is_matrix for r in rows)
         if spec.batched and not multi:
             yield prepare(self.model, self.tokenizer, enc, rows, **prep_opts)
             return
         for i, r in enumerate(rows):
-            one = slice_encoded(enc, i, i + 1, trim=True)
+            one, shift = _one_text(enc, i)
+            if shift and r.kind != "seq2seq":  # seq2seq positions are decoder positions
+                r.positions = [p - shift if p is not None else None for p in r.positions]
             if r.extra_ids:
-                cont = targets[i] if isinstance(targets[i], str) else ""
-                one = append_continuation(self.tokenizer, one, r.extra_ids[:-1], _leading(cont, r, self.tokenizer))
+                if isinstance(targets[i], Generated):
+                    one = append_generated(self.tokenizer, one, r.extra_ids)
+                else:
+                    cont = targets[i] if isinstance(targets[i], str) else ""
+                    one = append_continuation(self.tokenizer, one, r.extra_ids, cont)
             yield prepare(self.model, self.tokenizer, one, [r], **prep_opts)
 
     def _result(self, kwargs: dict, method: str, options: dict, enc_opts: dict, prep_opts: dict) -> Result:
@@ -184,15 +235,41 @@ def _position_limit(model: nn.Module) -> int | None:
     return None
 
 
-def _leading(cont: str, rows: Any, tokenizer: Any) -> str:
-    """The continuation text up to (not including) its last token, for display."""
-    if not cont:
-        return ""
-    out = tokenizer(cont, add_special_tokens=False, return_offsets_mapping=True)
-    offs = out.get("offset_mapping")
-    if not offs or len(offs) < 2:
-        return ""
-    return cont[: offs[-2][1]]
+def _check_score(prep_opts: dict, contrast: Any) -> None:
+    from .hf.scores import get_score
+
+    if contrast is not None:
+        prep_opts.setdefault("score", "contrast")
+    spec = get_score(prep_opts.get("score", "logit"))
+    if spec.contrastive and contrast is None:
+        raise ValueError(f"score={spec.name!r} needs contrast= (a contrast text or token ids)")
+    if contrast is not None and not spec.contrastive:
+        raise ValueError(f"contrast= needs a contrastive score ('contrast', 'contrast_prob' or a registered "
+                         f"contrastive score), got score={spec.name!r}")
+
+
+def _per_text(contrast: Any, n: int) -> list:
+    """One contrast per text: a text or an id list applies to all; a list of those gives one each."""
+    if isinstance(contrast, list) and contrast and all(isinstance(c, (str, list, tuple)) for c in contrast):
+        if len(contrast) != n:
+            raise ValueError(f"contrast list has {len(contrast)} entries but {n} texts were given")
+        return list(contrast)
+    return [contrast] * n
+
+
+def _one_text(enc: Encoded, i: int) -> tuple[Encoded, int]:
+    """Text ``i`` alone without any padding column, and how many leading columns were dropped."""
+    pos = enc.positions(i)
+    one = slice_encoded(enc, i, i + 1)
+    first, last = pos[0], pos[-1] + 1
+    if pos != list(range(first, last)):
+        raise ValueError(f"text {i} has padding between its tokens; hfattr expects left or right padding")
+    return Encoded(
+        one.input_ids[:, first:last], one.attention_mask[:, first:last], one.special_mask[:, first:last], one.texts,
+        None if one.offsets is None else [o[first:last] for o in one.offsets],
+        None if one.word_ids is None else [w[first:last] for w in one.word_ids],
+        {k: v[:, first:last] for k, v in one.extra.items()},
+    ), first
 
 
 def slice_encoded(enc: Encoded, a: int, b: int, *, trim: bool = False) -> Encoded:

@@ -163,6 +163,18 @@ class Result:
         """Number of tokens (the last dimension of ``scores``)."""
         return len(self.tokens)
 
+    @property
+    def is_generation(self) -> bool:
+        """True for a generation (or given continuation): rows = generated tokens, NaN = empty entries."""
+        return self.target.get("kind") in ("generation", "continuation") and self.scores.dim() == 2
+
+    def aggregate_rows(self, reduce: str = "sum") -> "Result":
+        """One score per token: ``reduce`` (sum, mean, max, absmax) over the rows, ignoring empty
+        (NaN) entries; a column that is empty in every row stays NaN."""
+        from .aggregation import rows
+
+        return rows(self, reduce)
+
     def _special(self, i: int) -> bool:
         return bool(self.special_mask[i]) if self.special_mask is not None else False
 
@@ -176,7 +188,8 @@ class Result:
         """Return a new Result with scores pooled per word (``level="word"``).
 
         Contiguous tokens sharing a word id form one word; special tokens and
-        tokens without a word id stay their own unit. ``reduce`` is one of
+        tokens without a word id stay their own unit. On a generation both axes are
+        merged, NaN-aware (see :mod:`hfattr.aggregation`). ``reduce`` is one of
         ``sum``, ``mean``, ``max`` or ``absmax`` (the signed score of largest
         magnitude). ``level="token"`` returns an unchanged copy.
         """
@@ -186,6 +199,10 @@ class Result:
             raise ValueError(f"reduce must be one of {_REDUCES}, got {reduce!r}")
         if level == "token":
             return copy.deepcopy(self)
+        if self.is_generation or (self.target.get("kind") == "generation" and self.scores.dim() == 2):
+            from .aggregation import words
+
+            return words(self, reduce)  # both axes: generated rows are merged like their columns
         if self.word_ids is None:
             raise ValueError("aggregate(level='word') needs word_ids; this Result has "
                              "word_ids=None (encode the text with a fast tokenizer)")

@@ -154,7 +154,7 @@ def test_bad_method_option_values():
     ex = explainer()
     with pytest.raises(ValueError, match="granularity must be 'token' or 'word', got 'sentence'"):
         ex.explain(TEXT, granularity="sentence")
-    with pytest.raises(ValueError, match=r"score must be one of \('logit', 'prob', 'log_prob'\), got 'p'"):
+    with pytest.raises(ValueError, match=r"score must be one of \[.*'log_prob', 'logit', 'prob'\], got 'p'"):
         ex.explain(TEXT, score="p")
     opts = dict(method="neuron_gradient", site="blocks.0.mlp")
     with pytest.raises(ValueError, match="reduce must be one of"):

@@ -176,7 +176,7 @@ def test_site_relevance_is_conserved_layer_by_layer():
                 p.zero_()
     r = Explainer(m, tok).explain("the movie was great", method="lrp", composite="cp-lrp", target=" fun",
                                   site=["blocks.0", "blocks.1"])
-    score = r.scores.sum() + r.delta
+    score = r.scores.nansum() + r.delta  # a one-token continuation: (1, P + 1), the last entry empty
     for site in ("blocks.0", "blocks.1"):
         torch.testing.assert_close(r.extras["site_relevance"][site].sum(), score, rtol=1e-4, atol=1e-6)
     assert abs(r.delta) < 1e-4 * max(1.0, abs(float(score)))
@@ -417,7 +417,8 @@ def test_explainer_method_matches_the_class():
     r = Explainer(m, tok).explain("the movie was great", method="lrp", target=" fun")
     enc = tok("the movie was great", return_tensors="pt")
     want = LRP(m).attribute(enc["input_ids"], target=(-1, tok.convert_tokens_to_ids("fun")))
-    torch.testing.assert_close(r.scores, want[0], atol=1e-5, rtol=1e-4)
+    assert r.scores.shape == (1, want.shape[1] + 1) and torch.isnan(r.scores[0, -1])
+    torch.testing.assert_close(r.scores[0, :-1], want[0], atol=1e-5, rtol=1e-4)
 
 
 def test_explainer_method_rejects_probability_scores():

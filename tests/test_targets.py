@@ -120,12 +120,15 @@ def test_token_id_target_equals_one_token_continuation():
     ex = Explainer(model, tok)
     great = tok.convert_tokens_to_ids("great")
     by_id, by_text = ex.explain(TEXT, target=great), ex.explain(TEXT, target=" great")
-    assert by_id.target["id"] == by_text.target["id"] == great
+    assert by_id.target["id"] == great and by_text.target["ids"] == [great]
     assert by_id.target["positions"] == by_text.target["positions"]
-    assert by_id.tokens == by_text.tokens
-    close(by_id.scores.reshape(-1), by_text.scores.reshape(-1), atol=1e-6)
+    # a continuation is a generation matrix: prompt + continuation columns, the last one empty
+    assert by_text.tokens == by_id.tokens + ["great"]
+    assert by_text.scores.shape == (1, len(by_id.tokens) + 1) and torch.isnan(by_text.scores[0, -1])
+    close(by_id.scores.reshape(-1), by_text.scores[0, :-1], atol=1e-6)
     logits = logits_of(model, tok, TEXT)[-1]
     assert by_id.probability == pytest.approx(float(logits.softmax(-1)[great]), abs=1e-6)
+    assert by_text.probability == pytest.approx([by_id.probability], abs=1e-9)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -133,7 +136,7 @@ def test_continuation_has_one_row_per_token_and_teacher_forced_probabilities(nam
     model, tok = zoo(name)
     prompt, cont = "the movie was", " great and good"
     c_ids = tok(cont, add_special_tokens=False)["input_ids"]
-    full = tok(prompt)["input_ids"] + c_ids[:-1]
+    full = tok(prompt)["input_ids"] + c_ids
     r = Explainer(model, tok).explain(prompt, target=cont)
     assert r.rows == tok.convert_ids_to_tokens(c_ids) == ["great", "and", "good"]
     assert r.tokens == tok.convert_ids_to_tokens(full)
@@ -141,16 +144,19 @@ def test_continuation_has_one_row_per_token_and_teacher_forced_probabilities(nam
     assert r.target["kind"] == "continuation" and r.target["ids"] == c_ids
     n_prompt = len(tok(prompt)["input_ids"])
     assert r.target["positions"] == [n_prompt - 1, n_prompt, n_prompt + 1]
+    assert r.target["prompt_length"] == n_prompt
     with torch.no_grad():
         probs = model(input_ids=torch.tensor([full])).logits[0].softmax(-1)
     expected = [float(probs[n_prompt - 1 + k, t]) for k, t in enumerate(c_ids)]
     assert r.probability == pytest.approx(expected, abs=1e-6)
+    assert r.extras["step_scores"]["probability"] == pytest.approx(expected, abs=1e-6)
     special = torch.tensor(r.special_mask)
     assert torch.all(r.scores[:, special] == 0)
     for k, pos in enumerate(r.target["positions"]):  # row k is read at position pos: causal
         seen = ~special & (torch.arange(len(full)) <= pos)
         assert torch.all(r.scores[k, seen] != 0)
-        assert torch.all(r.scores[k, pos + 1:].abs() < 1e-5)  # later tokens cannot matter
+        assert torch.isnan(r.scores[k, pos + 1:]).all()  # later tokens: empty
+        assert not torch.isnan(r.scores[k, : pos + 1]).any()
 
 
 # --------------------------------------------------------------------------- seq2seq
@@ -280,6 +286,6 @@ def test_prob_scores_keep_float64_precision():
 def test_score_prob_on_a_language_model_is_bounded():
     model, tok = zoo("gpt2")
     r = Explainer(model, tok).explain(TEXT, target=" great and", score="prob")
-    assert torch.all(r.scores.abs() <= 1)
-    perturbed = torch.tensor(r.probability).unsqueeze(1) - r.scores
+    assert torch.all(r.scores.nan_to_num().abs() <= 1)
+    perturbed = (torch.tensor(r.probability).unsqueeze(1) - r.scores).nan_to_num(0.5)
     assert torch.all((perturbed >= -1e-6) & (perturbed <= 1 + 1e-6))

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["register_command", "commands", "Command", "CLIError", "parse_target", "parse_options",
            "quiet_loading", "elapsed", "use_color", "positive_int", "add_model_flags", "add_method_flags",
-           "check_model_flag", "EXIT_USAGE", "encode_options"]
+           "check_model_flag", "EXIT_USAGE", "encode_options", "add_generation_flags", "generation_options"]
 
 EXIT_USAGE = 2
 
@@ -202,6 +202,31 @@ def encode_options(args: argparse.Namespace, options: dict) -> dict:
         if key in out:
             raise CLIError(f"{key} given both as --option and as --{key.replace('_', '-')}; give it once")
         out[key] = value
+    return out
+
+
+def add_generation_flags(p: argparse.ArgumentParser) -> None:
+    """``--generate N`` and ``--contrast TEXT`` (language models)."""
+    p.add_argument("--generate", type=positive_int, default=None, metavar="N",
+                   help="language models: generate up to N tokens (greedy unless the model's generation "
+                        "config says otherwise), then explain every generated token (one row each)")
+    p.add_argument("--contrast", default=None, metavar="TEXT",
+                   help="explain target minus contrast per token: TEXT has one token per target token "
+                        "(score 'contrast'; -o score='\"contrast_prob\"' for the probability difference)")
+
+
+def generation_options(args: argparse.Namespace, options: dict) -> dict:
+    """The explain keywords for ``--generate`` / ``--contrast`` (refused when also given as ``--option``)."""
+    out: dict[str, Any] = {}
+    for name in ("generate", "contrast"):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name in options:
+            raise CLIError(f"--{name} and --option {name}=... were both given; use --{name}")
+        out[name] = value
+    if out.get("generate") is not None and getattr(args, "target", None) is not None:
+        raise CLIError("give --target (a continuation to explain) or --generate N, not both")
     return out
 
 

@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import Any
 
-from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, elapsed, encode_options,
-                     parse_options, parse_target, positive_int, quiet_loading, register_command)
+from .common import (CLIError, add_generation_flags, add_method_flags, add_model_flags, check_model_flag, elapsed,
+                     encode_options, generation_options, parse_options, parse_target, positive_int, quiet_loading,
+                     register_command)
 
 __all__: list[str] = []
 
@@ -31,6 +32,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
                    help="output directory; rerunning the same command on it resumes")
     add_model_flags(p)
     add_method_flags(p)
+    add_generation_flags(p)
     p.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="rows per batch (default 16)")
     p.add_argument("--max-rows", type=positive_int, default=None, metavar="N", help="only the first N rows")
     p.add_argument("--shard-size", type=positive_int, default=None, metavar="N",
@@ -72,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     for reserved, flag in (("target", "--target"), ("method", "--method"), ("batch_size", "--batch-size")):
         if reserved in options:
             raise CLIError(f"--option {reserved}=... is not allowed; use {flag}")
+    options.update(generation_options(args, options))
     import datasets
 
     datasets.disable_progress_bars()

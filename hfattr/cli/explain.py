@@ -7,8 +7,9 @@ import json
 import sys
 from typing import Any
 
-from .common import (CLIError, add_method_flags, add_model_flags, check_model_flag, elapsed, encode_options,
-                     parse_options, parse_target, quiet_loading, register_command, use_color)
+from .common import (CLIError, add_generation_flags, add_method_flags, add_model_flags, check_model_flag, elapsed,
+                     encode_options, generation_options, parse_options, parse_target, quiet_loading, register_command,
+                     use_color)
 
 __all__ = ["render"]
 
@@ -20,6 +21,7 @@ def _configure_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None,
                    help="what to explain: a class id or label name, or a continuation text for language "
                         "models (default: the predicted class / next token)")
+    add_generation_flags(p)
     p.add_argument("--html", default=None, metavar="PATH", help="also write an HTML heatmap to PATH")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the Result as JSON to PATH")
     color = p.add_mutually_exclusive_group()
@@ -81,6 +83,7 @@ def _run_explain(args: argparse.Namespace) -> int:
             raise CLIError(f"--option {reserved}=... is not allowed; use --{reserved}")
     if "batch_size" in options:
         raise CLIError("--option batch_size=... is not allowed; explain runs one text")
+    options.update(generation_options(args, options))
     check_model_flag(args.model)
     with elapsed("loading the model"), quiet_loading(args.verbose):
         pipe = pipeline(args.task, args.model, method=args.method, trust_remote_code=args.trust_remote_code,

@@ -28,7 +28,7 @@ from .storage import (RUN_FORMAT, failed_row, file_sha256, list_shards, load_res
                          write_shard)
 from ..explainer import Explainer, jsonable
 from ..hf.text import check_max_length
-from ..methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options, get_method
+from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, PREPARE_OPTIONS, check_options, get_method
 
 __all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "AllRowsFailedError", "DEFAULT_SHARD_SIZE", "process_state"]
 
@@ -487,7 +487,7 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     if not isinstance(explainer, Explainer):
         raise TypeError(f"explainer must be an hfattr.Explainer, got {type(explainer).__name__}")
     spec = get_method(method)
-    check_options(spec, {k: v for k, v in method_options.items() if k not in ENCODE_OPTIONS + PREPARE_OPTIONS})
+    check_options(spec, {k: v for k, v in method_options.items() if k not in GENERAL_OPTIONS})
     for reserved in ("text", "method_options"):
         if reserved in method_options:
             raise TypeError(f"attribute_dataset got an unexpected keyword {reserved!r}")

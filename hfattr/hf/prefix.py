@@ -3,8 +3,9 @@
 ``PrefixReuseForward`` wraps a ``TargetForward`` of a causal LM. It runs the unperturbed batch
 once with a key/value cache; each later call finds the first position where any row differs from
 its original text (rows say which text they come from through ``example_ids``) and runs only
-positions from there on, on top of the cached prefix. Target rows that read a position before
-that point take the unperturbed logits. Gradients flow as usual (the cache is a constant, which
+positions from there on, on top of the cached prefix (logits only from the first position a row
+reads, where the model takes ``logits_to_keep``). Target rows that read a position before that
+point take the unperturbed logits. Gradients flow as usual (the cache is a constant, which
 it is for every position before the change). Used only where the cache is a plain per-layer
 key/value cache; otherwise every call is a full forward.
 """
@@ -58,6 +59,7 @@ class PrefixReuseForward:
 
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._keep = "logits_to_keep" in params  # compute the logits only where rows read them
         try:
             with torch.no_grad():
                 out = self.model(inputs_embeds=self.original, attention_mask=attention_mask, use_cache=True)
@@ -105,13 +107,23 @@ class PrefixReuseForward:
             else:
                 k, v = k.index_select(0, ex), v.index_select(0, ex)
             cache.update(k[:, :, :start], v[:, :, :start], layer_idx)
-        out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask,
-                         use_cache=True, **{self._cache_kw: cache})
-        self.positions_run += N * (L - start)
-        suffix = out.logits  # (N, L - start, V)
-        pos = positions.to(suffix.device)
+        pos = positions.to(embeds.device)
         late = pos >= start
+        kw = {self._cache_kw: cache}
+        first = start  # the first position whose logits are returned
+        if self._keep:
+            first = max(start, int(torch.where(late, pos, L).min()))
+            first = min(first, L - 1)
+            kw["logits_to_keep"] = L - first
+        out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask, use_cache=True, **kw)
+        self.positions_run += N * (L - start)
+        suffix = out.logits  # (N, L - first, V)
+        if suffix.shape[1] != L - first:
+            raise RuntimeError(f"{type(self.model).__name__} returned logits for {suffix.shape[1]} positions; "
+                               f"expected {L - first}")
+        pos = pos.to(suffix.device)
+        late = late.to(suffix.device)
         row_idx = torch.arange(N, device=suffix.device).unsqueeze(1)
-        from_suffix = suffix[row_idx, (pos - start).clamp(min=0)]  # (N, R, V)
+        from_suffix = suffix[row_idx, (pos - first).clamp(min=0)]  # (N, R, V)
         rows = torch.where(late.unsqueeze(-1), from_suffix, base_rows.to(from_suffix.dtype))
         return self.forward.finish(rows, indices)

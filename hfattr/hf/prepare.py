@@ -12,7 +12,10 @@ from ..core.finite import check_finite
 from .targets import TargetForward, TargetRows, head_kind, resolve_targets
 from .text import Encoded, baseline_token_id
 
-__all__ = ["Prepared", "prepare", "input_device", "append_continuation", "check_loaded", "check_token_ids"]
+__all__ = ["Prepared", "prepare", "input_device", "append_continuation", "append_generated", "decoder_baseline_id",
+           "DECODER_BASELINES", "check_loaded", "check_token_ids"]
+
+DECODER_BASELINES = ("unk", "eos", "bos", "pad", "mask")  # SIG's default order on causal LMs (docs/generation.md)
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -64,6 +67,7 @@ class Prepared:
     baseline: Tensor  # (B, L, D) embeddings of the baseline token (or zeros)
     fixed: Tensor  # (B, L) bool: positions never perturbed (special tokens kept fixed, padding)
     baseline_id: int | None
+    baseline_default: bool = False  # the baseline was not chosen by the caller
 
     @property
     def n_rows(self) -> int:
@@ -74,6 +78,11 @@ class Prepared:
         dev = self.embeds.device
         pos = torch.tensor([[p if p is not None else 0 for p in t.positions] for t in self.targets], device=dev)
         idx = torch.tensor([t.indices for t in self.targets], device=dev)
+        if self.forward.spec.contrastive:
+            if any(t.contrast is None for t in self.targets):
+                raise ValueError(f"score={self.forward.score!r} needs contrast= (a contrast text or token ids)")
+            con = torch.tensor([t.contrast for t in self.targets], device=dev)
+            idx = torch.stack([idx, con], dim=-1)  # (B, R, 2): target and contrast ids
         dec = None
         if self.targets[0].decoder_ids is not None:
             dec = torch.stack([t.decoder_ids.to(dev) for t in self.targets])
@@ -93,11 +102,37 @@ class Prepared:
                 return wrapped
         return self.forward
 
+    def with_baseline(self, token_id: int | None) -> "Prepared":
+        """A copy whose baseline is the embedding of ``token_id`` (zeros for None)."""
+        import dataclasses
+
+        with torch.no_grad():
+            if token_id is None:
+                base = torch.zeros_like(self.embeds)
+            else:
+                ids = torch.full_like(self.enc.input_ids[:, :1], token_id)
+                base = self.model.get_input_embeddings()(ids).detach().expand_as(self.embeds).contiguous()
+        return dataclasses.replace(self, baseline=base.to(self.embeds.dtype), baseline_id=token_id,
+                                   baseline_default=False)
+
     @torch.no_grad()
     def scores(self, *, score: str | None = None) -> Tensor:
         """The explained values at the unperturbed input, ``(B, R)``."""
         fwd = self.forward if score is None else TargetForward(self.model, self.forward.kind, score=score)
         return fwd(self.embeds, *self.forward_args())
+
+    @torch.no_grad()
+    def step_scores(self) -> dict[str, Tensor]:
+        """Per row at the unperturbed input: probability, log_prob, entropy and rank of the target id."""
+        from .scores import step_scores
+
+        if getattr(self, "_steps", None) is None:
+            args = self.forward_args()
+            logits = self.forward.model_logits(self.embeds, args[0], args[3], args[4])
+            ids = args[2][..., 0] if args[2].dim() == 3 else args[2]
+            rows = self.forward.row_logits(logits, args[1])
+            self._steps = {k: v.cpu() for k, v in step_scores(rows, ids).items()}
+        return self._steps
 
 
 def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str) -> Encoded:
@@ -115,7 +150,7 @@ def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str)
         base = base + " "
     joined = base + text
     offsets = word_ids = None
-    if enc.offsets is not None:
+    if enc.offsets is not None and text:
         cont = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         spans = [(s + len(base), e + len(base)) for s, e in cont["offset_mapping"]][: len(ids)]
         spans += [(len(joined), len(joined))] * (len(ids) - len(spans))
@@ -128,6 +163,57 @@ def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str)
     for k, v in enc.extra.items():
         extra[k] = torch.cat([v[:, :n], v[:, n - 1 : n].expand(1, len(ids))], dim=1)
     return Encoded(new_ids, mask, special, [joined], offsets, word_ids, extra)
+
+
+def append_generated(tokenizer: Any, enc: Encoded, ids: list[int]) -> Encoded:
+    """One text with generated token ids appended; offsets and word ids come from decoding the ids
+    one by one (a new word starts where the decoded piece starts with white space)."""
+    n = enc.positions(0)[-1] + 1
+    prompt_ids = enc.input_ids[0, :n][enc.attention_mask[0, :n].bool()].tolist()
+    base = enc.texts[0]
+    dprompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+    suffixes = [""]
+    for k in range(1, len(ids) + 1):
+        full = tokenizer.decode(prompt_ids + list(ids[:k]), skip_special_tokens=True)
+        suffix = full[len(dprompt):] if full.startswith(dprompt) else tokenizer.decode(list(ids[:k]),
+                                                                                       skip_special_tokens=True)
+        suffixes.append(suffix if suffix.startswith(suffixes[-1]) else suffixes[-1])
+    spans, words = [], []
+    last_word = max([w for w in (enc.word_ids[0] if enc.word_ids else [])[:n] if w is not None], default=-1)
+    word = last_word
+    for k, tid in enumerate(ids):
+        piece = suffixes[k + 1][len(suffixes[k]):]
+        lead = len(piece) - len(piece.lstrip())
+        start, end = len(base) + len(suffixes[k]) + lead, len(base) + len(suffixes[k + 1])
+        spans.append((start, end))
+        if tid in specials or not piece.strip():
+            words.append(None)
+            continue
+        if lead or word < 0 or (k == 0 and (not base or base[-1].isspace())) or (k > 0 and words[-1] is None):
+            word += 1
+        words.append(word)
+    joined = base + suffixes[-1]
+    out = append_continuation(tokenizer, enc, list(ids), "")
+    special = torch.tensor([[t in specials for t in ids]], dtype=torch.bool, device=out.special_mask.device)
+    out.special_mask[:, n:] = special
+    return Encoded(out.input_ids, out.attention_mask, out.special_mask, [joined],
+                   None if enc.offsets is None else [list(enc.offsets[0][:n]) + spans],
+                   None if enc.word_ids is None else [list(enc.word_ids[0][:n]) + words], out.extra)
+
+
+def decoder_baseline_id(model: nn.Module, tokenizer: Any) -> int | None:
+    """The first of the unk, eos, bos, pad and mask tokens whose embedding is not zero (None if none).
+
+    A zero embedding (the padding row of many decoders) puts the normalisation layers' singular
+    point on the integration path, which makes SIG's integrand steep (docs/generation.md).
+    """
+    weight = model.get_input_embeddings().weight
+    for role in DECODER_BASELINES:
+        tid = getattr(tokenizer, f"{role}_token_id", None)
+        if isinstance(tid, int) and 0 <= tid < weight.shape[0] and bool(weight[tid].detach().abs().max() > 0):
+            return tid
+    return None
 
 
 def prepare(
@@ -162,5 +248,9 @@ def prepare(
     fixed = ~enc.attention_mask.bool()
     if keep_special:
         fixed = fixed | enc.special_mask.bool()
+    if kind == "causal":  # no row reads past its position: the columns after the last read one never matter
+        last = max((p for t in targets for p in t.positions if p is not None), default=None)
+        if last is not None:
+            fixed[:, last + 1:] = True
     return Prepared(model, tokenizer, enc, targets, TargetForward(model, kind, score=score), embeds, base,
-                    fixed, bid)
+                    fixed, bid, baseline_default=baseline is None)

@@ -18,9 +18,10 @@ from torch import Tensor, nn
 from .heads import HEAD_SUFFIXES as _HEADS  # class-name suffix -> head kind
 from .text import Encoded
 
-__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size", "label_id"]
+__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size", "label_id",
+           "Generated", "contrast_ids"]
 
-SCORES = ("logit", "prob", "log_prob")
+SCORES = ("logit", "prob", "log_prob", "contrast", "contrast_prob")  # built in; see hf.scores for the registry
 
 
 def head_kind(model: nn.Module) -> str:
@@ -47,14 +48,24 @@ class TargetRows:
     kind: str
     decoder_ids: Tensor | None = None  # (T,) teacher-forced decoder inputs for seq2seq
     extra_ids: list[int] = field(default_factory=list)  # continuation token ids appended to input
+    generation: dict | None = None  # generation/continuation matrix facts (kind, generated_text, ...)
+    contrast: list[int] | None = None  # contrast token ids, one per row
+
+    @property
+    def is_matrix(self) -> bool:
+        """Rows are generated (or given) tokens of one sequence: the generation Result contract."""
+        return self.generation is not None
 
     def describe(self) -> dict:
         d: dict[str, Any] = {"kind": self.kind}
-        if len(self.indices) == 1:
+        if self.generation is not None:
+            d = {"kind": self.generation["kind"], "ids": list(self.indices), "tokens": list(self.labels),
+                 "positions": list(self.positions), **{k: v for k, v in self.generation.items() if k != "kind"}}
+        elif len(self.indices) == 1:
             d.update(id=self.indices[0], label=self.labels[0])
         else:
             d.update(ids=list(self.indices), tokens=list(self.labels))
-        if any(p is not None for p in self.positions):
+        if self.generation is None and any(p is not None for p in self.positions):
             d["positions"] = list(self.positions)
         return d
 
@@ -62,6 +73,15 @@ class TargetRows:
 def label_id(model: nn.Module, target: Any) -> int:
     """The class id of ``target`` (an id, a label name in any case, or a numeric string)."""
     return _label_id(model, target)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A target given as the token ids a model generated (or a continuation given as ids)."""
+
+    ids: tuple[int, ...]
+    text: str
+    kind: str = "generation"
 
 
 def _label_id(model: nn.Module, target: Any) -> int:
@@ -194,10 +214,15 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             if t is None:
                 idx = int(logits[i, last].argmax())
                 out.append(TargetRows([last], [idx], tokenizer.convert_ids_to_tokens([idx]), "next_token"))
-            elif isinstance(t, str):
-                ids = _token_ids(tokenizer, t, "continuation")
+            elif isinstance(t, (str, Generated)):
+                if isinstance(t, str):
+                    ids, text, gkind = _token_ids(tokenizer, t, "continuation"), t, "continuation"
+                else:
+                    ids, text, gkind = list(t.ids), t.text, t.kind
                 pos = [last + k for k in range(len(ids))]
-                out.append(TargetRows(pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids))
+                meta = {"kind": gkind, "generated_text": text, "prompt_length": len(enc.positions(i))}
+                out.append(TargetRows(pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids,
+                                      generation=meta))
             elif isinstance(t, int) and not isinstance(t, bool):
                 if not 0 <= t < vocab_size(model):
                     raise ValueError(f"target token id {t} is outside the vocabulary of the model "
@@ -222,12 +247,36 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
                 eos = getattr(tokenizer, "eos_token_id", None)
                 if eos is not None and (not ids or ids[-1] != eos):
                     ids = ids + [eos]
+            elif isinstance(t, Generated):
+                ids = list(t.ids)
             else:
                 raise TypeError(f"seq2seq target must be None or a target text, got {t!r}")
             dec = torch.tensor([start] + ids[:-1], device=device)
+            meta = None
+            if isinstance(t, Generated):
+                meta = {"kind": t.kind, "generated_text": t.text, "prompt_length": len(enc.positions(i))}
             out.append(TargetRows(list(range(len(ids))), ids, tokenizer.convert_ids_to_tokens(ids),
-                                  "seq2seq", decoder_ids=dec))
+                                  "seq2seq", decoder_ids=dec, generation=meta))
     return out
+
+
+def contrast_ids(tokenizer: Any, contrast: Any, n: int) -> list[int]:
+    """The contrast as token ids, one per target row (a text or a list of ids, of ``n`` tokens)."""
+    if isinstance(contrast, str):
+        ids = _token_ids(tokenizer, contrast, "contrast")
+    elif isinstance(contrast, (list, tuple)) and contrast and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in contrast):
+        ids = list(contrast)
+        size = len(tokenizer)
+        bad = [x for x in ids if not 0 <= x < size]
+        if bad:
+            raise ValueError(f"contrast token ids {bad} are outside the vocabulary (size {size})")
+    else:
+        raise TypeError(f"contrast must be a text or a list of token ids, got {contrast!r}")
+    if len(ids) != n:
+        raise ValueError(f"contrast has {len(ids)} token(s) but the target has {n}; a contrast needs one token "
+                         f"per target token (contrast tokens: {tokenizer.convert_ids_to_tokens(ids)})")
+    return ids
 
 
 class TargetForward:
@@ -238,14 +287,20 @@ class TargetForward:
     """
 
     def __init__(self, model: nn.Module, kind: str, *, score: str = "logit") -> None:
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        from .scores import get_score
+
+        self.spec = get_score(score)
         self.model, self.kind, self.score = model, kind, score
         self.seq2seq = kind == "seq2seq"
 
     def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
                  decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
                  example_ids: Tensor | None = None) -> Tensor:
+        return self.select(self.model_logits(embeds, attention_mask, decoder_ids, token_type_ids), positions, indices)
+
+    def model_logits(self, embeds: Tensor, attention_mask: Tensor, decoder_ids: Tensor | None = None,
+                     token_type_ids: Tensor | None = None) -> Tensor:
+        """The model's logits for input embeddings (no cache)."""
         kwargs: dict[str, Any] = dict(inputs_embeds=embeds, attention_mask=attention_mask)
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -253,8 +308,7 @@ class TargetForward:
             kwargs["decoder_input_ids"] = decoder_ids
         if self.kind in ("causal", "seq2seq"):
             kwargs["use_cache"] = False
-        logits = self.model(**kwargs).logits
-        return self.select(logits, positions, indices)
+        return self.model(**kwargs).logits
 
     def row_logits(self, logits: Tensor, positions: Tensor) -> Tensor:
         """``(B, R, V)``: the logits each target row reads."""
@@ -264,14 +318,11 @@ class TargetForward:
         return logits[rows, positions.clamp(min=0).to(logits.device)]
 
     def finish(self, rows: Tensor, indices: Tensor) -> Tensor:
-        """Score transform over the class/vocabulary axis, then the target entries: ``(B, R)``."""
-        if self.score != "logit" and rows.dtype not in (torch.float32, torch.float64):
-            rows = rows.float()  # half precision: normalise in float32
-        if self.score == "prob":
-            rows = rows.softmax(-1)
-        elif self.score == "log_prob":
-            rows = rows.log_softmax(-1)
-        return torch.gather(rows, 2, indices.to(rows.device).unsqueeze(-1)).squeeze(-1)
+        """The score of each row from its logits ``(B, R, V)`` and ids ``(B, R)`` (``(B, R, 2)`` with a
+        contrast): ``(B, R)``."""
+        from .scores import apply_score
+
+        return apply_score(self.spec, rows, indices)
 
     def select(self, logits: Tensor, positions: Tensor, indices: Tensor) -> Tensor:
         return self.finish(self.row_logits(logits, positions), indices)

@@ -81,10 +81,31 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
     ids = enc.input_ids[i, pos].tolist()
     probs = prep_probability(prep, i)
     t = prep.targets[i]
+    other_rows = rows is not None  # the method's rows are not the target rows (e.g. sites)
     if rows is None and len(t.indices) > 1 and scores.dim() == 2:
         rows = list(t.labels)
     sc = scores[..., pos].detach().float().cpu() if scores.dtype in (torch.bfloat16, torch.float16) \
         else scores[..., pos].detach().cpu()
+    target = t.describe()
+    extras = dict(extras or {})
+    if t.is_matrix and other_rows:  # rows are something else (sites): the generated rows are summed
+        target["kind"] = f"{target['kind']}_sum"
+    elif t.is_matrix and sc.dim() == 1 and len(t.indices) == 1:
+        sc = sc.unsqueeze(0)  # a one-token generation is still a (1, P + 1) matrix
+    if t.is_matrix and sc.dim() == 2 and sc.shape[0] == len(t.indices) and not target["kind"].endswith("_sum"):
+        sc = sc.clone()
+        rows = list(t.labels) if rows is None else rows
+        target["score"] = prep.forward.score
+        if t.contrast is not None:
+            target["contrast_ids"] = list(t.contrast)
+            target["contrast_tokens"] = tok.convert_ids_to_tokens(list(t.contrast))
+        if t.kind == "continuation":  # row j reads position p_j: the columns after p_j are empty
+            col = torch.tensor(pos).unsqueeze(0)
+            read = torch.tensor(t.positions).unsqueeze(1)
+            sc[col > read] = float("nan")
+        steps = prep.step_scores()
+        extras["step_scores"] = {k: v[i].tolist() for k, v in steps.items()}
+        probs = [float(p) for p in steps["probability"][i].tolist()]
     return ResultFields(
         tokens=tok.convert_ids_to_tokens(ids),
         token_ids=ids,
@@ -94,10 +115,10 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
         special_mask=enc.special_mask[i, pos].tolist(),
         word_ids=None if enc.word_ids is None else [enc.word_ids[i][p] for p in pos],
         rows=rows,
-        target=t.describe(),
+        target=target,
         probability=probs,
         delta=delta,
-        extras=extras or {},
+        extras=extras,
     )
 
 
@@ -156,7 +177,7 @@ def row_inputs(prep: Prepared) -> RowInputs:
 
 def prep_probability(prep: Prepared, i: int) -> float | list[float]:
     if not hasattr(prep, "_probs"):
-        prep._probs = prep.scores(score="prob").double().cpu()  # type: ignore[attr-defined]
+        prep._probs = prep.step_scores()["probability"]  # type: ignore[attr-defined]
     row = prep._probs[i].tolist()  # type: ignore[attr-defined]
     return row[0] if len(row) == 1 else row
 

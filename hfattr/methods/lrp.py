@@ -15,6 +15,7 @@ from torch import Tensor
 from ..core.finite import check_finite
 from ..hf.architectures import resolve_sites
 from ..hf.prepare import Prepared
+from ..hf.scores import LINEAR_IN_LOGITS
 from ..lrp.attach import attach_rules
 from .fields import ResultFields, result_fields, sites_option
 
@@ -52,8 +53,9 @@ def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = N
     ``"epsilon"``; ``rules`` overrides per module type, name pattern or role; ``sites`` adds the
     relevance at those sites to ``extras["site_relevance"]``; ``site=`` is its deprecated spelling)."""
     site = sites_option("lrp", sites, site)
-    if prep.forward.score != "logit":
-        raise ValueError(f"lrp explains logits (score='logit'); got score={prep.forward.score!r}")
+    if prep.forward.score not in LINEAR_IN_LOGITS:
+        raise ValueError(f"lrp explains logits or logit differences (score in {LINEAR_IN_LOGITS}); "
+                         f"got score={prep.forward.score!r}")
     model = prep.model
     sites = resolve_sites(model, site) if site is not None else []
     embeds = prep.embeds.detach().clone().requires_grad_(True)

@@ -18,7 +18,10 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
                     reduce: str = "norm", site: Any = None) -> list[ResultFields]:
     """Gradient of the neuron ``neuron`` of the one site ``sites`` names, at ``position`` (``"last"``,
     ``"all"`` or an index among the real tokens), reduced over the embedding dimension per token.
-    ``site=`` is the deprecated spelling of ``sites=``."""
+    ``site=`` is the deprecated spelling of ``sites=``.
+
+    With a generation (or continuation) and ``position="last"``, row j is the neuron at the step
+    that produced generated token j (the position reading it; a decoder position on seq2seq)."""
     site = sites_option("neuron_gradient", sites, site)
     if site is None:
         raise TypeError("method 'neuron_gradient' needs sites= (the one site whose neuron is explained)")
@@ -29,6 +32,10 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
         raise ValueError(f"site {site!r} matches {len(found)} modules ({[n for n, _ in found][:5]}); "
                          "neuron_gradient needs exactly one")
     name, module = found[0]
+    if isinstance(neuron, bool) or not isinstance(neuron, int):
+        raise TypeError(f"neuron must be an int index along the site's last dimension, got {neuron!r}")
+    if position == "last" and prep.targets[0].is_matrix:
+        return _per_row(prep, name, module, neuron, reduce)
     B = prep.enc.batch_size
     real = [prep.enc.positions(i) for i in range(B)]
     if position == "last":
@@ -42,8 +49,6 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
         pos = [r[position] for r in real]
     else:
         raise ValueError(f"position must be 'last', 'all' or an int, got {position!r}")
-    if isinstance(neuron, bool) or not isinstance(neuron, int):
-        raise TypeError(f"neuron must be an int index along the site's last dimension, got {neuron!r}")
     rows = torch.arange(B)
     mask = prep.enc.attention_mask
 
@@ -61,12 +66,7 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
     shared = get_architecture(prep.model).shared_blocks
     (grad,) = core_neuron_gradient(prep.forward, module, (prep.embeds,), selector,
                                    additional_forward_args=prep.forward_args(), stop_early=not shared)
-    if reduce == "norm":
-        per_token = grad.norm(dim=-1)
-    elif reduce == "sum":
-        per_token = grad.sum(-1)
-    else:
-        per_token = (grad * prep.embeds).sum(-1)
+    per_token = _reduced(grad, prep.embeds, reduce)
     out = []
     for i in range(B):
         fields = result_fields(prep, i, per_token[i])
@@ -75,3 +75,38 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
         fields.probability = None
         out.append(fields)
     return out
+
+
+def _reduced(grad: torch.Tensor, embeds: torch.Tensor, reduce: str) -> torch.Tensor:
+    if reduce == "norm":
+        return grad.norm(dim=-1)
+    if reduce == "sum":
+        return grad.sum(-1)
+    return (grad * embeds).sum(-1)
+
+
+def _per_row(prep: Prepared, name: str, module: Any, neuron: int, reduce: str) -> list[ResultFields]:
+    """One row per generated token: the neuron at the step that produced it (one text)."""
+    t = prep.targets[0]
+    R = len(t.indices)
+    if t.kind == "seq2seq" and not name.startswith("decoder."):
+        raise ValueError(f"site {name!r} is in the encoder, which does not run per generated token; choose a "
+                         "decoder site for one row per generated token, or position='all' or an int")
+    steps = torch.tensor(t.positions)
+    embeds = prep.embeds.expand(R, -1, -1)
+    args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in prep.forward_args())
+
+    def selector(value: torch.Tensor) -> torch.Tensor:
+        if not -value.shape[-1] <= neuron < value.shape[-1]:
+            raise ValueError(f"neuron {neuron} is out of range for site {name!r} of width {value.shape[-1]}")
+        if value.dim() != 3 or value.shape[0] != R:
+            raise ValueError(f"site {name!r} gives values of shape {tuple(value.shape)}, not one per position")
+        return value[torch.arange(R, device=value.device), steps.to(value.device), neuron]
+
+    shared = get_architecture(prep.model).shared_blocks
+    (grad,) = core_neuron_gradient(prep.forward, module, (embeds,), selector, additional_forward_args=args,
+                                   stop_early=not shared)
+    fields = result_fields(prep, 0, _reduced(grad, embeds, reduce))
+    fields.target.update(site=name, neuron=neuron, explained="neuron")
+    fields.target.pop("score", None)
+    return [fields]

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 __all__ = ["MethodSpec", "register_method", "get_method", "list_methods", "check_options",
-           "ENCODE_OPTIONS", "PREPARE_OPTIONS", "GENERAL_OPTIONS"]
+           "ENCODE_OPTIONS", "PREPARE_OPTIONS", "GENERATION_OPTIONS", "GENERAL_OPTIONS"]
 
 ENCODE_OPTIONS = ("max_length", "truncation", "chat", "add_special_tokens")
 PREPARE_OPTIONS = ("baseline", "keep_special", "score")
-GENERAL_OPTIONS = ENCODE_OPTIONS + PREPARE_OPTIONS
+GENERATION_OPTIONS = ("generate", "max_new_tokens", "generation_kwargs", "seed", "contrast")
+GENERAL_OPTIONS = ENCODE_OPTIONS + PREPARE_OPTIONS + GENERATION_OPTIONS
 
 
 @dataclass(frozen=True)

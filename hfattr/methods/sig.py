@@ -14,12 +14,16 @@ _TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
 
 
 def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
-        internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
-        fast: bool = True, max_steps: int = 128) -> list[ResultFields]:
+        internal_batch_size: int | None = None, tol: float = 1e-3, max_steps: int = 128,
+        show_progress: bool = False, fast: bool = True) -> list[ResultFields]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
 
     ``integration`` is the quadrature rule (the reference's ``method``: ``gausslegendre`` or a
-    ``riemann_*`` rule). ``n_steps="auto"`` refines each token up to ``max_steps`` points.
+    ``riemann_*`` rule).
+
+    ``n_steps="auto"`` doubles the points per token until the completeness error is below ``tol``
+    (at most ``max_steps``). On causal LMs the default baseline is the first of the unk, eos, bos,
+    pad and mask tokens with a non-zero embedding (see docs/generation.md).
 
     ``extras`` holds the integration points used per token and the per-token completeness error
     (score − (target(x) − target(x with that token at the baseline))).
@@ -33,6 +37,10 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
     if internal_batch_size is not None and not isinstance(internal_batch_size, bool) \
             and isinstance(internal_batch_size, int) and internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be >= 1 (or None), got {internal_batch_size}")
+    if prep.baseline_default and prep.forward.kind == "causal":
+        from ..hf.prepare import decoder_baseline_id
+
+        prep = prep.with_baseline(decoder_baseline_id(prep.model, prep.tokenizer))
     B, L, _ = prep.embeds.shape
     R = prep.n_rows
     embeds, base, active = prep.embeds, prep.baseline, ~prep.fixed
@@ -41,6 +49,9 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         target: Any = 0
     else:  # one text, several target rows: one copy of the text per row
         embeds, base, active = embeds.expand(R, -1, -1), base.expand(R, -1, -1), active.expand(R, -1)
+        if prep.targets[0].kind == "continuation":  # causal: columns after a row's read position score 0
+            read = torch.tensor(prep.targets[0].positions, device=active.device).unsqueeze(1)
+            active = active & (torch.arange(L, device=active.device).unsqueeze(0) <= read)
         args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in args)
         target = list(range(R))
     rows = embeds.shape[0]
@@ -62,6 +73,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
             "steps": info.steps[sl][..., pos].squeeze(0).tolist(),
             "completeness_error": err[sl][..., pos].squeeze(0).tolist(),
             "passes": info.passes,
+            "baseline_id": prep.baseline_id,
         }
         fields = result_fields(prep, i, scores, extras=extras, delta=float(err[sl].abs().max()))
         out.append(fields)
