@@ -81,9 +81,12 @@ def test_an_lrp_rule():
 
 
 def test_an_explained_quantity():
+    from hfattr import list_scores
+
     ns = _run("An explained quantity (score)")
     r, model, tok = ns["result"], ns["model"], ns["tokenizer"]
-    assert "margin_ablation" not in list_methods()
+    assert "logit_margin" not in list_scores()  # the handle removed it
+    assert r.target.get("score", "logit_margin") == "logit_margin" or r.options.get("score") == "logit_margin"
     emb = model.get_input_embeddings()
     ids = torch.tensor([r.token_ids])
     x = emb(ids).detach()
@@ -104,10 +107,8 @@ def test_an_explained_quantity():
     torch.testing.assert_close(r.scores, want, rtol=0, atol=1e-10)
 
 
-def test_scores_today_are_the_three_names():
-    # the contract the section above describes (to be updated with the score registry)
-    from hfattr.hf.targets import SCORES, TargetForward
+def test_builtin_scores_are_registered():
+    from hfattr import list_scores
 
-    assert SCORES == ("logit", "prob", "log_prob")
-    with pytest.raises(ValueError, match="score must be one of"):
-        TargetForward(torch.nn.Linear(1, 1), "class", score="margin")
+    assert {"logit", "prob", "log_prob", "contrast", "contrast_prob"} <= set(list_scores())
+

@@ -118,8 +118,15 @@ def test_matches_captum_on_a_continuation(gpt2, method, cls, kw):
     assert r.scores.dim() == 2 and r.scores.shape[0] == len(r.target["ids"])
     captum_kw = {"n_steps": 8, "method": "gausslegendre"} if "n_steps" in kw else {}
     want = _captum_rows(gpt2, r, getattr(captum_attr, cls), **captum_kw)
+    # the generation contract: row j is empty (NaN) from its own position on; captum's causal
+    # gradients are exactly 0 there
+    empty = r.scores.isnan()
+    P = r.target["prompt_length"]
+    cols = torch.arange(r.scores.shape[1])
+    assert torch.equal(empty, cols.unsqueeze(0) >= P + torch.arange(r.scores.shape[0]).unsqueeze(1))
+    assert want[empty[:, : want.shape[1]]].eq(0).all()
     rtol = IG_RTOL if method == "integrated_gradients" else 0
-    torch.testing.assert_close(r.scores, want, rtol=rtol, atol=ATOL)
+    torch.testing.assert_close(r.scores[~empty], want[~empty[:, : want.shape[1]]], rtol=rtol, atol=ATOL)
 
 
 def test_integrated_gradients_delta_is_its_completeness_error(bert):
