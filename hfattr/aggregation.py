@@ -169,7 +169,8 @@ def words(result: Any, reduce: str = "sum") -> Any:
     return Result(
         tokens=tokens, token_ids=[result.token_ids[g[0]] for g in cols], scores=merged, text=result.text,
         offsets=offsets if result.offsets is not None else None, special_mask=[special[g[0]] for g in cols],
-        word_ids=[None if special[g[0]] else k for k, g in enumerate(cols)], rows=row_labels, target=target, probability=prob, method=result.method,
+        word_ids=[None if special[g[0]] else k for k, g in enumerate(cols)], rows=row_labels, target=target,
+        probability=prob, method=result.method,
         options=copy.deepcopy(result.options), delta=None, model_name=result.model_name,
         hfattr_version=result.hfattr_version, extras=extras,
     )

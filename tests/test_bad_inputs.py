@@ -22,7 +22,6 @@ import torch
 import transformers
 from torch import nn
 
-import hfattr
 from hfattr import (Explainer, FeatureAblation, LayerFeatureAblation, NeuronGradient, Result,
                     SequentialIntegratedGradients)
 from hfattr.cli import main

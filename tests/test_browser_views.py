@@ -56,7 +56,8 @@ def _legend(dom, scale: float) -> None:
 
 
 def _no_overlap(els: list[dict], what: str) -> None:
-    boxes = [(e["attrs"].get("data-probe-text", ""), rect(e)) for e in els if e["attrs"]["data-probe-visible"] == "true"]
+    boxes = [(e["attrs"].get("data-probe-text", ""), rect(e)) for e in els
+             if e["attrs"]["data-probe-visible"] == "true"]
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):
             assert not overlap(boxes[i][1], boxes[j][1]), f"{what}: {boxes[i][0]!r} overlaps {boxes[j][0]!r}"

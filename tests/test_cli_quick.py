@@ -63,7 +63,7 @@ def test_method_registered_by_module_path():
     bad = register_method("bad_signature", "os.path:join")  # checked when first used
     try:
         with pytest.raises(TypeError, match="only positional argument"):
-            get_method("bad_signature").fn
+            _ = get_method("bad_signature").fn
     finally:
         bad.remove()
 

@@ -79,7 +79,8 @@ def test_generate_is_greedy_and_keeps_text_probabilities_and_ranks(name):
     steps = res.extras["step_scores"]
     torch.testing.assert_close(torch.tensor(steps["log_prob"], dtype=F64), picked, atol=1e-12, rtol=0)
     torch.testing.assert_close(torch.tensor(res.probability, dtype=F64), picked.exp(), atol=1e-12, rtol=0)
-    torch.testing.assert_close(torch.tensor(steps["entropy"], dtype=F64), -(logp.exp() * logp).sum(-1), atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.tensor(steps["entropy"], dtype=F64), -(logp.exp() * logp).sum(-1),
+                               atol=1e-12, rtol=0)
     assert steps["rank"] == [1, 1, 1, 1]  # greedy: every generated token is the argmax
     check_empty(res)
 

@@ -24,7 +24,8 @@ def generation(tokens, P, scores, *, special=None, kind="generation") -> Result:
                           "positions": [P - 1 + j for j in range(G)], "generated_text": "", "prompt_length": P,
                           "score": "logit"},
                   probability=[0.5, 0.25, 0.5, 0.8][:G],
-                  extras={"step_scores": {"probability": [0.5, 0.25, 0.5, 0.8][:G], "log_prob": [-1.0, -2.0, -3.0, -4.0][:G],
+                  extras={"step_scores": {"probability": [0.5, 0.25, 0.5, 0.8][:G],
+                                          "log_prob": [-1.0, -2.0, -3.0, -4.0][:G],
                                           "entropy": [1.0, 2.0, 3.0, 4.0][:G], "rank": [1, 2, 3, 4][:G]}})
 
 

@@ -152,7 +152,7 @@ def test_attnlrp_conservation(name, bound, capture_impl):
     At the zoo's larger init (0.2) attention logits spread widely and the bias term reaches
     20-50% of the logit; the exact accounting holds there too.
     """
-    for init, L, bound in ((0.02, 64, bound), (0.2, 12, None)):
+    for init, L, limit in ((0.02, 64, bound), (0.2, 12, None)):
         m = _bias_free(name, initializer_range=init, attn_implementation=capture_impl)
         emb = m.get_input_embeddings()(_ids(m, B=8, L=L)).detach()
         CAPTURED.clear()
@@ -164,8 +164,8 @@ def test_attnlrp_conservation(name, bound, capture_impl):
                        for s, a in CAPTURED)
         assert len(CAPTURED) == m.config.num_hidden_layers
         torch.testing.assert_close(total + absorbed, score, rtol=1e-5, atol=0)
-        if bound is not None:
-            assert ((total - score).abs() / score.abs()).max() <= bound
+        if limit is not None:
+            assert ((total - score).abs() / score.abs()).max() <= limit
 
 
 def test_site_relevance_is_conserved_layer_by_layer():

@@ -74,7 +74,7 @@ def run_rounds(calls: list, rounds: int, seed: int, name: str) -> None:
             t.start()
         for t in threads:
             t.join()
-        for (fn, expected), got in zip(chosen, out):
+        for (_, expected), got in zip(chosen, out):
             if isinstance(got, BaseException):
                 raise got
             assert torch.equal(got, expected), f"{name}: a concurrent call gave a different result"

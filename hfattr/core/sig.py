@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .finite import check_finite
-from .inputs import format_additional_args, format_baselines, run_forward, select_target
+from .inputs import format_additional_args, format_baselines, run_forward
 from .batching import auto_rows, is_auto, is_out_of_memory
 from .progress import progress_bar
 

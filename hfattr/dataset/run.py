@@ -28,9 +28,10 @@ from .storage import (RUN_FORMAT, failed_row, file_sha256, list_shards, load_res
                          write_shard)
 from ..explainer import Explainer, jsonable
 from ..hf.text import check_max_length
-from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, PREPARE_OPTIONS, check_options, get_method
+from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, check_options, get_method
 
-__all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "AllRowsFailedError", "DEFAULT_SHARD_SIZE", "process_state"]
+__all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "AllRowsFailedError", "DEFAULT_SHARD_SIZE",
+           "process_state"]
 
 DEFAULT_SHARD_SIZE = 1000
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",

@@ -185,7 +185,7 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
         mask_id = tokenizer.mask_token_id
         vocab = vocab_size(model)
         given: list[list[int] | None] = []
-        for i, t in enumerate(targets):  # checked before any forward pass
+        for t in targets:  # checked before any forward pass
             if t is None or isinstance(t, str):
                 given.append(None if t is None else _token_ids(tokenizer, t, "target"))
             elif isinstance(t, numbers.Integral) and not isinstance(t, bool):

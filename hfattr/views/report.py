@@ -10,7 +10,6 @@ the non-fixed entries, stated in the legend.
 from __future__ import annotations
 
 import csv
-import html as _html
 import json
 import math
 import os
@@ -61,7 +60,8 @@ _SCRIPT = """<script>
     if (page >= pages) page = pages - 1;
     rows.forEach(function (r) { r.hidden = true; });
     shown.slice(page * size, (page + 1) * size).forEach(function (r) { r.hidden = false; });
-    info.textContent = 'page ' + (page + 1) + ' of ' + pages + ' \\u00b7 ' + shown.length + ' of ' + rows.length + ' rows';
+    info.textContent = 'page ' + (page + 1) + ' of ' + pages + ' \\u00b7 ' + shown.length + ' of '
+      + rows.length + ' rows';
     document.getElementById('hfattr-prev').disabled = page === 0;
     document.getElementById('hfattr-next').disabled = page >= pages - 1;
   }
@@ -271,7 +271,8 @@ def build_report(run_dir: str | os.PathLike, *, min_count: int | None = None, to
     shown = f"{len(rows)} of {total}" if total > len(rows) else f"all {total}"
     options = "".join(f'<option value="{esc(lab)}">{esc(lab)}</option>' for lab in sorted(labels))
     controls = (f'<div class="hfattr-controls"><input type="search" id="hfattr-search" placeholder="search the texts" '
-                f'aria-label="search the texts"><select id="hfattr-label" aria-label="label"><option value="">all labels'
+                f'aria-label="search the texts"><select id="hfattr-label" aria-label="label">'
+                f'<option value="">all labels'
                 f'</option>{options}</select><button id="hfattr-prev" type="button">\u2190 previous</button>'
                 f'<button id="hfattr-next" type="button">next \u2192</button><span id="hfattr-pageinfo"></span></div>')
     body = (f'<div class="hfattr">{STYLE}<h1>hfattr report: {esc(run_dir.resolve().name)}</h1>'

@@ -105,7 +105,8 @@ def _blocks(labels: list[str], heads: list[str], cells: list[list[str]], kinds: 
         if extra:
             lines.append(" " * lab_w + " " + "\u2500" * (len(cols) * (cell_w + 1) - 1))
             for name, row in extra:
-                lines.append((f"{_clip(name, lab_w):<{lab_w}} " + " ".join(row[j].rjust(cell_w) for j in cols)).rstrip())
+                joined = " ".join(row[j].rjust(cell_w) for j in cols)
+                lines.append((f"{_clip(name, lab_w):<{lab_w}} " + joined).rstrip())
         if start + per_block < len(heads):
             lines.append("")
     return lines
