@@ -133,22 +133,31 @@ def _chunks(n_rows: int, size: int) -> Iterator[slice]:
 
 def _integrate(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
                args: tuple | None, rows: tuple[Tensor, Tensor], alphas: Tensor, weights: Tensor,
-               chunk: int, grads: list[Tensor], bar: Any, *, shrink_on_oom: bool = False) -> int:
+               chunk: int, grads: list[Tensor], bar: Any, *, tokens: int | None = None,
+               shrink_on_oom: bool = False) -> int:
     """Add ``weight * dF/dx[b, i]`` at the interpolated point of every row into ``grads``.
 
-    With ``shrink_on_oom`` a chunk that runs out of memory is retried with half the rows.
+    Rows are sorted by position. A call holds at most ``chunk`` rows and, with ``tokens``, at most
+    that many row × position evaluations (on a prefix-reusing forward a row at position p costs
+    ``L - p``). With ``shrink_on_oom`` a chunk that runs out of memory is retried with half the rows.
     """
     ex, pos = rows
+    L = inputs[0].shape[1]
+    suffix = bool(getattr(forward_func, FIRST_CHANGED, False))
     calls, start = 0, 0
     while start < len(ex):
-        sl = slice(start, min(len(ex), start + chunk))
+        size = chunk
+        if tokens is not None:  # rows cost the positions they run: from their first change on
+            size = min(chunk, max(1, tokens // (L - int(pos[start]) if suffix else L)))
+        sl = slice(start, min(len(ex), start + size))
         try:
             _integrate_chunk(forward_func, inputs, bases, target, args, ex[sl], pos[sl], alphas[sl],
                              weights[sl], grads)
         except Exception as err:  # noqa: BLE001 - only memory errors are handled
-            if not (shrink_on_oom and chunk > 1 and is_out_of_memory(err)):
+            if not (shrink_on_oom and size > 1 and is_out_of_memory(err)):
                 raise
-            chunk = max(1, chunk // 2)
+            chunk = max(1, size // 2)
+            tokens = None if tokens is None else max(1, tokens // 2)
             if inputs[0].is_cuda:
                 torch.cuda.empty_cache()
             continue
@@ -280,8 +289,9 @@ def sequential_integrated_gradients(
     bases = _full_baselines(baselines, inputs)
     active = _active(inputs, bases, positions, skip_equal=multiply_by_inputs)
     steps = torch.zeros(B, L, dtype=torch.long, device=active.device)
-    # results do not depend on chunking; moderate chunks run fastest on CPUs
+    # results do not depend on chunking; by default a call holds up to a budget of row-positions
     default_chunk = max(B, _ROW_TOKENS // max(L, 1))
+    tokens = None if internal_batch_size is not None else max(B * L, _ROW_TOKENS)
     info = SIGInfo(steps=steps)
     dev = inputs[0].device
 
@@ -297,12 +307,13 @@ def sequential_integrated_gradients(
         row_pos = pos.repeat_interleave(m)
         row_a = torch.tensor(alphas, dtype=torch.float64, device=dev).repeat(n_cells)
         row_w = torch.tensor(weights, dtype=torch.float64, device=dev).repeat(n_cells)
-        chunk = internal_batch_size or default_chunk
+        chunk = internal_batch_size or len(row_ex) or 1
         # accumulate in at least float32 (half-precision sums lose the small step contributions)
         grads = [torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in inputs]
-        with progress_bar(-(-len(row_ex) // chunk), show_progress, label) as bar:
+        expected = -(-len(row_ex) // (internal_batch_size or default_chunk))
+        with progress_bar(expected, show_progress, label) as bar:
             info.passes += _integrate(forward_func, inputs, bases, target, args, (row_ex, row_pos), row_a, row_w,
-                                      chunk, grads, bar, shrink_on_oom=auto_chunk)
+                                      chunk, grads, bar, tokens=tokens, shrink_on_oom=auto_chunk)
         info.rows += len(row_ex)
         steps[act] = n
         out = []

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .targets import TargetForward
+from .targets import TargetForward, kept_positions
 
 __all__ = ["PrefixReuseForward", "supports_prefix_reuse"]
 
@@ -105,13 +105,17 @@ class PrefixReuseForward:
             else:
                 k, v = k.index_select(0, ex), v.index_select(0, ex)
             cache.update(k[:, :, :start], v[:, :, :start], layer_idx)
-        out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask,
-                         use_cache=True, **{self._cache_kw: cache})
-        self.positions_run += N * (L - start)
-        suffix = out.logits  # (N, L - start, V)
-        pos = positions.to(suffix.device)
+        pos = positions.to(embeds.device)
         late = pos >= start
+        kw: dict[str, Any] = {self._cache_kw: cache}
+        rel = (pos - start).clamp(min=0)
+        if self.forward.keeps_logits:  # the LM head only where a target row reads
+            keep, rel = kept_positions(torch.where(late, pos - start, L), L - start)
+            kw["logits_to_keep"] = keep
+        out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask, use_cache=True, **kw)
+        self.positions_run += N * (L - start)
+        suffix = out.logits  # (N, kept positions of the suffix, V)
         row_idx = torch.arange(N, device=suffix.device).unsqueeze(1)
-        from_suffix = suffix[row_idx, (pos - start).clamp(min=0)]  # (N, R, V)
+        from_suffix = suffix[row_idx, rel]  # (N, R, V)
         rows = torch.where(late.unsqueeze(-1), from_suffix, base_rows.to(from_suffix.dtype))
         return self.forward.finish(rows, indices)

@@ -201,6 +201,25 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
     return out
 
 
+def accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``logits_to_keep`` (a 1-D tensor of positions)."""
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def kept_positions(positions: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """``(keep, remapped)``: the distinct positions in ``[0, length)`` read by ``positions`` (1-D,
+    sorted) and ``positions`` as indices into ``keep`` (positions outside map to 0)."""
+    pos = positions.clamp(min=0)
+    inside = pos < length
+    keep = torch.unique(pos[inside]) if bool(inside.any()) else pos.new_zeros(1)
+    return keep, torch.searchsorted(keep, pos).clamp(max=len(keep) - 1)
+
+
 class TargetForward:
     """``f(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids, example_ids) -> (B, R)``.
 
@@ -213,6 +232,7 @@ class TargetForward:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         self.model, self.kind, self.score = model, kind, score
         self.seq2seq = kind == "seq2seq"
+        self.keeps_logits = kind == "causal" and accepts_logits_to_keep(model)
 
     def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
                  decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
@@ -224,6 +244,9 @@ class TargetForward:
             kwargs["decoder_input_ids"] = decoder_ids
         if self.kind in ("causal", "seq2seq"):
             kwargs["use_cache"] = False
+        if self.keeps_logits:  # the LM head only at the positions the target rows read
+            keep, positions = kept_positions(positions, embeds.shape[1])
+            kwargs["logits_to_keep"] = keep
         logits = self.model(**kwargs).logits
         return self.select(logits, positions, indices)
 

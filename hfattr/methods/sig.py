@@ -10,8 +10,6 @@ from ..core.sig import METHODS, sequential_integrated_gradients
 from ..hf.prepare import Prepared
 from .fields import ResultFields, result_fields
 
-_TOKEN_BUDGET = 8192  # default rows per chunk × sequence length
-
 
 def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
         internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
@@ -38,8 +36,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         embeds, base, active = embeds.expand(R, -1, -1), base.expand(R, -1, -1), active.expand(R, -1)
         args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in args)
         target = list(range(R))
-    rows = embeds.shape[0]
-    chunk = internal_batch_size or max(rows, _TOKEN_BUDGET // max(L, 1))
+    chunk = internal_batch_size  # None: the core's default budget of row-positions per call
     (attr,), info = sequential_integrated_gradients(
         prep.perturbation_forward(fast=fast), (embeds,), baselines=(base,), target=target, additional_forward_args=args,
         n_steps=n_steps, method=integration, internal_batch_size=chunk, positions=active,
