@@ -13,8 +13,11 @@ from .fields import ResultFields, result_fields
 
 def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
         internal_batch_size: int | None = None, tol: float = 1e-3, show_progress: bool = False,
-        fast: bool = True) -> list[ResultFields]:
+        fast: bool = True, memory_budget: int | None = None) -> list[ResultFields]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
+
+    ``memory_budget`` (bytes) bounds the memory of one forward/backward call when
+    ``internal_batch_size`` is not given (default: a share of the free memory, docs/performance.md).
 
     ``integration`` is the quadrature rule (the reference's ``method``: ``gausslegendre`` or a
     ``riemann_*`` rule).
@@ -25,7 +28,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
     if integration not in METHODS:
         raise ValueError(f"integration must be one of {METHODS}, got {integration!r}")
     if n_steps == "auto" and integration != "gausslegendre":
-        raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use integration='gausslegendre'")
+        raise ValueError("n_steps='auto' chooses its own nested rules; leave integration='gausslegendre' (the default)")
     B, L, _ = prep.embeds.shape
     R = prep.n_rows
     embeds, base, active = prep.embeds, prep.baseline, ~prep.fixed
@@ -40,7 +43,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
     (attr,), info = sequential_integrated_gradients(
         prep.perturbation_forward(fast=fast), (embeds,), baselines=(base,), target=target, additional_forward_args=args,
         n_steps=n_steps, method=integration, internal_batch_size=chunk, positions=active,
-        show_progress=show_progress, tol=tol, with_completeness=True,
+        show_progress=show_progress, tol=tol, with_completeness=True, memory_budget=memory_budget,
     )
     per_token = attr.sum(-1)  # (rows, L)
     err = info.completeness_error
