@@ -156,3 +156,27 @@ def test_lm_head_only_where_rows_read():
         logits = model(inputs_embeds=e, attention_mask=mask, use_cache=False).logits
     want = torch.stack([logits[r, pos[r], idx[r]] for r in range(3)])
     torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+def test_zero_baseline_spike_is_graded():
+    """A zero baseline through an RMSNorm makes the integrand a spike at alpha = 0; ``auto`` grades
+    its nodes there (alpha = t**2) and beats 50 Gauss-Legendre steps with fewer rows."""
+    g = torch.Generator().manual_seed(11)
+    W = torch.randn(8, 8, generator=g, dtype=D64)
+    v = torch.randn(8, generator=g, dtype=D64)
+
+    def fwd(x):  # (N, L, 8) -> (N,)
+        h = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)  # RMSNorm, as in Llama's first layer
+        return (torch.tanh(h @ W) @ v).sum(1) + (h[:, :-1] * h[:, 1:]).sum((1, 2))
+
+    x = 0.2 * torch.randn(1, 5, 8, generator=g, dtype=D64)
+    sig = SequentialIntegratedGradients(fwd)
+    fixed = sig.attribute(x, target=None, n_steps=50)
+    err_fixed = sig.compute_completeness_error(fixed, x).abs().max()
+    with pytest.warns(UserWarning):  # tol is not reached by either
+        auto = sig.attribute(x, n_steps="auto", tol=1e-12)
+    info = sig.last_info
+    assert info.extra["graded"] == 5 and info.rows < 5 * 50
+    err_auto = sig.compute_completeness_error(auto, x).abs().max()
+    torch.testing.assert_close(info.completeness_error.abs().max(), err_auto, atol=1e-12, rtol=0)
+    assert err_auto < err_fixed / 10, (float(err_auto), float(err_fixed))

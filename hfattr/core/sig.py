@@ -386,10 +386,18 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
     """``n_steps="auto"``: nested Clenshaw-Curtis rules (3, 5, 9, 17, 33, ... points), refined per
     position while its completeness error exceeds ``tol``. Every evaluated point is reused by the
     finer rules; the gradient at ``alpha = 1`` (the input itself) is shared by all positions and the
-    forward values at ``alpha = 0`` give the completeness check, so no round needs extra passes."""
+    forward values at ``alpha = 0`` give the completeness check, so no round needs extra passes.
+
+    Positions whose baseline is the zero vector are integrated in ``t`` with ``alpha = t**2``: the
+    path then starts at the origin, where normalisation layers (RMSNorm, LayerNorm) are singular and
+    the integrand has a spike of width ~sqrt(eps / mean(x**2)) at ``alpha = 0``; the substitution
+    puts more nodes there (same nodes in ``t``, so still nested and with the same end points)."""
     B, L = active.shape
     dev = inputs[0].device
     levels = cc_levels(start_steps, max_steps)
+    graded = active.clone()
+    for b in bases:
+        graded &= (b == 0).reshape(B, L, -1).all(-1)
     if not bool(active.any()):  # nothing to attribute: no passes
         info.completeness_error = torch.zeros(B, L, dtype=torch.float64, device=dev)
         info.extra.update(tol=tol, rule="clenshaw-curtis", at_noise_floor=0)
@@ -426,6 +434,7 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
             row_ex, row_pos = ex.repeat_interleave(m), pos.repeat_interleave(m)
             row_slot = torch.arange(m, device=dev).repeat(len(ex))
             row_a = torch.tensor([alphas[j] for j in new], dtype=torch.float64, device=dev).repeat(len(ex))
+            row_a = torch.where(graded[row_ex, row_pos], row_a * row_a, row_a)
             row_w = torch.ones(len(row_ex), dtype=torch.float64, device=dev)
             grads = [torch.zeros((m,) + tuple(x.shape), dtype=a, device=dev) for x, a in zip(inputs, acc)]
             size = chunk or len(row_ex)
@@ -444,11 +453,15 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
                 drops = position_drops(forward_func, inputs, bases, target, args, missing, chunk_eval)
                 f_start = torch.where(missing, f_x.view(B, 1).to(torch.float64) - drops, f_start)
         # the n-point rule on every position that is at this level
-        w_n, _ = clenshaw_curtis(n)
+        w_n, t_n = clenshaw_curtis(n)
         integral = [torch.zeros_like(d) for d in diffs]
-        for j, wj in zip(cc_node_index(n, finest), w_n):
-            for t, g in zip(integral, node_grads[j]):
-                t.add_(g.to(torch.float64), alpha=wj)
+        integral_t = [torch.zeros_like(d) for d in diffs]  # in t, alpha = t**2: d alpha = 2 t dt
+        for j, wj, tj in zip(cc_node_index(n, finest), w_n, t_n):
+            for t, tt, g in zip(integral, integral_t, node_grads[j]):
+                g64 = g.to(torch.float64)
+                t.add_(g64, alpha=wj)
+                tt.add_(g64, alpha=wj * 2 * tj)
+        integral = [torch.where(graded.view(B, L, *f), tt, t) for t, tt, f in zip(integral, integral_t, feat)]
         for t, a, i_, d, f in zip(integral, attrs64, integrals, diffs, feat):
             a.copy_(torch.where(todo.view(B, L, *f), t * d, a))
             i_.copy_(torch.where(todo.view(B, L, *f), t, i_))
@@ -464,7 +477,8 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
         if not bool(todo.any()):
             break
     info.completeness_error = err
-    info.extra.update(tol=tol, rule="clenshaw-curtis", at_noise_floor=int(at_floor.sum()))
+    info.extra.update(tol=tol, rule="clenshaw-curtis", at_noise_floor=int(at_floor.sum()),
+                      graded=int(graded.sum()))
     out = []
     for a, i_, x, f in zip(attrs64, integrals, inputs, feat):
         a = a if multiply_by_inputs else i_ * active.view(B, L, *f)
