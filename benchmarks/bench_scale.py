@@ -127,7 +127,6 @@ def completeness(forward, scores: torch.Tensor, x, base, target: int) -> float:
 
 def run_model(name: str, a: argparse.Namespace) -> None:
     from captum.attr import FeatureAblation as CFA
-    from captum.attr import IntegratedGradients as CIG
     from captum.attr import LayerFeatureAblation as CLFA
 
     model, tok, kind = build(name)

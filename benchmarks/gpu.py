@@ -148,13 +148,11 @@ def attempt(fn: Callable[[], Any]) -> Any:
 
 
 def small_items(name: str, dtype_name: str, a, meter: Meter, table: Table, peers: set[str]) -> None:
-    from hfattr.hf.text import baseline_token_id
-
     dtype, dev = DTYPES[dtype_name], meter.device
     model, tok, kind, mid = build(name, dtype, dev, a.tiny)
     fwd = forward_of(model, kind)
     L = a.length
-    ids, x = embeds(model, L, dev)
+    _, x = embeds(model, L, dev)
     with torch.no_grad():
         target = int(fwd(x).argmax(-1))
     mask = torch.arange(L, device=dev).view(1, L, 1)

@@ -98,7 +98,10 @@ def test_auto_never_uses_more_rows_than_fixed_50():
 def test_tolerance_below_rounding_noise_stops_with_a_warning():
     fwd = _net(seed=5)
     x = torch.randn(1, 6, 3, generator=torch.Generator().manual_seed(3)).float()
-    f32 = lambda e: fwd(e.double()).float()  # noqa: E731
+
+    def f32(e):
+        return fwd(e.double()).float()
+
     sig = SequentialIntegratedGradients(f32)
     with pytest.warns(UserWarning, match="rounding noise"):
         sig.attribute(x, target=0, n_steps="auto", tol=1e-30)

@@ -427,7 +427,7 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
         new = [j for j in cc_node_index(n, finest) if j not in have]
         ex, pos = todo.nonzero(as_tuple=True)
         if len(ex) and new:
-            weights, alphas = clenshaw_curtis(finest)
+            _, alphas = clenshaw_curtis(finest)
             m = len(new)
             order = torch.argsort(pos * B + ex, stable=True)
             ex, pos = ex[order], pos[order]

@@ -29,7 +29,7 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         raise ValueError(f"integration must be one of {METHODS}, got {integration!r}")
     if n_steps == "auto" and integration != "gausslegendre":
         raise ValueError("n_steps='auto' chooses its own nested rules; leave integration='gausslegendre' (the default)")
-    B, L, _ = prep.embeds.shape
+    B = prep.embeds.shape[0]
     R = prep.n_rows
     embeds, base, active = prep.embeds, prep.baseline, ~prep.fixed
     args = prep.forward_args()
