@@ -470,10 +470,12 @@ def test_auto_meets_tolerance_with_fewer_rows(bert64, tol):
     # the recorded error is the true one
     want = sig.compute_completeness_error(attr, x, base, target=1, additional_forward_args=mask)
     torch.testing.assert_close(err, want, atol=1e-12, rtol=0)
-    # steps per position are recorded, are Gauss-Legendre sizes, and differ only where needed
+    # steps per position are recorded, are sizes of the nested Clenshaw-Curtis rules (2**k + 1), and
+    # every point is evaluated once: one shared row per example at alpha = 1, n - 1 rows per position
     assert info.steps.shape == (Bx, Lx) and (info.steps >= 1).all()
     assert int(info.steps.max()) < 50
-    assert info.rows == int(sum(_rows_for(s) for s in info.steps.flatten().tolist()))
+    assert all(s in (5, 9, 17, 33) for s in info.steps.flatten().tolist())
+    assert info.rows == Bx + int(sum(_rows_for(s) for s in info.steps.flatten().tolist()))
     rows.clear()
     fixed = sig.attribute(x, baselines=base, target=1, additional_forward_args=mask, n_steps=50)
     assert sig.last_info.rows == sum(rows) == Bx * Lx * 50
@@ -481,13 +483,10 @@ def test_auto_meets_tolerance_with_fewer_rows(bert64, tol):
     torch.testing.assert_close(attr, fixed, atol=10 * tol, rtol=0)
 
 
-def _rows_for(final_steps: int, start: int = 4) -> int:
-    """Rows spent on one position that ended at ``final_steps`` when steps double from ``start``."""
-    n, total = start, start
-    while n < final_steps:
-        n *= 2
-        total += n
-    return total
+def _rows_for(final_steps: int) -> int:
+    """Rows spent on one position that ended at ``final_steps`` points of nested rules whose point at
+    alpha = 1 is shared by all positions."""
+    return final_steps - 1 if final_steps else 0
 
 
 def test_auto_refines_only_positions_that_need_it():
@@ -500,8 +499,8 @@ def test_auto_refines_only_positions_that_need_it():
     sig = SequentialIntegratedGradients(fwd)
     sig.attribute(x, n_steps="auto", tol=1e-9)
     steps = sig.last_info.steps
-    assert (steps[:, 1:] == 4).all()  # linear positions: exact at the first rule
-    assert (steps[:, 0] > 4).all()
+    assert (steps[:, 1:] == 5).all()  # linear positions: exact at the first rule
+    assert (steps[:, 0] > 5).all()
     assert sig.last_info.completeness_error.abs().max() <= 1e-9
 
 

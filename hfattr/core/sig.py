@@ -9,6 +9,7 @@ and cost nothing (with ``multiply_by_inputs``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
@@ -21,6 +22,8 @@ from torch import Tensor
 from .finite import check_finite
 from .inputs import format_additional_args, format_baselines, run_forward
 from .batching import auto_rows, is_auto, is_out_of_memory
+from .budget import RowBudget
+from .quadrature import cc_levels, cc_node_index, clenshaw_curtis
 from .progress import progress_bar
 
 __all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
@@ -136,22 +139,35 @@ def _chunks(n_rows: int, size: int) -> Iterator[slice]:
 
 def _integrate(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
                args: tuple | None, rows: tuple[Tensor, Tensor], alphas: Tensor, weights: Tensor,
-               chunk: int, grads: list[Tensor], bar: Any, *, shrink_on_oom: bool = False) -> int:
+               chunk: int, grads: list[Tensor], bar: Any, *, budget: RowBudget | None = None,
+               shrink_on_oom: bool = False, slots: Tensor | None = None, values: Tensor | None = None) -> int:
     """Add ``weight * dF/dx[b, i]`` at the interpolated point of every row into ``grads``.
 
+    Rows are sorted by position. A call holds at most ``chunk`` rows and, with ``budget``, at most
+    ``budget.tokens`` row-positions (on a prefix-reusing forward a row at position p runs ``L - p``).
     With ``shrink_on_oom`` a chunk that runs out of memory is retried with half the rows.
+    With ``slots`` (one per row) ``grads`` have a leading slot dimension (one slot per node of a
+    rule); ``values`` ``(B, L)`` receives the forward value of rows at ``alpha = 0``.
     """
     ex, pos = rows
+    L = inputs[0].shape[1]
+    suffix = bool(getattr(forward_func, FIRST_CHANGED, False))
     calls, start = 0, 0
     while start < len(ex):
-        sl = slice(start, min(len(ex), start + chunk))
+        size, cost = chunk, (L - int(pos[start]) if suffix else L)
+        if budget is not None:  # rows cost the positions they run: from their first change on
+            size = min(chunk, max(1, budget.tokens // cost))
+        sl = slice(start, min(len(ex), start + size))
+        measure = budget.measure((sl.stop - sl.start) * cost) if budget is not None else contextlib.nullcontext()
         try:
             _integrate_chunk(forward_func, inputs, bases, target, args, ex[sl], pos[sl], alphas[sl],
-                             weights[sl], grads)
+                             weights[sl], grads, measure, None if slots is None else slots[sl], values)
         except Exception as err:  # noqa: BLE001 - only memory errors are handled
-            if not (shrink_on_oom and chunk > 1 and is_out_of_memory(err)):
+            if not (shrink_on_oom and size > 1 and is_out_of_memory(err)):
                 raise
-            chunk = max(1, chunk // 2)
+            chunk = max(1, size // 2)
+            if budget is not None:
+                budget.shrink()
             if inputs[0].is_cuda:
                 torch.cuda.empty_cache()
             continue
@@ -162,7 +178,8 @@ def _integrate(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[
 
 
 def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
-                     args: tuple | None, e: Tensor, p: Tensor, a: Tensor, w: Tensor, grads: list[Tensor]) -> None:
+                     args: tuple | None, e: Tensor, p: Tensor, a: Tensor, w: Tensor, grads: list[Tensor],
+                     measure: Any = None, slot: Tensor | None = None, values: Tensor | None = None) -> None:
     """One forward + backward over the rows ``(e, p)`` at interpolation points ``a``, weights ``w``."""
     B = inputs[0].shape[0]
     fwd = forward_func
@@ -180,14 +197,21 @@ def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: 
             full = x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), z)
             leaves.append(z)
             batch.append(full)
-        out = run_forward(fwd, tuple(batch), _gather_target(target, e), _gather_args(args, e, B), owned=True)
+        with measure or contextlib.nullcontext():
+            out = run_forward(fwd, tuple(batch), _gather_target(target, e), _gather_args(args, e, B), owned=True)
         g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
+    if values is not None and out.dim() > 0 and out.shape[0] == len(e):
+        start = a == 0
+        if bool(start.any()):
+            per_row = out.detach().reshape(len(e), -1).sum(1).to(values.dtype)
+            values[e[start], p[start]] = per_row[start]
+    where = (e, p) if slot is None else (slot, e, p)
     for k, gk in enumerate(g):
         if gk is None:
             continue
         acc = grads[k].dtype
         contrib = gk.detach().to(acc) * w.to(acc).view((-1,) + (1,) * (gk.dim() - 1))
-        grads[k].index_put_((e, p), contrib, accumulate=True)
+        grads[k].index_put_(where, contrib, accumulate=True)
 
 
 @torch.no_grad()
@@ -252,15 +276,17 @@ def sequential_integrated_gradients(
     show_progress: bool = False,
     positions: Tensor | None = None,
     tol: float = 1e-3,
-    max_steps: int = 128,
+    max_steps: int = 33,
     start_steps: int = 4,
     with_completeness: bool = False,
+    memory_budget: int | None = None,
 ) -> tuple[tuple[Tensor, ...], SIGInfo]:
     """SIG attributions for inputs sharing dimension 1, and a ``SIGInfo``.
 
     ``positions`` (bool, ``(L,)`` or ``(B, L)``) limits which positions are attributed.
-    ``n_steps="auto"`` starts every position with ``start_steps`` Gauss-Legendre points and
-    doubles them only where the completeness error exceeds ``tol`` (up to ``max_steps``).
+    ``n_steps="auto"`` integrates with nested Clenshaw-Curtis rules (``2**k + 1`` points, from the
+    first >= ``start_steps`` to the last <= ``max_steps``), refining a position only while its
+    completeness error exceeds ``tol``; evaluated points are reused (see ``_adaptive``).
     """
     L = _check_inputs(inputs)
     B = inputs[0].shape[0]
@@ -271,7 +297,7 @@ def sequential_integrated_gradients(
         raise ValueError(f"internal_batch_size must be >= 1 (or None / 'auto'), got {internal_batch_size}")
     auto = n_steps == "auto"
     if auto and method != "gausslegendre":
-        raise ValueError("n_steps='auto' refines Gauss-Legendre rules; use method='gausslegendre'")
+        raise ValueError("n_steps='auto' chooses its own nested rules; leave method='gausslegendre' (the default)")
     if not auto:
         quadrature(method, n_steps)  # validates n_steps and method early
     auto_chunk = is_auto(internal_batch_size)
@@ -285,6 +311,9 @@ def sequential_integrated_gradients(
             raise ValueError(
                 f"internal_batch_size ({internal_batch_size}) must be at least the number of examples ({B})"
             )
+    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
+                                      or memory_budget < 1):
+        raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
     if isinstance(target, list) and len(target) != B:
         raise ValueError(f"target list has {len(target)} entries; expected one per example ({B})")
     args = format_additional_args(additional_forward_args)
@@ -294,8 +323,9 @@ def sequential_integrated_gradients(
         check_finite(b, f"baselines[{k}]")
     active = _active(inputs, bases, positions, skip_equal=multiply_by_inputs)
     steps = torch.zeros(B, L, dtype=torch.long, device=active.device)
-    # results do not depend on chunking; moderate chunks run fastest on CPUs
+    # results do not depend on chunking; by default a call holds up to a budget of row-positions
     default_chunk = max(B, _ROW_TOKENS // max(L, 1))
+    budget = None if internal_batch_size is not None else RowBudget(inputs, memory_budget)
     info = SIGInfo(steps=steps)
     dev = inputs[0].device
 
@@ -311,12 +341,13 @@ def sequential_integrated_gradients(
         row_pos = pos.repeat_interleave(m)
         row_a = torch.tensor(alphas, dtype=torch.float64, device=dev).repeat(n_cells)
         row_w = torch.tensor(weights, dtype=torch.float64, device=dev).repeat(n_cells)
-        chunk = internal_batch_size or default_chunk
+        chunk = internal_batch_size or len(row_ex) or 1
         # accumulate in at least float32 (half-precision sums lose the small step contributions)
         grads = [torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in inputs]
-        with progress_bar(-(-len(row_ex) // chunk), show_progress, label) as bar:
+        expected = -(-len(row_ex) // (internal_batch_size or default_chunk))
+        with progress_bar(expected, show_progress, label) as bar:
             info.passes += _integrate(forward_func, inputs, bases, target, args, (row_ex, row_pos), row_a, row_w,
-                                      chunk, grads, bar, shrink_on_oom=auto_chunk)
+                                      chunk, grads, bar, budget=budget, shrink_on_oom=auto_chunk or budget is not None)
         info.rows += len(row_ex)
         steps[act] = n
         out = []
@@ -342,29 +373,146 @@ def sequential_integrated_gradients(
                                                          args, active, chunk_eval)
         return attrs, info
 
-    n = start_steps
-    attrs = run(active, n, f"SIG ({n} steps)")
-    drops = position_drops(forward_func, inputs, bases, target, args, active, chunk_eval)  # once for all rounds
-    err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, active, chunk_eval,
-                             drops=drops)
-    todo = active & (err.abs() > tol)
-    while todo.any() and n < max_steps:
-        n = min(2 * n, max_steps)
-        refined = run(todo, n, f"SIG ({n} steps)")
-        for a, r in zip(attrs, refined):
-            mask = todo.view(B, L, *([1] * (a.dim() - 2)))
-            a.copy_(torch.where(mask, r, a))
-        new_err = completeness_error(forward_func, multiplied(attrs), inputs, bases, target, args, todo, chunk_eval,
-                                     drops=drops)
-        err = torch.where(todo, new_err, err)
-        todo = todo & (err.abs() > tol)
+    return _adaptive(forward_func, inputs, bases, target, args, active, info, tol=tol, start_steps=start_steps,
+                     max_steps=max_steps, multiply_by_inputs=multiply_by_inputs, chunk=internal_batch_size,
+                     budget=budget, shrink_on_oom=auto_chunk or budget is not None, show_progress=show_progress,
+                     chunk_eval=chunk_eval)
+
+
+NOISE = 16  # refinement stops where successive rules agree to NOISE × eps × the magnitudes involved
+
+
+def _gradient_at_input(forward_func: Callable, inputs: tuple[Tensor, ...], target: Any,
+                       args: tuple | None) -> tuple[list[Tensor | None], Tensor]:
+    """dF/dx at the inputs themselves (every position's path ends there) and F(x) per example."""
+    leaves = tuple(x.detach().requires_grad_(True) for x in inputs)
+    fwd = forward_func
+    if getattr(forward_func, FIRST_CHANGED, False):
+        fwd = functools.partial(forward_func, first_changed=0)
+    with torch.enable_grad():
+        out = run_forward(fwd, leaves, target, args)
+        g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
+    f_x = out.detach().reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.detach().reshape(1)
+    return list(g), f_x
+
+
+def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
+              args: tuple | None, active: Tensor, info: SIGInfo, *, tol: float, start_steps: int, max_steps: int,
+              multiply_by_inputs: bool, chunk: int | None, budget: RowBudget | None, shrink_on_oom: bool,
+              show_progress: bool, chunk_eval: int) -> tuple[tuple[Tensor, ...], SIGInfo]:
+    """``n_steps="auto"``: nested Clenshaw-Curtis rules (3, 5, 9, 17, 33, ... points), refined per
+    position while its completeness error exceeds ``tol``. Every evaluated point is reused by the
+    finer rules; the gradient at ``alpha = 1`` (the input itself) is shared by all positions and the
+    forward values at ``alpha = 0`` give the completeness check, so no round needs extra passes.
+
+    Positions whose baseline is the zero vector are integrated in ``t`` with ``alpha = t**2``: the
+    path then starts at the origin, where normalisation layers (RMSNorm, LayerNorm) are singular and
+    the integrand has a spike of width ~sqrt(eps / mean(x**2)) at ``alpha = 0``; the substitution
+    puts more nodes there (same nodes in ``t``, so still nested and with the same end points)."""
+    B, L = active.shape
+    dev = inputs[0].device
+    levels = cc_levels(start_steps, max_steps)
+    graded = active.clone()
+    for b in bases:
+        graded &= (b == 0).reshape(B, L, -1).all(-1)
+    if not bool(active.any()):  # nothing to attribute: no passes
+        info.completeness_error = torch.zeros(B, L, dtype=torch.float64, device=dev)
+        info.extra.update(tol=tol, rule="clenshaw-curtis", at_noise_floor=0)
+        return tuple(torch.zeros_like(x) for x in inputs), info
+    finest = levels[-1]
+    feat = [(1,) * (x.dim() - 2) for x in inputs]
+    acc = [torch.promote_types(x.dtype, torch.float32) for x in inputs]
+    diffs = [(x - b).to(torch.float64) for x, b in zip(inputs, bases)]
+    eps = max(torch.finfo(x.dtype).eps for x in inputs)
+    steps = info.steps
+    node_grads: dict[int, list[Tensor]] = {}  # node index in the finest rule -> per-input (B, L, ...) gradients
+    g1, f_x = _gradient_at_input(forward_func, inputs, target, args)
+    info.passes += 1
+    info.rows += B
+    node_grads[finest - 1] = [torch.zeros_like(x, dtype=a) if g is None else g.detach().to(a)
+                              for g, x, a in zip(g1, inputs, acc)]
+    f_start = torch.full((B, L), float("nan"), dtype=torch.float64, device=dev)  # F(x with i at its baseline)
+    level_of = torch.zeros(B, L, dtype=torch.long, device=dev)  # index into levels
+    todo = active.clone()
+    attrs64 = [torch.zeros_like(d) for d in diffs]  # multiplied by (x - baseline)
+    integrals = [torch.zeros_like(d) for d in diffs]
+    err = torch.zeros(B, L, dtype=torch.float64, device=dev)
+    prev_sum: Tensor | None = None
+    at_floor = torch.zeros_like(active)
+    for k, n in enumerate(levels):
+        have = set(cc_node_index(levels[k - 1], finest)) if k else {finest - 1}
+        new = [j for j in cc_node_index(n, finest) if j not in have]
+        ex, pos = todo.nonzero(as_tuple=True)
+        if len(ex) and new:
+            _, alphas = clenshaw_curtis(finest)
+            m = len(new)
+            order = torch.argsort(pos * B + ex, stable=True)
+            ex, pos = ex[order], pos[order]
+            row_ex, row_pos = ex.repeat_interleave(m), pos.repeat_interleave(m)
+            row_slot = torch.arange(m, device=dev).repeat(len(ex))
+            row_a = torch.tensor([alphas[j] for j in new], dtype=torch.float64, device=dev).repeat(len(ex))
+            row_a = torch.where(graded[row_ex, row_pos], row_a * row_a, row_a)
+            row_w = torch.ones(len(row_ex), dtype=torch.float64, device=dev)
+            grads = [torch.zeros((m,) + tuple(x.shape), dtype=a, device=dev) for x, a in zip(inputs, acc)]
+            size = chunk or len(row_ex)
+            with progress_bar(-(-len(row_ex) // size), show_progress, f"SIG ({n} points)") as bar:
+                info.passes += _integrate(forward_func, inputs, bases, target, args, (row_ex, row_pos), row_a,
+                                          row_w, size, grads, bar, budget=budget, shrink_on_oom=shrink_on_oom,
+                                          slots=row_slot, values=f_start)
+            info.rows += len(row_ex)
+            for i, j in enumerate(new):
+                node_grads[j] = [g[i] for g in grads]
+        level_of[todo] = k
+        steps[todo] = n
+        if k == 0:
+            missing = active & torch.isnan(f_start)
+            if bool(missing.any()):  # the forward gives no per-row values: evaluate the drops directly
+                drops = position_drops(forward_func, inputs, bases, target, args, missing, chunk_eval)
+                f_start = torch.where(missing, f_x.view(B, 1).to(torch.float64) - drops, f_start)
+        # the n-point rule on every position that is at this level
+        w_n, t_n = clenshaw_curtis(n)
+        integral = [torch.zeros_like(d) for d in diffs]
+        integral_t = [torch.zeros_like(d) for d in diffs]  # in t, alpha = t**2: d alpha = 2 t dt
+        for j, wj, tj in zip(cc_node_index(n, finest), w_n, t_n):
+            for t, tt, g in zip(integral, integral_t, node_grads[j]):
+                g64 = g.to(torch.float64)
+                t.add_(g64, alpha=wj)
+                tt.add_(g64, alpha=wj * 2 * tj)
+        integral = [torch.where(graded.view(B, L, *f), tt, t) for t, tt, f in zip(integral, integral_t, feat)]
+        for t, a, i_, d, f in zip(integral, attrs64, integrals, diffs, feat):
+            a.copy_(torch.where(todo.view(B, L, *f), t * d, a))
+            i_.copy_(torch.where(todo.view(B, L, *f), t, i_))
+        mult_sum = sum(a.reshape(B, L, -1).sum(-1) for a in attrs64)
+        drop = f_x.view(B, 1).to(torch.float64) - f_start
+        err = torch.where(active, mult_sum - drop, torch.zeros_like(mult_sum))
+        if prev_sum is not None:  # successive rules agree to rounding: more points cannot help
+            scale = (f_x.view(B, 1).abs().to(torch.float64) + f_start.abs().nan_to_num()
+                     + sum(a.abs().reshape(B, L, -1).sum(-1) for a in attrs64))
+            at_floor |= todo & ((mult_sum - prev_sum).abs() <= NOISE * eps * scale) & (err.abs() > tol)
+        prev_sum = mult_sum
+        todo = todo & (err.abs() > tol) & ~at_floor
+        if not bool(todo.any()):
+            break
     info.completeness_error = err
-    info.extra["tol"] = tol
-    if bool((active & (err.abs() > tol)).any()):
+    info.extra.update(tol=tol, rule="clenshaw-curtis", at_noise_floor=int(at_floor.sum()),
+                      graded=int(graded.sum()))
+    out = []
+    for a, i_, x, f in zip(attrs64, integrals, inputs, feat):
+        a = a if multiply_by_inputs else i_ * active.view(B, L, *f)
+        out.append(a.to(x.dtype))
+    bad = active & (err.abs() > tol)
+    if bool((bad & ~at_floor).any()):
         warnings.warn(
-            f"n_steps='auto' stopped at max_steps={max_steps} with a completeness error of "
-            f"{float(err.abs().max()):.3g} > tol={tol:g} at {int((active & (err.abs() > tol)).sum())} "
+            f"n_steps='auto' stopped at max_steps={levels[-1]} points with a completeness error of "
+            f"{float(err[bad & ~at_floor].abs().max()):.3g} > tol={tol:g} at {int((bad & ~at_floor).sum())} "
             "position(s); the integrand is steep there (raise max_steps or use another baseline)",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return attrs, info
+    if bool(at_floor.any()):
+        warnings.warn(
+            f"n_steps='auto': tol={tol:g} is below the rounding noise of {inputs[0].dtype} at {int(at_floor.sum())} "
+            f"position(s) (largest completeness error {float(err[at_floor].abs().max()):.3g}); more points "
+            "cannot lower it there",
+            stacklevel=3,
+        )
+    return tuple(out), info

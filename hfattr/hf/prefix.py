@@ -3,8 +3,8 @@
 ``PrefixReuseForward`` wraps a ``TargetForward`` of a causal LM. It runs the unperturbed batch
 once with a key/value cache; each later call finds the first position where any row differs from
 its original text (rows say which text they come from through ``example_ids``) and runs only
-positions from there on, on top of the cached prefix (logits only from the first position a row
-reads, where the model takes ``logits_to_keep``). Target rows that read a position before that
+positions from there on, on top of the cached prefix (logits only at the positions the rows
+read, where the model takes ``logits_to_keep``). Target rows that read a position before that
 point take the unperturbed logits. Gradients flow as usual (the cache is a constant, which
 it is for every position before the change). Used only where the cache is a plain per-layer
 key/value cache; otherwise every call is a full forward.
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .targets import TargetForward
+from .targets import TargetForward, kept_positions
 
 __all__ = ["PrefixReuseForward", "supports_prefix_reuse"]
 
@@ -59,7 +59,6 @@ class PrefixReuseForward:
 
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self._keep = "logits_to_keep" in params  # compute the logits only where rows read them
         try:
             with torch.no_grad():
                 out = self.model(inputs_embeds=self.original, attention_mask=attention_mask, use_cache=True)
@@ -109,21 +108,15 @@ class PrefixReuseForward:
             cache.update(k[:, :, :start], v[:, :, :start], layer_idx)
         pos = positions.to(embeds.device)
         late = pos >= start
-        kw = {self._cache_kw: cache}
-        first = start  # the first position whose logits are returned
-        if self._keep:
-            first = max(start, int(torch.where(late, pos, L).min()))
-            first = min(first, L - 1)
-            kw["logits_to_keep"] = L - first
+        kw: dict[str, Any] = {self._cache_kw: cache}
+        rel = (pos - start).clamp(min=0)
+        if self.forward.keeps_logits:  # the LM head only where a target row reads
+            keep, rel = kept_positions(torch.where(late, pos - start, L), L - start)
+            kw["logits_to_keep"] = keep
         out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask, use_cache=True, **kw)
         self.positions_run += N * (L - start)
-        suffix = out.logits  # (N, L - first, V)
-        if suffix.shape[1] != L - first:
-            raise RuntimeError(f"{type(self.model).__name__} returned logits for {suffix.shape[1]} positions; "
-                               f"expected {L - first}")
-        pos = pos.to(suffix.device)
-        late = late.to(suffix.device)
+        suffix = out.logits  # (N, kept positions of the suffix, V)
         row_idx = torch.arange(N, device=suffix.device).unsqueeze(1)
-        from_suffix = suffix[row_idx, (pos - first).clamp(min=0)]  # (N, R, V)
+        from_suffix = suffix[row_idx, rel]  # (N, R, V)
         rows = torch.where(late.unsqueeze(-1), from_suffix, base_rows.to(from_suffix.dtype))
         return self.forward.finish(rows, indices)

@@ -19,7 +19,7 @@ from .heads import HEAD_SUFFIXES as _HEADS  # class-name suffix -> head kind
 from .text import Encoded
 
 __all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size", "label_id",
-           "Generated", "contrast_ids"]
+           "Generated", "contrast_ids", "accepts_logits_to_keep", "kept_positions"]
 
 SCORES = ("logit", "prob", "log_prob", "contrast", "contrast_prob")  # built in; see hf.scores for the registry
 
@@ -279,6 +279,25 @@ def contrast_ids(tokenizer: Any, contrast: Any, n: int) -> list[int]:
     return ids
 
 
+def accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether ``model.forward`` takes ``logits_to_keep`` (a 1-D tensor of positions)."""
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def kept_positions(positions: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    """``(keep, remapped)``: the distinct positions in ``[0, length)`` read by ``positions`` (1-D,
+    sorted) and ``positions`` as indices into ``keep`` (positions outside map to 0)."""
+    pos = positions.clamp(min=0)
+    inside = pos < length
+    keep = torch.unique(pos[inside]) if bool(inside.any()) else pos.new_zeros(1)
+    return keep, torch.searchsorted(keep, pos).clamp(max=len(keep) - 1)
+
+
 class TargetForward:
     """``f(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids, example_ids) -> (B, R)``.
 
@@ -292,15 +311,20 @@ class TargetForward:
         self.spec = get_score(score)
         self.model, self.kind, self.score = model, kind, score
         self.seq2seq = kind == "seq2seq"
+        self.keeps_logits = kind == "causal" and accepts_logits_to_keep(model)
 
     def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
                  decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
                  example_ids: Tensor | None = None) -> Tensor:
+        if self.keeps_logits:  # the LM head only at the positions the target rows read
+            keep, rows = kept_positions(positions, embeds.shape[1])
+            logits = self.model_logits(embeds, attention_mask, decoder_ids, token_type_ids, keep=keep)
+            return self.select(logits, rows, indices)
         return self.select(self.model_logits(embeds, attention_mask, decoder_ids, token_type_ids), positions, indices)
 
     def model_logits(self, embeds: Tensor, attention_mask: Tensor, decoder_ids: Tensor | None = None,
-                     token_type_ids: Tensor | None = None) -> Tensor:
-        """The model's logits for input embeddings (no cache)."""
+                     token_type_ids: Tensor | None = None, *, keep: Tensor | None = None) -> Tensor:
+        """The model's logits for input embeddings (no cache); only at positions ``keep`` when given."""
         kwargs: dict[str, Any] = dict(inputs_embeds=embeds, attention_mask=attention_mask)
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -308,6 +332,8 @@ class TargetForward:
             kwargs["decoder_input_ids"] = decoder_ids
         if self.kind in ("causal", "seq2seq"):
             kwargs["use_cache"] = False
+        if keep is not None:
+            kwargs["logits_to_keep"] = keep
         return self.model(**kwargs).logits
 
     def row_logits(self, logits: Tensor, positions: Tensor) -> Tensor:
