@@ -291,7 +291,7 @@ CASES = [
     ("sig-integration", "api", lambda w: w.ex.explain(T, method="sig", integration="simpson"), ValueError,
      "integration must be one of"),
     ("sig-auto-riemann", "api", lambda w: w.ex.explain(T, method="sig", n_steps="auto", integration="riemann_left"),
-     ValueError, "use integration='gausslegendre'"),
+     ValueError, "leave integration='gausslegendre'"),
     ("sig-tol-nan", "api", lambda w: w.ex.explain(T, method="sig", tol=float("nan")), ValueError,
      "tol must be a finite number >= 0"),
     ("sig-tol-neg", "api", lambda w: w.ex.explain(T, method="sig", tol=-1.0), ValueError, "tol must be a finite"),
@@ -397,7 +397,7 @@ CASES = [
     ("sig-dropin-target-len", "dropin", lambda w: SequentialIntegratedGradients(w.seq).attribute(
         w.xs, target=[0, 1, 0]), ValueError, "target list has 3 entries"),
     ("sig-dropin-auto-riemann", "dropin", lambda w: SequentialIntegratedGradients(w.seq).attribute(
-        w.xs, target=0, n_steps="auto", method="riemann_left"), ValueError, "use method='gausslegendre'"),
+        w.xs, target=0, n_steps="auto", method="riemann_left"), ValueError, "leave method='gausslegendre'"),
     ("sig-dropin-nan-baseline", "dropin", lambda w: SequentialIntegratedGradients(w.seq).attribute(
         w.xs, target=0, baselines=float("nan")), ValueError, "baselines[0] is not finite"),
     ("lrp-not-module", "dropin", lambda w: LRP(lambda x: x), TypeError, "model must be a torch.nn.Module"),
