@@ -70,8 +70,9 @@ def test_argument_normalisation_module_is_core_inputs():
 
 
 def test_sig_auto_exposes_the_max_steps_its_warning_names(bert):
-    with pytest.warns(UserWarning, match="stopped at max_steps=8"):
-        r = bert.explain(TEXT, method="sig", n_steps="auto", tol=1e-12, max_steps=8)
-    assert max(r.extras["steps"]) == 8
+    # auto uses nested Clenshaw-Curtis sizes (5, 9, 17, 33): max_steps=9 is the second level
+    with pytest.warns(UserWarning, match="stopped at max_steps=9"):
+        r = bert.explain(TEXT, method="sig", n_steps="auto", tol=1e-12, max_steps=9)
+    assert max(r.extras["steps"]) == 9
     with pytest.raises(ValueError, match="max_steps must be an int >= 1"):
         bert.explain(TEXT, method="sig", n_steps="auto", max_steps=0)
