@@ -76,7 +76,7 @@ def token_groups(tokens: list[str], special: list[bool], word_ids: list[int | No
     groups = _marker_groups(tokens, special) or _id_groups(word_ids, special)
     if split_at is None:
         return groups
-    out = []
+    out: list[list[int]] = []
     for g in groups:
         before, after = [i for i in g if i < split_at], [i for i in g if i >= split_at]
         out.extend(x for x in (before, after) if x)
@@ -144,7 +144,7 @@ def words(result: Any, reduce: str = "sum") -> Any:
         word, span = result._unit_text(g, special[g[0]])
         tokens.append(word)
         offsets.append(span)
-    row_labels = []
+    row_labels: list[str] = []
     for g in row_groups:
         if causal:
             row_labels.append(tokens[n_prompt + len(row_labels)])

@@ -13,6 +13,7 @@ from torch import nn
 from .core.hooks import preserved_state
 from .core.finite import NonFiniteError, check_finite
 from .core.locking import model_lock
+from .hf.access import model_config, pretrained
 from .hf.prepare import Prepared, append_continuation, append_generated, check_loaded, check_token_ids, prepare
 from .hf.targets import Generated, resolve_targets
 from .hf.text import Encoded, encode
@@ -32,7 +33,7 @@ class Explainer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a transformers model (torch.nn.Module), got {type(model).__name__}")
         try:
-            embeddings = model.get_input_embeddings()
+            embeddings = pretrained(model).get_input_embeddings()
         except (AttributeError, NotImplementedError):
             embeddings = None
         if embeddings is None:
@@ -67,7 +68,7 @@ class Explainer:
     def _scoped(self) -> Iterator[None]:
         """The model's lock (and its configs') for the whole call; eval mode, frozen, restored after."""
         with model_lock(self.model):
-            config = self.model.config
+            config = model_config(self.model)
             attn = getattr(config, "_attn_implementation", None)
             try:
                 with preserved_state(self.model, eval_mode=True, freeze=True):

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -82,9 +82,10 @@ def _decode(obj: Any) -> Any:
     if not isinstance(obj, dict):
         return obj
     if _TENSOR_TAG in obj:
-        dtype = _DTYPES.get(obj.get("dtype"))
+        name = obj.get("dtype")
+        dtype = _DTYPES.get(name) if isinstance(name, str) else None
         if dtype is None:
-            raise ValueError(f"unsupported stored tensor dtype {obj.get('dtype')!r}")
+            raise ValueError(f"unsupported stored tensor dtype {name!r}")
         data = obj["data"]
         if dtype.is_floating_point:
             values = torch.tensor([float.fromhex(v) for v in data], dtype=torch.float64)
@@ -221,17 +222,19 @@ class Result:
                 groups.append([i]); group_wids.append(wid)
                 group_special.append(False); open_group = True
 
-        words, offsets = [], []
+        texts: list[str] = []
+        offsets: list[tuple[int, int] | None] = []
         for idx, special in zip(groups, group_special):
             word, span = self._unit_text(idx, special)
-            words.append(word); offsets.append(span)
+            texts.append(word); offsets.append(span)
         pooled = [self._reduce(self.scores[..., idx], reduce) for idx in groups]
         scores = torch.stack(pooled, dim=-1)
         extras = copy.deepcopy(self.extras)
         extras["aggregate"] = {"level": level, "reduce": reduce, "token_groups": groups}
         return Result(
-            tokens=words, token_ids=[self.token_ids[idx[0]] for idx in groups], scores=scores,
-            text=self.text, offsets=offsets if self.offsets is not None else None,
+            tokens=texts, token_ids=[self.token_ids[idx[0]] for idx in groups], scores=scores,
+            # with token offsets every span is known (None only without them)
+            text=self.text, offsets=cast("list[tuple[int, int]]", offsets) if self.offsets is not None else None,
             special_mask=group_special, word_ids=group_wids, rows=copy.copy(self.rows),
             target=copy.deepcopy(self.target), probability=copy.deepcopy(self.probability),
             method=self.method, options=copy.deepcopy(self.options), delta=self.delta,

@@ -300,9 +300,12 @@ def feature_ablation(
             try:
                 initial = run_forward(forward_func, inputs, target, plan.args)
             except Exception as err:
-                if plan.ragged:  # most likely per-example inputs of different lengths by mistake
-                    raise same_batch_error(inputs, why=" unless forward_func returns one value for the "
-                                           f"whole batch (it raised {type(err).__name__} on these inputs)") from err
+                # ragged: most likely per-example inputs of different lengths by mistake
+                problem = same_batch_error(inputs, why=" unless forward_func returns one value for the "
+                                           f"whole batch (it raised {type(err).__name__} on these inputs)"
+                                           ) if plan.ragged else None
+                if problem is not None:
+                    raise problem from err
                 raise
         totals = _Totals(plan, initial)
         plan.choose_size(probe)

@@ -27,6 +27,7 @@ from .storage import (RUN_FORMAT, failed_row, file_sha256, list_shards, load_res
                          remove_stale_temporaries, result_row, shard_info, shard_name, write_manifest,
                          write_shard)
 from ..explainer import Explainer, jsonable
+from ..hf.access import model_config
 from ..hf.text import check_max_length
 from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, check_options, get_method
 
@@ -182,7 +183,7 @@ def model_digest(explainer: Explainer) -> str:
     """A cheap identity of model and tokenizer: config, parameter names/shapes and sampled values."""
     model, tok = explainer.model, explainer.tokenizer
     h = hashlib.sha256(type(model).__name__.encode())
-    cfg = {k: v for k, v in model.config.to_dict().items()
+    cfg = {k: v for k, v in model_config(model).to_dict().items()
            if not k.startswith("_") and k not in ("name_or_path", "transformers_version")}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     for name, p in model.named_parameters():
@@ -311,6 +312,7 @@ class _Run:
         self.process_index = process_index
         self.spec = get_method(method)
         self.enc_opts = {k: v for k, v in options.items() if k in ENCODE_OPTIONS}
+        self.head: str | None
         try:
             self.head = head_kind(explainer.model)
         except ValueError:

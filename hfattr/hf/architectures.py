@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, cast
 
 import torch.nn as nn
 
+from .access import pretrained
 from .arch_specs import ArchSpec, BlockSpec, StackSpec, as_spec
 
 __all__ = [
@@ -56,7 +57,7 @@ _GATED = {"gated_mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"), "qkv":
 
 
 def _albert_blocks(base: nn.Module, config: Any) -> list[nn.Module]:
-    groups = base.encoder.albert_layer_groups
+    groups = pretrained(base).encoder.albert_layer_groups
     n, g = config.num_hidden_layers, config.num_hidden_groups
     return [layer for i in range(n) for layer in groups[int(i / (n / g))].albert_layers]
 
@@ -67,6 +68,11 @@ _BERT = _simple("encoder.layer", "attention.output.dense", "output.dense",
 _LLAMA = _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm"), "norm",
                  embed="embed_tokens", parts=_GATED)
 _T5_MLP = ("DenseReluDense.wi_0", "DenseReluDense.wi_1", "DenseReluDense.wo")
+
+
+def _t5_mlp(layer: str) -> tuple[str, str, str]:
+    gate, up, down = (f"{layer}.{p}" for p in _T5_MLP)
+    return gate, up, down
 
 _REGISTRY: dict[str, ArchSpec] = {
     "bert": _BERT,
@@ -113,12 +119,12 @@ _REGISTRY: dict[str, ArchSpec] = {
     "t5": ArchSpec({
         "encoder": StackSpec("encoder.block", BlockSpec(
             "layer.0.SelfAttention", "layer.1.DenseReluDense", ("layer.0.layer_norm", "layer.1.layer_norm"),
-            gated_mlp=tuple(f"layer.1.{p}" for p in _T5_MLP), qkv=_qkv("layer.0.SelfAttention", "q", "k", "v")),
+            gated_mlp=_t5_mlp("layer.1"), qkv=_qkv("layer.0.SelfAttention", "q", "k", "v")),
             final_norm="encoder.final_layer_norm"),
         "decoder": StackSpec("decoder.block", BlockSpec(
             "layer.0.SelfAttention", "layer.2.DenseReluDense",
             ("layer.0.layer_norm", "layer.1.layer_norm", "layer.2.layer_norm"),
-            cross_attention="layer.1.EncDecAttention", gated_mlp=tuple(f"layer.2.{p}" for p in _T5_MLP),
+            cross_attention="layer.1.EncDecAttention", gated_mlp=_t5_mlp("layer.2"),
             qkv=_qkv("layer.0.SelfAttention", "q", "k", "v"), cross_qkv=_qkv("layer.1.EncDecAttention", "q", "k", "v")),
             final_norm="decoder.final_layer_norm", embed="decoder.embed_tokens"),
     }, embed="encoder.embed_tokens"),
@@ -309,7 +315,7 @@ def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bo
             found = _get(base, model, st.blocks)
             if found is None:
                 continue  # e.g. an encoder-only class of an encoder-decoder family
-            blocks = list(found)
+            blocks = list(cast("Iterable[nn.Module]", found))  # a block path names a ModuleList
         prefix = _stack_prefix(sname)
         if st.embed and sname:
             sub = _get(base, model, st.embed)
@@ -335,7 +341,7 @@ def _input_embeddings(model: nn.Module) -> nn.Module | None:
     """Token embedding used in the forward pass (the encoder's for encoder-decoders)."""
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-        enc = model.get_encoder()
+        enc = pretrained(model).get_encoder()
         emb = getattr(enc, "embed_tokens", None)
         if isinstance(emb, nn.Module):
             return emb
@@ -471,7 +477,7 @@ def _final_norm(parent: nn.Module, list_name: str) -> str | None:
     return None
 
 
-def get_architecture(model: nn.Module, *, spec: ArchSpec | Mapping | None = None) -> Architecture:
+def get_architecture(model: nn.Module | Architecture, *, spec: ArchSpec | Mapping | None = None) -> Architecture:
     """Role map for ``model``: an explicit ``spec``, the registry entry for its
     ``config.model_type`` (class name for plain modules), or the generic fallback."""
     if isinstance(model, Architecture):

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .access import model_config, pretrained
 from .targets import Generated, head_kind
 from .text import Encoded
 
@@ -81,7 +82,7 @@ def generate_targets(model: nn.Module, tokenizer: Any, enc: Encoded, kwargs: dic
     if kind == "seq2seq":
         start = getattr(gen_cfg, "decoder_start_token_id", None)
         if start is None:
-            start = model.config.decoder_start_token_id
+            start = model_config(model).decoder_start_token_id
     real = [enc.positions(i) for i in range(enc.batch_size)]
     groups: dict[int, list[int]] = {}
     for i, pos in enumerate(real):
@@ -92,7 +93,7 @@ def generate_targets(model: nn.Module, tokenizer: Any, enc: Encoded, kwargs: dic
         for n, members in groups.items():
             ids = torch.stack([enc.input_ids[i, real[i]] for i in members])
             extra = {k: torch.stack([v[i, real[i]] for i in members]) for k, v in enc.extra.items()}
-            seqs = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **kwargs)
+            seqs = pretrained(model).generate(input_ids=ids, attention_mask=torch.ones_like(ids), **extra, **kwargs)
             if not isinstance(seqs, torch.Tensor):  # return_dict_in_generate=True
                 seqs = seqs.sequences
             new = seqs[:, n:] if kind == "causal" else seqs

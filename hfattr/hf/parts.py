@@ -87,7 +87,7 @@ def _detect_gated(module: nn.Module) -> tuple[GatedMLP | None, bool]:
     """``(gated MLP or None, recognised)`` from the module's direct Linear children."""
     if linear_dims(module) is not None:
         return None, True  # the role is a projection itself (BERT, OPT): no product inside
-    lin = [(n, c, linear_dims(c)) for n, c in module.named_children() if linear_dims(c) is not None]
+    lin = [(n, c, d) for n, c in module.named_children() if (d := linear_dims(c)) is not None]
     if len(lin) == 2:
         (na, a, (ai, ao)), (nb, b, (bi, bo)) = lin
         if ao == bi and bo == ai:
@@ -111,12 +111,12 @@ def _detect_gated(module: nn.Module) -> tuple[GatedMLP | None, bool]:
 
 def _gated_from_spec(block: nn.Module, bs: BlockSpec) -> GatedMLP | None:
     if bs.gated_mlp:
-        mods = [_get(block, p) for p in bs.gated_mlp]
-        if all(m is not None for m in mods):
+        mods = [m for p in bs.gated_mlp if (m := _get(block, p)) is not None]
+        if len(mods) == len(bs.gated_mlp):
             return GatedMLP(_common_parent(block, list(bs.gated_mlp)), down=mods[2], gate=mods[0], up=mods[1])
     if bs.fused_gate_up:
-        mods = [_get(block, p) for p in bs.fused_gate_up]
-        if all(m is not None for m in mods):
+        mods = [m for p in bs.fused_gate_up if (m := _get(block, p)) is not None]
+        if len(mods) == len(bs.fused_gate_up):
             return GatedMLP(_common_parent(block, list(bs.fused_gate_up)), down=mods[1], fused=mods[0])
     return None
 
@@ -150,8 +150,8 @@ def _segments(parts: str, out: int, attention: nn.Module, config: Any,
 
 def _attention_from_paths(block: nn.Module, paths: tuple[str, ...], config: Any,
                           layout: str | None) -> AttentionParts | None:
-    mods = [_get(block, p) for p in paths]
-    if any(m is None for m in mods):
+    mods = [m for p in paths if (m := _get(block, p)) is not None]
+    if len(mods) != len(paths):
         return None
     parent = _common_parent(block, list(paths))
     by_module: dict[int, tuple[nn.Module, str]] = {}
@@ -171,8 +171,9 @@ def _detect_attention(module: nn.Module, config: Any) -> AttentionParts | None:
     """q/k/v projections among the direct children of ``module``, found by their usual names."""
     children = {n.lower(): n for n, c in module.named_children() if linear_dims(c) is not None}
     found = [next((children[n] for n in _NAMES[p] if n in children), None) for p in "qkv"]
-    if all(found):
-        return _attention_from_paths(module, tuple(found), config, "concat")
+    named = [n for n in found if n]
+    if len(named) == len(found):
+        return _attention_from_paths(module, tuple(named), config, "concat")
     # a fused projection found by name: how its channels are laid out is not known
     fused = next((children[n] for n in _FUSED if n in children), None)
     if fused is not None and found[0] and found[0] != fused:  # GPT-2 cross-attention: q alone, k|v fused

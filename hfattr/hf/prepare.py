@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..core.finite import check_finite
+from .access import pretrained
 from .targets import TargetForward, TargetRows, head_kind, resolve_targets
 from .text import Encoded, baseline_token_id
 
@@ -20,7 +21,7 @@ DECODER_BASELINES = ("unk", "eos", "bos", "pad", "mask")  # SIG's default order 
 
 def input_device(model: nn.Module) -> torch.device:
     """Where input ids must live: the input embedding's device (CPU if it is offloaded)."""
-    emb = model.get_input_embeddings()
+    emb = pretrained(model).get_input_embeddings()
     if emb is None:
         raise ValueError(f"{type(model).__name__} has no input embeddings (get_input_embeddings() is None)")
     dev = emb.weight.device
@@ -39,7 +40,7 @@ def check_loaded(model: nn.Module) -> None:
 
 def check_token_ids(model: nn.Module, enc: Encoded) -> None:
     """Every real token id is a row of the model's input embedding table (tokenizer and model match)."""
-    emb = model.get_input_embeddings()
+    emb = pretrained(model).get_input_embeddings()
     weight = getattr(emb, "weight", None)
     rows = getattr(emb, "num_embeddings", None) or (weight.shape[0] if isinstance(weight, Tensor) else None)
     if not rows:
@@ -85,7 +86,8 @@ class Prepared:
             idx = torch.stack([idx, con], dim=-1)  # (B, R, 2): target and contrast ids
         dec = None
         if self.targets[0].decoder_ids is not None:
-            dec = torch.stack([t.decoder_ids.to(dev) for t in self.targets])
+            # the rows of one seq2seq batch all have decoder ids
+            dec = torch.stack([cast(Tensor, t.decoder_ids).to(dev) for t in self.targets])
         ex = torch.arange(self.embeds.shape[0], device=dev)
         return (self.enc.attention_mask, pos, idx, dec, self.enc.extra.get("token_type_ids"), ex)
 
@@ -111,7 +113,7 @@ class Prepared:
                 base = torch.zeros_like(self.embeds)
             else:
                 ids = torch.full_like(self.enc.input_ids[:, :1], token_id)
-                base = self.model.get_input_embeddings()(ids).detach().expand_as(self.embeds).contiguous()
+                base = pretrained(self.model).get_input_embeddings()(ids).detach().expand_as(self.embeds).contiguous()
         return dataclasses.replace(self, baseline=base.to(self.embeds.dtype), baseline_id=token_id,
                                    baseline_default=False)
 
@@ -151,6 +153,7 @@ def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str)
     joined = base + text
     offsets = word_ids = None
     if enc.offsets is not None and text:
+        assert enc.word_ids is not None  # encoded together with the offsets
         cont = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         spans = [(s + len(base), e + len(base)) for s, e in cont["offset_mapping"]][: len(ids)]
         spans += [(len(joined), len(joined))] * (len(ids) - len(spans))
@@ -179,7 +182,8 @@ def append_generated(tokenizer: Any, enc: Encoded, ids: list[int]) -> Encoded:
         suffix = full[len(dprompt):] if full.startswith(dprompt) else tokenizer.decode(list(ids[:k]),
                                                                                        skip_special_tokens=True)
         suffixes.append(suffix if suffix.startswith(suffixes[-1]) else suffixes[-1])
-    spans, words = [], []
+    spans: list[tuple[int, int]] = []
+    words: list[int | None] = []
     last_word = max([w for w in (enc.word_ids[0] if enc.word_ids else [])[:n] if w is not None], default=-1)
     word = last_word
     for k, tid in enumerate(ids):
@@ -208,7 +212,7 @@ def decoder_baseline_id(model: nn.Module, tokenizer: Any) -> int | None:
     A zero embedding (the padding row of many decoders) puts the normalisation layers' singular
     point on the integration path, which makes SIG's integrand steep (docs/generation.md).
     """
-    weight = model.get_input_embeddings().weight
+    weight = pretrained(model).get_input_embeddings().weight
     for role in DECODER_BASELINES:
         tid = getattr(tokenizer, f"{role}_token_id", None)
         if isinstance(tid, int) and 0 <= tid < weight.shape[0] and bool(weight[tid].detach().abs().max() > 0):
@@ -232,7 +236,7 @@ def prepare(
     if not isinstance(targets, list) or not targets or not isinstance(targets[0], TargetRows):
         targets = resolve_targets(model, tokenizer, enc, targets)
     kind = head_kind(model)
-    emb = model.get_input_embeddings()
+    emb = pretrained(model).get_input_embeddings()
     with torch.no_grad():
         embeds = emb(enc.input_ids).detach()
         bid = baseline_token_id(tokenizer, baseline)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from .access import model_config, pretrained
 from .heads import HEAD_SUFFIXES as _HEADS  # class-name suffix -> head kind
 from .text import Encoded
 
@@ -30,7 +31,7 @@ def head_kind(model: nn.Module) -> str:
     for suffix, kind in _HEADS.items():
         if name.endswith(suffix):
             return kind
-    if getattr(model.config, "is_encoder_decoder", False):
+    if getattr(model_config(model), "is_encoder_decoder", False):
         return "seq2seq"
     raise ValueError(
         f"cannot tell which output of {name} to explain; use a model with a sequence-classification, "
@@ -85,13 +86,14 @@ class Generated:
 
 
 def _label_id(model: nn.Module, target: Any) -> int:
-    id2label = {int(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
-    n = model.config.num_labels
+    config = model_config(model)
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    n = config.num_labels
     if isinstance(target, str):
         by_name = {v: k for k, v in id2label.items()}
         if target in by_name:
             return by_name[target]
-        folded = {}
+        folded: dict[str, set[int]] = {}
         for name, idx in by_name.items():
             folded.setdefault(str(name).casefold(), set()).add(idx)
         match = folded.get(target.strip().casefold())
@@ -111,15 +113,15 @@ def _label_id(model: nn.Module, target: Any) -> int:
 
 def vocab_size(model: nn.Module) -> int:
     """Rows of the model's output vocabulary (the output embeddings, else ``config.vocab_size``)."""
-    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    out = pretrained(model).get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     weight = getattr(out, "weight", None)
     if isinstance(weight, Tensor):
         return int(weight.shape[0])
-    return int(getattr(model.config, "vocab_size", 0) or 0)
+    return int(getattr(model_config(model), "vocab_size", 0) or 0)
 
 
 def _label_name(model: nn.Module, idx: int) -> str:
-    id2label = {int(k): v for k, v in (getattr(model.config, "id2label", None) or {}).items()}
+    id2label = {int(k): v for k, v in (getattr(model_config(model), "id2label", None) or {}).items()}
     return str(id2label.get(idx, idx))
 
 
@@ -169,7 +171,11 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
     if kind == "class":
         logits = _predict(model, enc, kind) if any(t is None for t in targets) else None
         for i, t in enumerate(targets):
-            idx = int(logits[i].argmax()) if t is None else _label_id(model, t)
+            if t is None:
+                assert logits is not None  # predicted above when any target is None
+                idx = int(logits[i].argmax())
+            else:
+                idx = _label_id(model, t)
             out.append(TargetRows([None], [idx], [_label_name(model, idx)], "class"))
     elif kind == "token":
         for i, t in enumerate(targets):
@@ -203,7 +209,7 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             if t is None:
                 ids = [int(logits[i, p].argmax()) for p in where]
             else:
-                ids = given[i]
+                ids = cast("list[int]", given[i])  # every target that is not None has its ids in given
                 if len(ids) != len(where):
                     raise ValueError(f"target gives {len(ids)} token(s) for {len(where)} mask token(s)")
             out.append(TargetRows(where, ids, tokenizer.convert_ids_to_tokens(ids), "masked"))
@@ -212,6 +218,7 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
         for i, t in enumerate(targets):
             last = _last_real(enc, i)
             if t is None:
+                assert logits is not None  # predicted above when any target is None
                 idx = int(logits[i, last].argmax())
                 out.append(TargetRows([last], [idx], tokenizer.convert_ids_to_tokens([idx]), "next_token"))
             elif isinstance(t, (str, Generated)):
@@ -231,9 +238,9 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             else:
                 raise TypeError(f"causal-LM target must be None, a token id or a continuation text, got {t!r}")
     else:  # seq2seq
-        start = model.config.decoder_start_token_id
+        start = model_config(model).decoder_start_token_id
         if start is None:
-            start = model.config.pad_token_id
+            start = model_config(model).pad_token_id
         for i, t in enumerate(targets):
             if t is None:
                 dec = torch.tensor([[start]], device=device)

@@ -81,7 +81,7 @@ def _rule_hooks(name: str, rule: PropagationRule) -> tuple[Callable, Callable]:
 @contextlib.contextmanager
 def _out_of_place(modules: list[nn.Module]) -> Iterator[None]:
     """Switch ``inplace=True`` off on ruled modules (their rule reads the input), restored on exit."""
-    switched = [m for m in modules if getattr(m, "inplace", None) is True]
+    switched: list[Any] = [m for m in modules if getattr(m, "inplace", None) is True]  # nn.ReLU, nn.Dropout, ...
     try:
         for m in switched:
             m.inplace = False
@@ -302,6 +302,7 @@ def _attached(model: nn.Module, composite: Any, rules: Any, verbose: bool) -> It
             elif rule.kind == "detach_gate" and g.gate is not None:
                 hooks.add(g.gate.register_forward_hook(_detach_output))
             elif rule.kind == "detach_gate":
+                assert g.fused is not None, "a gated MLP holds gate and up, or one fused projection"
                 hooks.add(g.fused.register_forward_hook(_detach_gate_half))
         for _, rule, proj, segments in plan.projections:
             hooks.add(proj.register_forward_hook(_projection_hook(segments, rule)))

@@ -9,7 +9,7 @@ models, ``"attnlrp"`` for transformers models).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, cast
 
 import torch
 from torch import Tensor, nn
@@ -166,18 +166,20 @@ class LRP:
             result[i] = _relevance(leaves[i], g)
         for (i, emb), g in zip(capture.seen, grads[len(floats):]):
             r = _relevance(emb, g).sum(-1).reshape(leaves[i].shape)
-            result[i] = r if result[i] is None else result[i] + r
+            prev = result[i]
+            result[i] = r if prev is None else prev + r
         for i in ids:
             if result[i] is None:
                 raise ValueError(
                     f"inputs[{i}] is an integer tensor that no nn.Embedding of the model received; LRP "
                     "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding")
-        for i, r in enumerate(result):
-            check_finite(r, f"the LRP relevance of inputs[{i}]")
-        out = tuple(result) if was_tuple else result[0]
+        relevance = [cast(Tensor, rel) for rel in result]  # all set: the float inputs above, the ids checked
+        for i, rel in enumerate(relevance):
+            check_finite(rel, f"the LRP relevance of inputs[{i}]")
+        out = tuple(relevance) if was_tuple else relevance[0]
         if return_convergence_delta:
-            return out, self.compute_convergence_delta(out, scores.detach().reshape(n))  # type: ignore[arg-type]
-        return out  # type: ignore[return-value]
+            return out, self.compute_convergence_delta(out, scores.detach().reshape(n))
+        return out
 
     def attribute_future(self) -> Any:
         """Not available for LRP (as in the reference): relevance needs one synchronous backward pass."""

@@ -109,15 +109,15 @@ def _output_tensors(out: Any) -> list[Tensor]:
 
 def _call_with_params(module: nn.Module, params: dict[str, Tensor], args: tuple, kwargs: dict) -> Any:
     """``module.forward`` with some parameters temporarily replaced (no hooks run)."""
-    saved = {}
+    saved: dict[str, nn.Parameter | None] = {}
     try:
         for name, value in params.items():
             saved[name] = module._parameters[name]
             module._parameters[name] = value  # type: ignore[assignment]
         return module.forward(*args, **kwargs)
     finally:
-        for name, value in saved.items():
-            module._parameters[name] = value
+        for name, old in saved.items():
+            module._parameters[name] = old
 
 
 # --------------------------------------------------------------------------- rule classes
@@ -159,7 +159,7 @@ class EpsilonRule(PropagationRule):
     def _params(self) -> dict:
         return {"epsilon": self.epsilon}
 
-    def apply(self, module, args, kwargs, output):
+    def apply(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         if self.epsilon == 0:
             return None
         outs = _output_tensors(output)
@@ -181,7 +181,7 @@ class ModifiedWeightsRule(PropagationRule):
     def _weight(self, w: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def apply(self, module, args, kwargs, output):
+    def apply(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         if not isinstance(output, Tensor):
             raise TypeError(f"{type(self).__name__} needs a module returning one tensor; "
                             f"{type(module).__name__} returns {type(output).__name__}")
@@ -298,7 +298,7 @@ class IdentityRule(EpsilonRule):
     def _params(self) -> dict:
         return {}
 
-    def apply(self, module, args, kwargs, output):
+    def apply(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         x = _first_input(args, kwargs)
         if not isinstance(output, Tensor) or x is None:
             raise TypeError(f"IdentityRule needs a module mapping one tensor to one tensor; "
@@ -349,7 +349,7 @@ class NormRule(PropagationRule):
     def _params(self) -> dict:
         return {"detach_mean": self.detach_mean} if self.detach_mean else {}
 
-    def apply(self, module, args, kwargs, output):
+    def apply(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         x = _first_input(args, kwargs)
         if not isinstance(output, Tensor) or x is None or x.shape != output.shape:
             raise TypeError(f"NormRule needs a norm module mapping a tensor to one of its shape; "

@@ -6,11 +6,13 @@ import json
 import math
 import re
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..viz import printable
 
 if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
+
     from ..result import Result
 
 __all__ = ["matrix", "specials", "row_labels", "describe", "fmt_target", "display_name", "is_generation",
@@ -128,7 +130,7 @@ def describe(result: "Result") -> str:
     delta = result.delta
     if delta is not None:
         if hasattr(delta, "numel"):
-            delta = delta.detach().cpu().double()
+            delta = cast("Tensor", delta).detach().cpu().double()
             delta = float(delta.abs().max()) if delta.numel() else None
         if delta is not None:
             parts.append(f"|delta| = {delta:.3g}")

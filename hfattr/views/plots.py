@@ -90,9 +90,10 @@ def _bars(result: "Result", ax, scale: float):
     values, fixed = matrix(result)[0], fixed_positions(result)
     n = len(values)
     width = min(max(6.0, 0.32 * n + 2.0), 30.0)
-    fig = ax.figure if ax is not None else None
     if ax is None:
         fig, (ax,) = _figure(width, 3.8)
+    else:
+        fig = ax.figure
     ax.bar(range(n), [0.0 if math.isnan(v) else v for v in values],
            color=[score_color(v, scale) for v in values], edgecolor="#555555", linewidth=0.5)
     ax.axhline(0.0, color="#444444", linewidth=0.8)
@@ -119,9 +120,10 @@ def _heatmap(result: "Result", ax, scale: float):
     labels = row_labels(result)
     n_rows, n = result.scores.shape
     width = min(max(6.0, 0.3 * n + 0.09 * max(len(s) for s in labels) + 2.5), 30.0)
-    fig = ax.figure if ax is not None else None
     if ax is None:
         fig, (ax,) = _figure(width, max(2.8, 0.3 * n_rows + 2.2))
+    else:
+        fig = ax.figure
     vmax = scale if scale > 0 else 1.0
     ax.imshow(result.scores.detach().cpu().double().numpy(), cmap=colormap(), vmin=-vmax, vmax=vmax,
               aspect="auto", interpolation="nearest")
@@ -144,7 +146,6 @@ def _generation(result: "Result", ax, scale: float):
     src = [("*" if j >= n_prompt else "") + result.tokens[j] for j in keep]
     gen = row_labels(result)
     steps = step_scores(result)
-    fig = ax.figure if ax is not None else None
     step_ax = None
     if ax is None:
         width = min(max(5.5, 0.42 * len(gen) + 3.5), 30.0)
@@ -154,6 +155,8 @@ def _generation(result: "Result", ax, scale: float):
                                          ratios=[max(len(keep), 1), max(len(steps), 1) + 0.6])
         else:
             fig, (ax,) = _figure(width, height)
+    else:
+        fig = ax.figure
     vmax = scale if scale > 0 else 1.0
     ax.imshow(np.ma.masked_invalid(data), cmap=colormap(), vmin=-vmax, vmax=vmax, aspect="auto",
               interpolation="nearest")

@@ -87,7 +87,8 @@ def _load(run_dir: Path, max_rows: int, progress: bool = False) -> tuple[list[di
     """``(rows, total)``: each row a dict with row_id, status, error, text, result (or None)."""
     from ..dataset.storage import read_rows, row_to_result
 
-    rows, total = [], 0
+    rows: list[dict] = []
+    total = 0
     for row in _bar(list(read_rows(run_dir)), "reading rows", progress):
         total += 1
         if len(rows) >= max_rows:

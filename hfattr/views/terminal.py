@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import shutil
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from ..viz import printable
 from .colors import ANSI, fixed_positions, legend_text, robust_scale, unit
@@ -88,7 +88,7 @@ def _bars(result: "Result", color: bool, width: int, scale: float) -> list[str]:
 
 
 def _blocks(labels: list[str], heads: list[str], cells: list[list[str]], kinds: list[list[str]],
-            color: bool, width: int, extra: list[tuple[str, list[str]]] = ()) -> list[str]:
+            color: bool, width: int, extra: Sequence[tuple[str, list[str]]] = ()) -> list[str]:
     """Rows of right-aligned cells under column heads, wrapped into blocks of columns to fit ``width``."""
     lab_w = min(max([len(s) for s in labels + [e[0] for e in extra]] + [3]), 30)
     cell_w = max([len(c) for row in cells for c in row] + [len(c) for _, row in extra for c in row] + [7]
