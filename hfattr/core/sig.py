@@ -14,7 +14,7 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import torch
 from torch import Tensor
@@ -299,7 +299,7 @@ def sequential_integrated_gradients(
     if auto and method != "gausslegendre":
         raise ValueError("n_steps='auto' chooses its own nested rules; leave method='gausslegendre' (the default)")
     if not auto:
-        quadrature(method, n_steps)  # validates n_steps and method early
+        quadrature(method, cast(int, n_steps))  # validates n_steps and method early (an int or bad: not "auto")
     auto_chunk = is_auto(internal_batch_size)
     if auto_chunk:
         # forward + backward: budget twice the working memory of a forward row
@@ -367,7 +367,7 @@ def sequential_integrated_gradients(
         return a if multiply_by_inputs else tuple(t * (x - b) for t, x, b in zip(a, inputs, bases))
 
     if not auto:
-        attrs = run(active, n_steps, "SIG")
+        attrs = run(active, cast(int, n_steps), "SIG")  # not "auto" here
         if with_completeness:
             info.completeness_error = completeness_error(forward_func, multiplied(attrs), inputs, bases, target,
                                                          args, active, chunk_eval)
@@ -482,7 +482,7 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
         for t, a, i_, d, f in zip(integral, attrs64, integrals, diffs, feat):
             a.copy_(torch.where(todo.view(B, L, *f), t * d, a))
             i_.copy_(torch.where(todo.view(B, L, *f), t, i_))
-        mult_sum = sum(a.reshape(B, L, -1).sum(-1) for a in attrs64)
+        mult_sum = cast(Tensor, sum(a.reshape(B, L, -1).sum(-1) for a in attrs64))  # at least one input
         drop = f_x.view(B, 1).to(torch.float64) - f_start
         err = torch.where(active, mult_sum - drop, torch.zeros_like(mult_sum))
         if prev_sum is not None:  # successive rules agree to rounding: more points cannot help

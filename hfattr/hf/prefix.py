@@ -95,6 +95,7 @@ class PrefixReuseForward:
             self.full_calls += 1
             self.positions_run += N * L
             return self.forward(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids)
+        assert self.rows is not None and self.keys is not None and self.values is not None  # enabled
         base_rows = self.rows.index_select(0, ex)  # (N, R, V)
         if start == L:
             return self.forward.finish(base_rows, indices)
