@@ -18,8 +18,6 @@ import hfattr
 from hfattr.testing import tiny_model
 
 
-
-
 def _setup(name: str, length: int, seed: int = 0):
     task = "causal-lm" if name == "llama" else "sequence-classification"
     model = tiny_model(name, task, num_layers=6, seed=seed)
@@ -78,8 +76,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="best of N timings")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, L={args.length}, "
-          f"perturbations_per_eval={args.ppe}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, L={args.length}, "
+        f"perturbations_per_eval={args.ppe}"
+    )
     print(f"{'case':44s} {'hfattr s':>9s} {'captum s':>9s} {'speed-up':>9s} {'max |diff|':>11s}")
     for case, t_h, t_c, diff in run(args.length, args.ppe, args.repeat):
         print(f"{case:44s} {t_h:9.3f} {t_c:9.3f} {t_c / t_h:8.2f}x {diff:11.2e}")

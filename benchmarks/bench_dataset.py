@@ -54,9 +54,9 @@ def _captum_loop(model, tok, texts: list[str], ppe: int) -> list[torch.Tensor]:
             base = emb(torch.tensor([[tok.mask_token_id]])).expand_as(x)
             target = int(forward(x).argmax(-1))
         L = x.shape[1]
-        attr = FeatureAblation(forward).attribute(x, baselines=base, target=target,
-                                                  feature_mask=torch.arange(L).view(1, L, 1),
-                                                  perturbations_per_eval=ppe)
+        attr = FeatureAblation(forward).attribute(
+            x, baselines=base, target=target, feature_mask=torch.arange(L).view(1, L, 1), perturbations_per_eval=ppe
+        )
         out.append(attr[0, :, 0])
     return out
 
@@ -68,8 +68,15 @@ def _hfattr_run(explainer, texts: list[str], batch_size: int):
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        summary = attribute_dataset(explainer, datasets.Dataset.from_dict({"text": texts}), text_column="text",
-                                    method="ablation", output_dir=tmp, batch_size=batch_size, progress=False)
+        summary = attribute_dataset(
+            explainer,
+            datasets.Dataset.from_dict({"text": texts}),
+            text_column="text",
+            method="ablation",
+            output_dir=tmp,
+            batch_size=batch_size,
+            progress=False,
+        )
         wall = time.perf_counter() - t0
         results = load_results(tmp)
     return wall, summary, results
@@ -113,8 +120,10 @@ def main() -> None:
         diff = max(diff, float((res.scores[keep] - ref[keep]).abs().max()))
 
     n = len(texts)
-    print(f"model {name}, {n} rows ({summary.tokens_new} tokens, 6-40 words each), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, batch size {args.batch_size}")
+    print(
+        f"model {name}, {n} rows ({summary.tokens_new} tokens, 6-40 words each), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, batch size {args.batch_size}"
+    )
     print(f"{'run':52s} {'wall s':>8s} {'rows/s':>8s}")
     print(f"{'hfattr attribute_dataset (ablation, shards written)':52s} {t_h:8.2f} {n / t_h:8.1f}")
     print(f"{'captum FeatureAblation per row (ppe=1, default)':52s} {t_c1:8.2f} {n / t_c1:8.1f}")

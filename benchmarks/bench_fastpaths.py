@@ -27,8 +27,6 @@ from hfattr.hf.text import Encoded
 from hfattr.testing import tiny_model
 
 
-
-
 def prepared(name: str, length: int, hidden: int):
     task = "causal-lm" if name == "llama" else "sequence-classification"
     model = tiny_model(name, task, num_layers=6, hidden=hidden)
@@ -70,8 +68,10 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32, help="model width (the zoo default is 32)")
     args = parser.parse_args()
     L, ppe, rep = args.length, args.ppe, args.repeat
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, L={L}, hidden={args.hidden}, "
-          f"perturbations_per_eval={ppe}, best of {rep}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, L={L}, hidden={args.hidden}, "
+        f"perturbations_per_eval={ppe}, best of {rep}"
+    )
     print(f"{'case':52s} {'hfattr s':>9s} {'captum s':>9s} {'speed-up':>9s} {'max|diff|':>10s} {'vs bound':>9s}")
     mask = torch.arange(L).view(1, L, 1)
 
@@ -80,8 +80,9 @@ def main() -> None:
         args_ = prep.forward_args()
 
         def plain(x):
-            return prep.forward(x, *[a.expand(x.shape[0], *a.shape[1:]) if torch.is_tensor(a) else a
-                                     for a in args_])[:, 0]
+            return prep.forward(x, *[a.expand(x.shape[0], *a.shape[1:]) if torch.is_tensor(a) else a for a in args_])[
+                :, 0
+            ]
 
         with torch.no_grad():  # warm-up and the time of one call at each batch size used
             for _ in range(2):
@@ -92,41 +93,76 @@ def main() -> None:
         # token-level ablation
         def ours():
             fwd = prep.perturbation_forward(fast=True)
-            return feature_ablation(fwd, (prep.embeds,), additional_forward_args=args_, target=0,
-                                    feature_mask=(mask,), perturbations_per_eval=ppe)[0]
+            return feature_ablation(
+                fwd,
+                (prep.embeds,),
+                additional_forward_args=args_,
+                target=0,
+                feature_mask=(mask,),
+                perturbations_per_eval=ppe,
+            )[0]
 
         t_h, a_h = best_of(ours, rep)
-        t_c, a_c = best_of(lambda: CaptumFA(plain).attribute(prep.embeds, feature_mask=mask,
-                                                             perturbations_per_eval=ppe), rep)
+        t_c, a_c = best_of(
+            lambda: CaptumFA(plain).attribute(prep.embeds, feature_mask=mask, perturbations_per_eval=ppe), rep
+        )
         calls = -(-L // ppe)
         bound = t1 + calls * tb
-        print(f"{name + '-6L token ablation':52s} {t_h:9.3f} {t_c:9.3f} {t_c / t_h:8.2f}x "
-              f"{float((a_h[..., 0] - a_c[..., 0]).abs().max()):10.2e} {t_h / bound:8.2f}x")
+        print(
+            f"{name + '-6L token ablation':52s} {t_h:9.3f} {t_c:9.3f} {t_c / t_h:8.2f}x "
+            f"{float((a_h[..., 0] - a_c[..., 0]).abs().max()):10.2e} {t_h / bound:8.2f}x"
+        )
 
         # per-block layer ablation
         blocks = blocks_of(model)
-        t_h, a_h = best_of(lambda: [hfattr.LayerFeatureAblation(plain, b).attribute(
-            prep.embeds, layer_mask=mask, perturbations_per_eval=ppe) for b in blocks], rep)
-        t_c, a_c = best_of(lambda: [CaptumLFA(plain, b).attribute(
-            prep.embeds, layer_mask=mask, perturbations_per_eval=ppe) for b in blocks], rep)
+        t_h, a_h = best_of(
+            lambda: [
+                hfattr.LayerFeatureAblation(plain, b).attribute(
+                    prep.embeds, layer_mask=mask, perturbations_per_eval=ppe
+                )
+                for b in blocks
+            ],
+            rep,
+        )
+        t_c, a_c = best_of(
+            lambda: [
+                CaptumLFA(plain, b).attribute(prep.embeds, layer_mask=mask, perturbations_per_eval=ppe) for b in blocks
+            ],
+            rep,
+        )
         diff = max(float((x - y).abs().max()) for x, y in zip(a_h, a_c))
         bound = len(blocks) * (2 * t1 + calls * tb)  # capture + unperturbed + perturbation calls, full depth
-        print(f"{name + '-6L per-block LayerFeatureAblation':52s} {t_h:9.3f} {t_c:9.3f} {t_c / t_h:8.2f}x "
-              f"{diff:10.2e} {t_h / bound:8.2f}x")
+        print(
+            f"{name + '-6L per-block LayerFeatureAblation':52s} {t_h:9.3f} {t_c:9.3f} {t_c / t_h:8.2f}x "
+            f"{diff:10.2e} {t_h / bound:8.2f}x"
+        )
 
         # the Explainer's layer_ablation path: on causal LMs also only positions from the ablated one on
         def explainer_path():
             total = SummedRows(prep.perturbation_forward(fast=True))
-            return [layer_feature_ablation(total, b, (prep.embeds,), additional_forward_args=args_,
-                                           layer_mask=mask, perturbations_per_eval=ppe, root=model)[0][0]
-                    for b in blocks]
+            return [
+                layer_feature_ablation(
+                    total,
+                    b,
+                    (prep.embeds,),
+                    additional_forward_args=args_,
+                    layer_mask=mask,
+                    perturbations_per_eval=ppe,
+                    root=model,
+                )[0][0]
+                for b in blocks
+            ]
 
         t_e, a_e = best_of(explainer_path, rep)
         diff = max(float((x - y).abs().max()) for x, y in zip(a_e, a_c))
-        print(f"{name + '-6L per-block layer_ablation (Explainer path)':52s} {t_e:9.3f} {t_c:9.3f} "
-              f"{t_c / t_e:8.2f}x {diff:10.2e} {t_e / bound:8.2f}x")
-    print("vs bound: wall time over (forward calls needed × time of one plain call at that batch size); "
-          "below 1 means the fast path does less work than full forwards.")
+        print(
+            f"{name + '-6L per-block layer_ablation (Explainer path)':52s} {t_e:9.3f} {t_c:9.3f} "
+            f"{t_c / t_e:8.2f}x {diff:10.2e} {t_e / bound:8.2f}x"
+        )
+    print(
+        "vs bound: wall time over (forward calls needed × time of one plain call at that batch size); "
+        "below 1 means the fast path does less work than full forwards."
+    )
 
 
 if __name__ == "__main__":

@@ -108,20 +108,35 @@ def bench(name: str, P: int, G: int, steps: int, device: str, peers: set[str], m
     n_prompt = abl.target["prompt_length"]
     n_cols = len(abl.tokens)
     passes_abl = n_cols - 1  # one perturbed sequence per column a row reads, each from that column on
-    rows.append((name, "ablation", "hfattr", t_abl, None, None,
-                 f"{passes_abl} perturbed suffixes; with generate={G}: {t_gen:.2f}s"))
+    rows.append(
+        (
+            name,
+            "ablation",
+            "hfattr",
+            t_abl,
+            None,
+            None,
+            f"{passes_abl} perturbed suffixes; with generate={G}: {t_gen:.2f}s",
+        )
+    )
 
     if "inseq" in peers:
         try:
             import inseq
 
             m = inseq.load_model(model, "occlusion", tokenizer=tok)
-            t, out = _timed(lambda: m.attribute(prompt, generated_texts=prompt + " " + gen_text
-                                                if not gen_text.startswith(" ") else prompt + gen_text,
-                                                attributed_fn="logit", show_progress=False))
+            t, out = _timed(
+                lambda: m.attribute(
+                    prompt,
+                    generated_texts=prompt + " " + gen_text if not gen_text.startswith(" ") else prompt + gen_text,
+                    attributed_fn="logit",
+                    show_progress=False,
+                )
+            )
             theirs = _inseq_matrix(out, G, n_cols)
-            rows.append((name, "ablation", "inseq occlusion", t, t / t_abl,
-                         _rows_diff(abl.scores.abs().double(), theirs), ""))
+            rows.append(
+                (name, "ablation", "inseq occlusion", t, t / t_abl, _rows_diff(abl.scores.abs().double(), theirs), "")
+            )
         except Exception as err:  # noqa: BLE001 - a peer's failure is reported, not fatal
             rows.append((name, "ablation", "inseq occlusion", math.nan, None, None, f"failed: {err!r}"[:120]))
     if "captum" in peers:
@@ -140,9 +155,17 @@ def bench(name: str, P: int, G: int, steps: int, device: str, peers: set[str], m
             t, out = _timed(lambda: llm.attribute(inp, target=torch.tensor(gen_ids), **kwargs))
             theirs = out.token_attr.to(torch.float64).cpu()  # (G, prompt)
             cols = theirs.shape[1]
-            rows.append((name, "ablation", "captum LLMAttribution", t, t / t_lp,
-                         _rows_diff(abl_lp.scores[:, n_prompt - cols:n_prompt].double(), theirs),
-                         f"hfattr log_prob run {t_lp:.2f}s"))
+            rows.append(
+                (
+                    name,
+                    "ablation",
+                    "captum LLMAttribution",
+                    t,
+                    t / t_lp,
+                    _rows_diff(abl_lp.scores[:, n_prompt - cols : n_prompt].double(), theirs),
+                    f"hfattr log_prob run {t_lp:.2f}s",
+                )
+            )
         except Exception as err:  # noqa: BLE001
             rows.append((name, "ablation", "captum LLMAttribution", math.nan, None, None, f"failed: {err!r}"[:120]))
 
@@ -150,28 +173,62 @@ def bench(name: str, P: int, G: int, steps: int, device: str, peers: set[str], m
         return
     t_sig, sig = _timed(lambda: ex.explain(prompt, method="sig", n_steps=steps, **common), 2)
     sig_rows = steps * sum(n_prompt + j for j in range(G))
-    rows.append((name, "sig", "hfattr", t_sig, None, None,
-                 f"{sig_rows} (row, position, step) sequences in {sig.extras['passes']} calls"))
+    rows.append(
+        (
+            name,
+            "sig",
+            "hfattr",
+            t_sig,
+            None,
+            None,
+            f"{sig_rows} (row, position, step) sequences in {sig.extras['passes']} calls",
+        )
+    )
     err_fixed = max(abs(e) for row in sig.extras["completeness_error"] for e in row)
     # equal error: refine per token only until the completeness error is at most the fixed rule's
-    t_auto, auto = _timed(lambda: ex.explain(prompt, method="sig", n_steps="auto", tol=max(err_fixed, 1e-6),
-                                             **common), 2)
+    t_auto, auto = _timed(
+        lambda: ex.explain(prompt, method="sig", n_steps="auto", tol=max(err_fixed, 1e-6), **common), 2
+    )
     err_auto = max(abs(e) for row in auto.extras["completeness_error"] for e in row)
     used = [s for row in auto.extras["steps"] for s in row if s]
-    rows.append((name, "sig", "hfattr auto steps", t_auto, None, None,
-                 f"mean {sum(used) / len(used):.1f} points/token, max completeness error {err_auto:.1e} "
-                 f"(fixed {steps}: {err_fixed:.1e})"))
+    rows.append(
+        (
+            name,
+            "sig",
+            "hfattr auto steps",
+            t_auto,
+            None,
+            None,
+            f"mean {sum(used) / len(used):.1f} points/token, max completeness error {err_auto:.1e} "
+            f"(fixed {steps}: {err_fixed:.1e})",
+        )
+    )
     if "inseq" in peers:
         try:
             import inseq
 
             m = inseq.load_model(model, "sequential_integrated_gradients", tokenizer=tok)
-            t, out = _timed(lambda: m.attribute(prompt, generated_texts=prompt + " " + gen_text
-                                                if not gen_text.startswith(" ") else prompt + gen_text,
-                                                attributed_fn="logit", n_steps=steps, show_progress=False))
+            t, out = _timed(
+                lambda: m.attribute(
+                    prompt,
+                    generated_texts=prompt + " " + gen_text if not gen_text.startswith(" ") else prompt + gen_text,
+                    attributed_fn="logit",
+                    n_steps=steps,
+                    show_progress=False,
+                )
+            )
             theirs = _inseq_matrix(out, G, n_cols)
-            rows.append((name, "sig", "inseq SIG", t, t / t_sig, _rows_diff(sig.scores.double(), theirs),
-                         f"{t / t_auto:.1f}x hfattr auto steps at equal completeness error"))
+            rows.append(
+                (
+                    name,
+                    "sig",
+                    "inseq SIG",
+                    t,
+                    t / t_sig,
+                    _rows_diff(sig.scores.double(), theirs),
+                    f"{t / t_auto:.1f}x hfattr auto steps at equal completeness error",
+                )
+            )
         except Exception as err:  # noqa: BLE001
             rows.append((name, "sig", "inseq SIG", math.nan, None, None, f"failed: {err!r}"[:120]))
 

@@ -30,10 +30,9 @@ from _timing import best_of
 def best_of_warm(fn, repeat):
     return best_of(fn, repeat, warmup=True)
 
+
 from hfattr.lrp import LRP
 from hfattr.testing import tiny_model
-
-
 
 
 def _interleaved(fns: dict, repeat: int) -> dict[str, float]:
@@ -83,19 +82,23 @@ def run(length: int, hidden: int, repeat: int, lig_batch: int | None) -> dict[st
         return x * g
 
     attnlrp, cplrp = LRP(wrapped, composite="attnlrp"), LRP(wrapped, composite="cp-lrp")
-    times = _interleaved({
-        "forward": forward,
-        "forward+backward": grad_x_input,
-        "lrp attnlrp": lambda: attnlrp.attribute(embeds, target=target),
-        "lrp cp-lrp": lambda: cplrp.attribute(embeds, target=target),
-    }, repeat)
+    times = _interleaved(
+        {
+            "forward": forward,
+            "forward+backward": grad_x_input,
+            "lrp attnlrp": lambda: attnlrp.attribute(embeds, target=target),
+            "lrp cp-lrp": lambda: cplrp.attribute(embeds, target=target),
+        },
+        repeat,
+    )
 
     def ids_forward(input_ids):
         return model(input_ids=input_ids, use_cache=False).logits[:, -1, :]
 
     lig = LayerIntegratedGradients(ids_forward, emb_layer)
     times["captum LIG 50"], _ = best_of_warm(
-        lambda: lig.attribute(ids, target=target, n_steps=50, internal_batch_size=lig_batch), max(1, repeat // 2))
+        lambda: lig.attribute(ids, target=target, n_steps=50, internal_batch_size=lig_batch), max(1, repeat // 2)
+    )
     return times
 
 
@@ -111,8 +114,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     times = run(args.length, args.hidden, args.repeat, args.lig_batch)
     fwd = times["forward"]
-    print(f"6-layer llama zoo model, hidden {args.hidden}, L={args.length}, "
-          f"{torch.get_num_threads()} threads, best of {args.repeat}")
+    print(
+        f"6-layer llama zoo model, hidden {args.hidden}, L={args.length}, "
+        f"{torch.get_num_threads()} threads, best of {args.repeat}"
+    )
     for name, t in times.items():
         print(f"  {name:<20} {t * 1e3:10.1f} ms   {t / fwd:6.2f}x forward")
     for comp in ("attnlrp", "cp-lrp"):

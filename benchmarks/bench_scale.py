@@ -76,9 +76,16 @@ def build(name: str):
         elif name == "bert":
             model, kind, style = tf.BertForSequenceClassification(tf.BertConfig(num_labels=2)), "class", "bert"
         elif name == "llama1b":
-            cfg = tf.LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                                 num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                                 tie_word_embeddings=True, max_position_embeddings=4096)
+            cfg = tf.LlamaConfig(
+                hidden_size=2048,
+                intermediate_size=8192,
+                num_hidden_layers=16,
+                num_attention_heads=32,
+                num_key_value_heads=8,
+                vocab_size=128256,
+                tie_word_embeddings=True,
+                max_position_embeddings=4096,
+            )
             model, kind, style = tf.LlamaForCausalLM(cfg), "causal", "llama"
         else:
             raise ValueError(name)
@@ -108,9 +115,12 @@ def line(case: str, t_h: tuple, t_p: tuple | None, peer: str, extra: str = "") -
         print(f"  {case:<34} hfattr {h_w:8.2f} s ({h_c:7.2f} cpu)  peak {h_mem / 2**30:5.2f} GiB  {extra}", flush=True)
         return
     p_w, p_c, p_mem = t_p[:3]
-    print(f"  {case:<34} hfattr {h_w:8.2f} s ({h_c:7.2f} cpu)  {peer} {p_w:8.2f} s ({p_c:7.2f} cpu)  "
-          f"ratio {p_w / h_w:5.2f}x wall {p_c / h_c:5.2f}x cpu  peak {h_mem / 2**30:5.2f} / {p_mem / 2**30:5.2f} GiB"
-          f"  {extra}", flush=True)
+    print(
+        f"  {case:<34} hfattr {h_w:8.2f} s ({h_c:7.2f} cpu)  {peer} {p_w:8.2f} s ({p_c:7.2f} cpu)  "
+        f"ratio {p_w / h_w:5.2f}x wall {p_c / h_c:5.2f}x cpu  peak {h_mem / 2**30:5.2f} / {p_mem / 2**30:5.2f} GiB"
+        f"  {extra}",
+        flush=True,
+    )
 
 
 def completeness(forward, scores: torch.Tensor, x, base, target: int) -> float:
@@ -134,8 +144,9 @@ def run_model(name: str, a: argparse.Namespace) -> None:
     print(f"\n{name}: {n_params / 1e6:.0f}M parameters, {kind}", flush=True)
     forward = embeds_forward(model, kind)
     ex = hfattr.Explainer(model, tok)
-    blocks = model.transformer.h if name == "gpt2" else (model.bert.encoder.layer if name == "bert"
-                                                         else model.model.layers)
+    blocks = (
+        model.transformer.h if name == "gpt2" else (model.bert.encoder.layer if name == "bert" else model.model.layers)
+    )
     mid = blocks[len(blocks) // 2]
     for L in a.lengths:
         ids, x = inputs_for(model, tok, L)
@@ -148,16 +159,31 @@ def run_model(name: str, a: argparse.Namespace) -> None:
             kw = dict(target=target, feature_mask=mask, perturbations_per_eval=a.ppe)
             t_p = timed(lambda: CFA(forward).attribute(x, **kw))
             t_h = timed(lambda: hfattr.FeatureAblation(forward).attribute(x, **kw))
-            line("token ablation (drop-in)", t_h, t_p, "captum", f"max|diff| {float((t_h[3] - t_p[3]).abs().max()):.1e}")
-            t_e = timed(lambda: ex.explain(enc, method="ablation", target=target, baseline="zero",
-                                           perturbations_per_eval=a.ppe, keep_special=False))
+            line(
+                "token ablation (drop-in)", t_h, t_p, "captum", f"max|diff| {float((t_h[3] - t_p[3]).abs().max()):.1e}"
+            )
+            t_e = timed(
+                lambda: ex.explain(
+                    enc,
+                    method="ablation",
+                    target=target,
+                    baseline="zero",
+                    perturbations_per_eval=a.ppe,
+                    keep_special=False,
+                )
+            )
             line("token ablation (Explainer)", t_e, t_p, "captum")
         if "layer" in a.cases:
             lkw = dict(target=target, layer_mask=mask, perturbations_per_eval=a.ppe)
             t_p = timed(lambda: CLFA(forward, mid).attribute(x, **lkw))
             t_h = timed(lambda: hfattr.LayerFeatureAblation(forward, mid).attribute(x, **lkw))
-            line("layer ablation, middle block", t_h, t_p, "captum",
-                 f"max|diff| {float((t_h[3] - t_p[3]).abs().max()):.1e}")
+            line(
+                "layer ablation, middle block",
+                t_h,
+                t_p,
+                "captum",
+                f"max|diff| {float((t_h[3] - t_p[3]).abs().max()):.1e}",
+            )
         if "lrp" in a.cases:
             from hfattr.lrp import LRP
 
@@ -205,16 +231,27 @@ def run_sig(name, model, tok, kind, forward, ex, a) -> None:
     t_t = timed(lambda: TSIG(forward).attribute(x, **kw))
     err_t = completeness(forward, t_t[3], x, base, target)
     t_h = timed(lambda: hfattr.SequentialIntegratedGradients(forward).attribute(x, **kw))
-    line("sig fixed (drop-in)", t_h, t_t, "tint", f"max|diff| {float((t_h[3] - t_t[3]).abs().max()):.1e}  "
-         f"err {completeness(forward, t_h[3], x, base, target):.1e} (tint {err_t:.1e})")
+    line(
+        "sig fixed (drop-in)",
+        t_h,
+        t_t,
+        "tint",
+        f"max|diff| {float((t_h[3] - t_t[3]).abs().max()):.1e}  "
+        f"err {completeness(forward, t_h[3], x, base, target):.1e} (tint {err_t:.1e})",
+    )
     opts = dict(method="sig", target=target, keep_special=False)
     t_e = timed(lambda: ex.explain(enc, n_steps=a.steps, **opts)[0])
     line("sig fixed (Explainer)", t_e, t_t, "tint", f"err {completeness(forward, t_e[3].scores, x, base, target):.1e}")
     tol = max(err_t, 1e-12)
     sig = hfattr.SequentialIntegratedGradients(forward)
     t_a = timed(lambda: sig.attribute(x, baselines=base, target=target, n_steps="auto", tol=tol))
-    line("sig auto, tol = tint's error", t_a, t_t, "tint",
-         f"err {completeness(forward, t_a[3], x, base, target):.1e} steps {sorted(set(sig.last_info.steps.flatten().tolist()))}")
+    line(
+        "sig auto, tol = tint's error",
+        t_a,
+        t_t,
+        "tint",
+        f"err {completeness(forward, t_a[3], x, base, target):.1e} steps {sorted(set(sig.last_info.steps.flatten().tolist()))}",
+    )
     t_ea = timed(lambda: ex.explain(enc, n_steps="auto", tol=tol, **opts)[0])
     line("sig auto (Explainer)", t_ea, t_t, "tint", f"err {completeness(forward, t_ea[3].scores, x, base, target):.1e}")
     t_ig = timed(lambda: CIG(forward).attribute(x, baselines=base, target=target, n_steps=a.steps))
@@ -236,9 +273,11 @@ def main() -> None:
     import captum
     import transformers
 
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, captum {captum.__version__}, "
-          f"{torch.get_num_threads()} threads, {free_memory(torch.device('cpu')) / 2**30:.1f} GiB available; "
-          f"python {sys.version.split()[0]}")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, captum {captum.__version__}, "
+        f"{torch.get_num_threads()} threads, {free_memory(torch.device('cpu')) / 2**30:.1f} GiB available; "
+        f"python {sys.version.split()[0]}"
+    )
     for name in a.models:
         if name == "llama1b" and free_memory(torch.device("cpu")) < 16 * 2**30:
             print("\nllama1b: skipped (needs 16 GiB of available memory for fp32 weights and activations)")

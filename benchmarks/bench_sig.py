@@ -59,8 +59,7 @@ def _timed(fn, repeat: int):
     return t, out
 
 
-def setup(name: str, task: str, length: int, layers: int, dtype: torch.dtype, baseline: str | None,
-          seed: int = 0):
+def setup(name: str, task: str, length: int, layers: int, dtype: torch.dtype, baseline: str | None, seed: int = 0):
     """Model, forward on embeddings ``(B, L, D) -> (B, C)``, inputs, baselines and target."""
     model = tiny_model(name, task, num_layers=layers, seed=seed, dtype=dtype)
     tok = make_tokenizer(style_for(model.config.model_type))
@@ -111,8 +110,16 @@ def completeness_errors(forward, attr, x, base, target) -> torch.Tensor:
     return sums - (fx - f_i)
 
 
-def run(length: int, steps: int, layers: int, repeat: int, dtype: torch.dtype, ibs: int | None,
-        baseline: str | None, models: list[str] | None = None) -> list[dict]:
+def run(
+    length: int,
+    steps: int,
+    layers: int,
+    repeat: int,
+    dtype: torch.dtype,
+    ibs: int | None,
+    baseline: str | None,
+    models: list[str] | None = None,
+) -> list[dict]:
     t0 = time.perf_counter()
     from tint.attr import SequentialIntegratedGradients as TintSIG
 
@@ -125,8 +132,9 @@ def run(length: int, steps: int, layers: int, repeat: int, dtype: torch.dtype, i
         kw = dict(baselines=base, target=target, n_steps=steps)
         # warm up both code paths (first-call costs) before timing
         TintSIG(forward).attribute(x[:, :4], baselines=base[:, :4], target=target, n_steps=2)
-        hfattr.SequentialIntegratedGradients(forward).attribute(x[:, :4], baselines=base[:, :4], target=target,
-                                                                n_steps="auto", tol=1e-3)
+        hfattr.SequentialIntegratedGradients(forward).attribute(
+            x[:, :4], baselines=base[:, :4], target=target, n_steps="auto", tol=1e-3
+        )
         t_ref, a_ref = _timed(lambda: TintSIG(forward).attribute(x, **kw), repeat)
         err_ref = completeness_errors(forward, a_ref, x, base, target).abs().max().item()
 
@@ -143,18 +151,29 @@ def run(length: int, steps: int, layers: int, repeat: int, dtype: torch.dtype, i
         info = ours.last_info
         hist = Counter(int(s) for s, sp in zip(info.steps[0].tolist(), (base == x).all(-1)[0].tolist()) if not sp)
         row = dict(
-            model=f"{name}-{layers}L ({kind})", kind=kind, L=length, active=n_active,
-            t_ref=t_ref, err_ref=err_ref, rows_ref=length * steps,
-            t_fix=t_fix, err_fix=err_fix, rows_fix=rows_fix, diff=diff,
-            t_auto=t_auto, err_auto=err_auto, rows_auto=info.rows, steps=dict(sorted(hist.items())), tol=tol,
+            model=f"{name}-{layers}L ({kind})",
+            kind=kind,
+            L=length,
+            active=n_active,
+            t_ref=t_ref,
+            err_ref=err_ref,
+            rows_ref=length * steps,
+            t_fix=t_fix,
+            err_fix=err_fix,
+            rows_fix=rows_fix,
+            diff=diff,
+            t_auto=t_auto,
+            err_auto=err_auto,
+            rows_auto=info.rows,
+            steps=dict(sorted(hist.items())),
+            tol=tol,
         )
         # the Explainer on the same ids (same target, default baseline token, special tokens fixed);
         # on causal LMs it reuses the key/value cache of the unchanged prefix
         ex = hfattr.Explainer(model, tok)
         enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         for label, opts in (("ex_fix", dict(n_steps=steps)), ("ex_auto", dict(n_steps="auto", tol=tol))):
-            t, res = _timed(lambda: ex.explain(enc, method="sig", target=target, baseline=baseline, **opts)[0],
-                            repeat)
+            t, res = _timed(lambda: ex.explain(enc, method="sig", target=target, baseline=baseline, **opts)[0], repeat)
             row[f"t_{label}"] = t
             row[f"err_{label}"] = completeness_errors(forward, res.scores, x, base, target).abs().max().item()
             row[f"diff_{label}"] = (res.scores - a_ref[0].sum(-1)).abs().max().item()
@@ -170,20 +189,28 @@ def report(rows: list[dict], steps: int) -> None:
     for r in rows:
         goal = GOALS[r["kind"]]
         print(f"\n{r['model']}, L={r['L']} ({r['active']} attributed positions), reference n_steps={steps}")
-        print(f"  tint   n_steps={steps:<5}  {r['t_ref']:7.2f} s ({r['t_ref'].cpu:7.2f} s cpu)  max|completeness err| {r['err_ref']:.3e}"
-              f"  gradient rows {r['rows_ref']}")
-        print(f"  hfattr n_steps={steps:<5}  {r['t_fix']:7.2f} s ({r['t_fix'].cpu:7.2f} s cpu)  max|completeness err| {r['err_fix']:.3e}"
-              f"  gradient rows {r['rows_fix']}  (max |hfattr - tint| {r['diff']:.1e})")
+        print(
+            f"  tint   n_steps={steps:<5}  {r['t_ref']:7.2f} s ({r['t_ref'].cpu:7.2f} s cpu)  max|completeness err| {r['err_ref']:.3e}"
+            f"  gradient rows {r['rows_ref']}"
+        )
+        print(
+            f"  hfattr n_steps={steps:<5}  {r['t_fix']:7.2f} s ({r['t_fix'].cpu:7.2f} s cpu)  max|completeness err| {r['err_fix']:.3e}"
+            f"  gradient rows {r['rows_fix']}  (max |hfattr - tint| {r['diff']:.1e})"
+        )
         print(f"    speed-up {_ratio(r['t_ref'], r['t_fix'])}")
         ok = r["err_auto"] <= r["err_ref"]
-        print(f"  hfattr n_steps=auto   {r['t_auto']:7.2f} s ({r['t_auto'].cpu:7.2f} s cpu)  max|completeness err| {r['err_auto']:.3e}"
-              f"  gradient rows {r['rows_auto']}  (tol {r['tol']:.2e}; error {'<=' if ok else '>'} reference)")
+        print(
+            f"  hfattr n_steps=auto   {r['t_auto']:7.2f} s ({r['t_auto'].cpu:7.2f} s cpu)  max|completeness err| {r['err_auto']:.3e}"
+            f"  gradient rows {r['rows_auto']}  (tol {r['tol']:.2e}; error {'<=' if ok else '>'} reference)"
+        )
         print(f"    speed-up {_ratio(r['t_ref'], r['t_auto'])}")
         print(f"    steps per attributed position: {r['steps']}")
         for label, what in (("ex_fix", f"n_steps={steps:<5}"), ("ex_auto", "n_steps=auto ")):
             t = r[f"t_{label}"]
-            print(f"  Explainer {what} {t:7.2f} s ({t.cpu:7.2f} s cpu)  max|completeness err| "
-                  f"{r[f'err_{label}']:.3e}  (max |score - tint's| {r[f'diff_{label}']:.1e})")
+            print(
+                f"  Explainer {what} {t:7.2f} s ({t.cpu:7.2f} s cpu)  max|completeness err| "
+                f"{r[f'err_{label}']:.3e}  (max |score - tint's| {r[f'diff_{label}']:.1e})"
+            )
             print(f"    speed-up {_ratio(r['t_ref'], t)}")
         runs = [(r[f"t_{k}"], r[f"err_{k}"]) for k in ("fix", "auto", "ex_fix", "ex_auto")]
         cands = [t for t, e in runs if e <= r["err_ref"]]
@@ -202,23 +229,34 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50, help="reference n_steps (default 50)")
     p.add_argument("--layers", type=int, default=6, help="transformer layers (default 6)")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement; the best is kept")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
-                   help="float64 (default) so that completeness errors are not float32 rounding noise")
-    p.add_argument("--baseline", default=None,
-                   help="baseline token: mask, pad, unk, zero (default: mask, else pad, else unk)")
-    p.add_argument("--internal-batch-size", type=int, default=None,
-                   help="hfattr rows per forward/backward (default: all rows at once)")
-    p.add_argument("--models", nargs="+", choices=[m[0] for m in MODELS], default=None,
-                   help="run only these models (default: all)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float64",
+        help="float64 (default) so that completeness errors are not float32 rounding noise",
+    )
+    p.add_argument(
+        "--baseline", default=None, help="baseline token: mask, pad, unk, zero (default: mask, else pad, else unk)"
+    )
+    p.add_argument(
+        "--internal-batch-size",
+        type=int,
+        default=None,
+        help="hfattr rows per forward/backward (default: all rows at once)",
+    )
+    p.add_argument(
+        "--models", nargs="+", choices=[m[0] for m in MODELS], default=None, help="run only these models (default: all)"
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: L=16, 8 steps, 2 layers")
     a = p.parse_args()
     if a.quick:
         a.length, a.steps, a.layers = 16, 8, 2
     dtype = getattr(torch, a.dtype)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.dtype}, device cpu, "
-          f"baseline {a.baseline or 'default (mask, else pad, else unk)'}")
-    report(run(a.length, a.steps, a.layers, a.repeat, dtype, a.internal_batch_size, a.baseline, a.models),
-           a.steps)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.dtype}, device cpu, "
+        f"baseline {a.baseline or 'default (mask, else pad, else unk)'}"
+    )
+    report(run(a.length, a.steps, a.layers, a.repeat, dtype, a.internal_batch_size, a.baseline, a.models), a.steps)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ HEAD = ("comp. ↑", "suff. ↓", "log-odds ↓", "AOPC del. ↑", "AOPC ins. �
 START, END = "<!-- faithfulness-table:start -->", "<!-- faithfulness-table:end -->"
 
 
-def integrated_gradients(explainer: hfattr.Explainer, texts: list[str], targets: list, *, n_steps: int = 50,
-                         batch_size: int = 16) -> list[Result]:
+def integrated_gradients(
+    explainer: hfattr.Explainer, texts: list[str], targets: list, *, n_steps: int = 50, batch_size: int = 16
+) -> list[Result]:
     """Plain IG on the input embeddings from the mask-token baseline (special tokens keep their own
     embedding), Gauss-Legendre rule; a token's score is the sum over its embedding."""
     model, tok = explainer.model, explainer.tokenizer
@@ -73,24 +74,40 @@ def integrated_gradients(explainer: hfattr.Explainer, texts: list[str], targets:
         B = x.shape[0]
         path = base.unsqueeze(0) + alphas.view(-1, 1, 1, 1).to(x) * (x - base).unsqueeze(0)  # (m, B, L, D)
         path = path.reshape(n_steps * B, *x.shape[1:]).requires_grad_(True)
-        args = [t.repeat(n_steps, *([1] * (t.dim() - 1))) if isinstance(t, torch.Tensor) else t
-                for t in prep.forward_args()]
+        args = [
+            t.repeat(n_steps, *([1] * (t.dim() - 1))) if isinstance(t, torch.Tensor) else t for t in prep.forward_args()
+        ]
         with torch.enable_grad():
             y = prep.forward(path, *args)[:, 0]
             (g,) = torch.autograd.grad(y.sum(), path)
         avg = (g.reshape(n_steps, B, *x.shape[1:]) * w.view(-1, 1, 1, 1).to(g)).sum(0)
         scores = ((x - base) * avg).sum(-1)
         for i in range(B):
-            out.append(Result(method="integrated_gradients", options={"n_steps": n_steps},
-                              model_name=explainer.model_name, **as_result_kwargs(result_fields(prep, i, scores[i]), "grad_x_input")))
+            out.append(
+                Result(
+                    method="integrated_gradients",
+                    options={"n_steps": n_steps},
+                    model_name=explainer.model_name,
+                    **as_result_kwargs(result_fields(prep, i, scores[i]), "grad_x_input"),
+                )
+            )
     return out
 
 
 def random_scores(results: list[Result], seed: int = 0) -> list[Result]:
     g = torch.Generator().manual_seed(seed)
-    return [Result(tokens=r.tokens, token_ids=r.token_ids, scores=torch.rand(r.n_tokens, generator=g),
-                   special_mask=r.special_mask, word_ids=r.word_ids, target=r.target, method="random")
-            for r in results]
+    return [
+        Result(
+            tokens=r.tokens,
+            token_ids=r.token_ids,
+            scores=torch.rand(r.n_tokens, generator=g),
+            special_mask=r.special_mask,
+            word_ids=r.word_ids,
+            target=r.target,
+            method="random",
+        )
+        for r in results
+    ]
 
 
 def ensure_lrp() -> bool:
@@ -116,8 +133,7 @@ def methods(steps: int) -> list[tuple[str, dict]]:
     return out
 
 
-def run_setting(explainer: hfattr.Explainer, texts: list[str], targets: list, steps: int,
-                examples=None) -> list[dict]:
+def run_setting(explainer: hfattr.Explainer, texts: list[str], targets: list, steps: int, examples=None) -> list[dict]:
     rows = []
 
     def record(label: str, results: list[Result], seconds: float | None) -> None:
@@ -131,9 +147,13 @@ def run_setting(explainer: hfattr.Explainer, texts: list[str], targets: list, st
             row["hit_value"] = hit_rate(results, examples)
             row["hit_abs"] = hit_rate(results, examples, by="abs")
         rows.append(row)
-        print(f"  {label:<26} " + "  ".join(f"{m}={row[m]:+.4f}" for m in METRICS)
-              + (f"  hits={row['hit_value']:.3f}/{row['hit_abs']:.3f}" if examples is not None else "")
-              + (f"  {seconds:.2f}s" if seconds is not None else ""), flush=True)
+        print(
+            f"  {label:<26} "
+            + "  ".join(f"{m}={row[m]:+.4f}" for m in METRICS)
+            + (f"  hits={row['hit_value']:.3f}/{row['hit_abs']:.3f}" if examples is not None else "")
+            + (f"  {seconds:.2f}s" if seconds is not None else ""),
+            flush=True,
+        )
 
     first = None
     for name, opts in methods(steps):
@@ -155,8 +175,12 @@ def run_setting(explainer: hfattr.Explainer, texts: list[str], targets: list, st
 def table(rows: list[dict], planted: bool) -> str:
     head = ["method", *HEAD] + (["planted on top (signed / abs)"] if planted else []) + ["time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    best = {m: (max if m in ("comprehensiveness", "aopc_deletion") else min)(
-        round(r[m], 3) for r in rows if r["method"] != "random (floor)") for m in METRICS}
+    best = {
+        m: (max if m in ("comprehensiveness", "aopc_deletion") else min)(
+            round(r[m], 3) for r in rows if r["method"] != "random (floor)"
+        )
+        for m in METRICS
+    }
     for r in rows:
         cells = [r["method"]]
         for m in METRICS:
@@ -199,25 +223,35 @@ def main() -> None:
     with torch.no_grad():
         enc = ptok([e.text for e in examples], padding=True, return_tensors="pt")
         acc = (pmodel(**enc).logits.argmax(-1) == torch.tensor([e.label for e in examples])).double().mean()
-    print(f"planted task, {len(examples)} held-out examples (label); trained in {train_s:.1f} s, "
-          f"held-out accuracy {acc:.3f}")
-    rows_planted = run_setting(planted, [e.text for e in examples], [e.label for e in examples], args.steps,
-                               examples)
+    print(
+        f"planted task, {len(examples)} held-out examples (label); trained in {train_s:.1f} s, "
+        f"held-out accuracy {acc:.3f}"
+    )
+    rows_planted = run_setting(planted, [e.text for e in examples], [e.label for e in examples], args.steps, examples)
 
-    se = ", ".join(f"{h.rsplit(' ', 1)[0]} {max(r[m + '_se'] for rows in (rows_default, rows_planted) for r in rows):.3f}"
-                   for m, h in zip(METRICS, HEAD))
-    info = (f"Produced by `python benchmarks/faithfulness.py --n {args.n} --steps {args.steps}"
-            f"{'' if args.threads == 1 else ' --threads ' + str(args.threads)} --write docs/faithfulness.md` "
-            f"(hfattr {hfattr.__version__}, torch {torch.__version__}, {platform.machine()} CPU, "
-            f"{torch.get_num_threads()} thread(s)). Registered methods: {', '.join(hfattr.list_methods())}"
-            f"{' (lrp registered by the benchmark from hfattr.methods.lrp; the package did not list it yet)' if registered_lrp else ''}. "
-            f"Means over the texts; largest standard error per column: {se}. "
-            f"Planted model: trained in {train_s:.1f} s, held-out accuracy {acc:.1%}. "
-            "Times are attribution wall seconds for all texts on this machine (not the metrics).")
-    md = (f"### Embedded default model: `data/sentiment/test.tsv`, first {len(texts)} sentences, predicted class\n\n"
-          + table(rows_default, False)
-          + f"\n\n### Planted-token task: {len(examples)} held-out examples, at their label\n\n"
-          + table(rows_planted, True) + "\n\n" + info + "\n")
+    se = ", ".join(
+        f"{h.rsplit(' ', 1)[0]} {max(r[m + '_se'] for rows in (rows_default, rows_planted) for r in rows):.3f}"
+        for m, h in zip(METRICS, HEAD)
+    )
+    info = (
+        f"Produced by `python benchmarks/faithfulness.py --n {args.n} --steps {args.steps}"
+        f"{'' if args.threads == 1 else ' --threads ' + str(args.threads)} --write docs/faithfulness.md` "
+        f"(hfattr {hfattr.__version__}, torch {torch.__version__}, {platform.machine()} CPU, "
+        f"{torch.get_num_threads()} thread(s)). Registered methods: {', '.join(hfattr.list_methods())}"
+        f"{' (lrp registered by the benchmark from hfattr.methods.lrp; the package did not list it yet)' if registered_lrp else ''}. "
+        f"Means over the texts; largest standard error per column: {se}. "
+        f"Planted model: trained in {train_s:.1f} s, held-out accuracy {acc:.1%}. "
+        "Times are attribution wall seconds for all texts on this machine (not the metrics)."
+    )
+    md = (
+        f"### Embedded default model: `data/sentiment/test.tsv`, first {len(texts)} sentences, predicted class\n\n"
+        + table(rows_default, False)
+        + f"\n\n### Planted-token task: {len(examples)} held-out examples, at their label\n\n"
+        + table(rows_planted, True)
+        + "\n\n"
+        + info
+        + "\n"
+    )
     print()
     print(md)
     if args.write:

@@ -79,8 +79,11 @@ def build(name: str, dtype: torch.dtype, device: torch.device, tiny: bool):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         if tiny:
-            zoo = {"gpt2": ("gpt2", "causal-lm"), "bert": ("bert", "sequence-classification"),
-                   "llama7b": ("llama", "causal-lm")}[name]
+            zoo = {
+                "gpt2": ("gpt2", "causal-lm"),
+                "bert": ("bert", "sequence-classification"),
+                "llama7b": ("llama", "causal-lm"),
+            }[name]
             model = tiny_model(zoo[0], zoo[1], num_layers=2)
             style = {"gpt2": "gpt2", "bert": "bert", "llama7b": "llama"}[name]
         elif name == "gpt2":
@@ -88,9 +91,16 @@ def build(name: str, dtype: torch.dtype, device: torch.device, tiny: bool):
         elif name == "bert":
             model, style = tf.BertForSequenceClassification(tf.BertConfig(num_labels=2)), "bert"
         else:  # Llama-2-7B shape
-            cfg = tf.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                 num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
-                                 max_position_embeddings=4096, torch_dtype=dtype)
+            cfg = tf.LlamaConfig(
+                hidden_size=4096,
+                intermediate_size=11008,
+                num_hidden_layers=32,
+                num_attention_heads=32,
+                num_key_value_heads=32,
+                vocab_size=32000,
+                max_position_embeddings=4096,
+                torch_dtype=dtype,
+            )
             with torch.device(device):
                 model = tf.LlamaForCausalLM(cfg)
             style = "llama"
@@ -120,16 +130,19 @@ class Table:
     def __init__(self) -> None:
         self.rows: list[list[str]] = []
 
-    def add(self, model: str, dtype: str, item: str, ours: tuple | None, peer: str, theirs: Any,
-            note: str = "") -> None:
+    def add(
+        self, model: str, dtype: str, item: str, ours: tuple | None, peer: str, theirs: Any, note: str = ""
+    ) -> None:
         """``ours``/``theirs``: (seconds, peak bytes, result), or an exception for a failed run."""
+
         def cell(r):
             return f"{r[0]:.3f}" if isinstance(r, tuple) else f"failed: {type(r).__name__}"
 
         ratio = f"{theirs[0] / ours[0]:.2f}x" if isinstance(ours, tuple) and isinstance(theirs, tuple) else "-"
         mem = f"{ours[1] / 2**30:.2f}" if isinstance(ours, tuple) else "-"
-        self.rows.append([model, dtype, item, cell(ours), peer, cell(theirs) if theirs is not None else "-", ratio,
-                          mem, note])
+        self.rows.append(
+            [model, dtype, item, cell(ours), peer, cell(theirs) if theirs is not None else "-", ratio, mem, note]
+        )
         print(" | ".join(self.rows[-1]), flush=True)
 
     def markdown(self, header: str) -> str:
@@ -165,8 +178,14 @@ def small_items(name: str, dtype_name: str, a, meter: Meter, table: Table, peers
         theirs = attempt(lambda: meter(lambda: FeatureAblation(fwd).attribute(x, **kw)))
     table.add(name, dtype_name, f"token ablation L={L}", ours, "captum FA", theirs)
     akw = dict(kw, perturbations_per_eval="auto")
-    table.add(name, dtype_name, f"token ablation L={L}, ppe=auto", attempt(
-        lambda: meter(lambda: hfattr.FeatureAblation(fwd).attribute(x, **akw))), "captum FA", theirs)
+    table.add(
+        name,
+        dtype_name,
+        f"token ablation L={L}, ppe=auto",
+        attempt(lambda: meter(lambda: hfattr.FeatureAblation(fwd).attribute(x, **akw))),
+        "captum FA",
+        theirs,
+    )
     lkw = dict(target=target, layer_mask=mask, perturbations_per_eval=a.ppe)
     ours = attempt(lambda: meter(lambda: hfattr.LayerFeatureAblation(fwd, mid).attribute(x, **lkw)))
     theirs = None
@@ -212,13 +231,32 @@ def sig_items(name, dtype_name, model, tok, fwd, L, steps, meter, table, peers) 
 
         theirs = attempt(lambda: meter(lambda: TSIG(fwd).attribute(x, **kw)))
     sig = hfattr.SequentialIntegratedGradients
-    table.add(name, dtype_name, f"SIG {steps} steps L={L}", attempt(lambda: meter(lambda: sig(fwd).attribute(x, **kw))),
-              "tint SIG", theirs)
-    table.add(name, dtype_name, f"SIG {steps} steps L={L}, batch auto", attempt(
-        lambda: meter(lambda: sig(fwd).attribute(x, internal_batch_size="auto", **kw))), "tint SIG", theirs)
+    table.add(
+        name,
+        dtype_name,
+        f"SIG {steps} steps L={L}",
+        attempt(lambda: meter(lambda: sig(fwd).attribute(x, **kw))),
+        "tint SIG",
+        theirs,
+    )
+    table.add(
+        name,
+        dtype_name,
+        f"SIG {steps} steps L={L}, batch auto",
+        attempt(lambda: meter(lambda: sig(fwd).attribute(x, internal_batch_size="auto", **kw))),
+        "tint SIG",
+        theirs,
+    )
     akw = dict(kw, n_steps="auto", tol=1e-2)
-    table.add(name, dtype_name, f"SIG auto (tol 1e-2) L={L}", attempt(lambda: meter(lambda: sig(fwd).attribute(x, **akw))),
-              "tint SIG", theirs, "tol vs tint's own error: see bench_sig.py")
+    table.add(
+        name,
+        dtype_name,
+        f"SIG auto (tol 1e-2) L={L}",
+        attempt(lambda: meter(lambda: sig(fwd).attribute(x, **akw))),
+        "tint SIG",
+        theirs,
+        "tol vs tint's own error: see bench_sig.py",
+    )
 
 
 def big_items(a, meter: Meter, table: Table, peers: set[str]) -> None:
@@ -235,8 +273,14 @@ def big_items(a, meter: Meter, table: Table, peers: set[str]) -> None:
     P, G = (8, 2) if a.tiny else (512, 32)
     ids, _ = embeds(model, P, meter.device, seed=2)
     with torch.no_grad():
-        full = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=G, min_new_tokens=G,
-                              do_sample=False, pad_token_id=0)
+        full = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=G,
+            min_new_tokens=G,
+            do_sample=False,
+            pad_token_id=0,
+        )
         e_all = model.get_input_embeddings()(full)
     gen_ids = full[0, P:]
 
@@ -289,8 +333,10 @@ def main(argv: list[str] | None = None) -> str:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     import transformers
 
-    header = (f"Measured on {gpu} ({device}), torch {torch.__version__}, transformers {transformers.__version__}, "
-              f"{time.strftime('%Y-%m-%d')}{' (tiny smoke run)' if a.tiny else ''}")
+    header = (
+        f"Measured on {gpu} ({device}), torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}{' (tiny smoke run)' if a.tiny else ''}"
+    )
     text = table.markdown(header)
     if a.out:
         with open(a.out, "w", encoding="utf-8") as fh:

@@ -65,27 +65,33 @@ def main() -> None:
     def forward(e):
         return model(inputs_embeds=e, use_cache=False, logits_to_keep=1).logits[:, -1, :]
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; GPT-2-small fp32; "
-          f"rows = {a.positions} positions x {a.steps} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; GPT-2-small fp32; "
+        f"rows = {a.positions} positions x {a.steps} steps"
+    )
     print(f"{'L':>5} {'chunk':>7} {'s/row':>8} {'cpu s/row':>10} {'peak MiB':>9} {'+MiB':>7}")
     for L in a.lengths:
         ids = torch.randint(100, 1000, (1, L), generator=torch.Generator().manual_seed(L))
         with torch.no_grad():
             x = emb(ids)
         pos = torch.zeros(L, dtype=torch.bool)
-        pos[-a.positions:] = True
+        pos[-a.positions :] = True
         rows = a.positions * a.steps
         for chunk in [c for c in a.chunks if c <= rows] + [None]:
             base_rss = rss()
             reset_peak()
             w0, c0 = time.perf_counter(), time.process_time()
             budget = RowBudget((x,))
-            sequential_integrated_gradients(forward, (x,), target=0, n_steps=a.steps, positions=pos,
-                                            internal_batch_size=chunk)
+            sequential_integrated_gradients(
+                forward, (x,), target=0, n_steps=a.steps, positions=pos, internal_batch_size=chunk
+            )
             w, c = time.perf_counter() - w0, time.process_time() - c0
             label = str(chunk) if chunk else f"auto({budget.tokens // L}+)"
-            print(f"{L:5d} {label:>7} {w / rows:8.3f} {c / rows:10.3f} {peak_rss() / 2**20:9.0f} "
-                  f"{(peak_rss() - base_rss) / 2**20:7.0f}", flush=True)
+            print(
+                f"{L:5d} {label:>7} {w / rows:8.3f} {c / rows:10.3f} {peak_rss() / 2**20:9.0f} "
+                f"{(peak_rss() - base_rss) / 2**20:7.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

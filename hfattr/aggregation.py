@@ -70,8 +70,9 @@ def _id_groups(word_ids: list[int | None] | None, special: list[bool]) -> list[l
     return groups
 
 
-def token_groups(tokens: list[str], special: list[bool], word_ids: list[int | None] | None,
-                 *, split_at: int | None = None) -> list[list[int]]:
+def token_groups(
+    tokens: list[str], special: list[bool], word_ids: list[int | None] | None, *, split_at: int | None = None
+) -> list[list[int]]:
     """Token indices of each word (markers first, else word ids), never across ``split_at``."""
     groups = _marker_groups(tokens, special) or _id_groups(word_ids, special)
     if split_at is None:
@@ -93,11 +94,22 @@ def rows(result: Any, reduce: str = "sum") -> Any:
     extras = copy.deepcopy(result.extras)
     extras["aggregate"] = {"rows": reduce, "row_labels": list(result.rows or [])}
     return Result(
-        tokens=list(result.tokens), token_ids=list(result.token_ids), scores=scores, text=result.text,
-        offsets=copy.copy(result.offsets), special_mask=copy.copy(result.special_mask),
-        word_ids=copy.copy(result.word_ids), rows=None, target=copy.deepcopy(result.target),
-        probability=copy.deepcopy(result.probability), method=result.method, options=copy.deepcopy(result.options),
-        delta=None, model_name=result.model_name, hfattr_version=result.hfattr_version, extras=extras,
+        tokens=list(result.tokens),
+        token_ids=list(result.token_ids),
+        scores=scores,
+        text=result.text,
+        offsets=copy.copy(result.offsets),
+        special_mask=copy.copy(result.special_mask),
+        word_ids=copy.copy(result.word_ids),
+        rows=None,
+        target=copy.deepcopy(result.target),
+        probability=copy.deepcopy(result.probability),
+        method=result.method,
+        options=copy.deepcopy(result.options),
+        delta=None,
+        model_name=result.model_name,
+        hfattr_version=result.hfattr_version,
+        extras=extras,
     )
 
 
@@ -152,8 +164,9 @@ def words(result: Any, reduce: str = "sum") -> Any:
             pieces = [str((t.get("tokens") or result.rows)[j]) for j in g]
             row_labels.append(pieces[0] + "".join(p[2:] if p.startswith("##") else p.lstrip("Ġ▁") for p in pieces[1:]))
     target = copy.deepcopy(t)
-    target.update(ids=[t["ids"][g[0]] for g in row_groups], tokens=row_labels,
-                  token_groups=[list(g) for g in row_groups])
+    target.update(
+        ids=[t["ids"][g[0]] for g in row_groups], tokens=row_labels, token_groups=[list(g) for g in row_groups]
+    )
     if causal:
         target["positions"] = [n_prompt + w - 1 for w in range(len(row_groups))]
         target["prompt_length"] = n_prompt
@@ -167,10 +180,20 @@ def words(result: Any, reduce: str = "sum") -> Any:
     if isinstance(prob, list):
         prob = [math.prod(prob[j] for j in g) for g in row_groups]
     return Result(
-        tokens=tokens, token_ids=[result.token_ids[g[0]] for g in cols], scores=merged, text=result.text,
-        offsets=offsets if result.offsets is not None else None, special_mask=[special[g[0]] for g in cols],
-        word_ids=[None if special[g[0]] else k for k, g in enumerate(cols)], rows=row_labels, target=target,
-        probability=prob, method=result.method,
-        options=copy.deepcopy(result.options), delta=None, model_name=result.model_name,
-        hfattr_version=result.hfattr_version, extras=extras,
+        tokens=tokens,
+        token_ids=[result.token_ids[g[0]] for g in cols],
+        scores=merged,
+        text=result.text,
+        offsets=offsets if result.offsets is not None else None,
+        special_mask=[special[g[0]] for g in cols],
+        word_ids=[None if special[g[0]] else k for k, g in enumerate(cols)],
+        rows=row_labels,
+        target=target,
+        probability=prob,
+        method=result.method,
+        options=copy.deepcopy(result.options),
+        delta=None,
+        model_name=result.model_name,
+        hfattr_version=result.hfattr_version,
+        extras=extras,
     )

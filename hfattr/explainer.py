@@ -22,8 +22,17 @@ from .methods.fields import as_result_kwargs
 from .methods.registry import ENCODE_OPTIONS, PREPARE_OPTIONS, check_options
 from .result import Result
 
-__all__ = ["Explainer", "register_method", "list_methods", "get_method", "MethodSpec", "slice_encoded",
-           "jsonable", "check_result_finite", "empty_entries"]
+__all__ = [
+    "Explainer",
+    "register_method",
+    "list_methods",
+    "get_method",
+    "MethodSpec",
+    "slice_encoded",
+    "jsonable",
+    "check_result_finite",
+    "empty_entries",
+]
 
 
 class Explainer:
@@ -46,18 +55,24 @@ class Explainer:
                 f"model {type(model).__name__} has no .config; Explainer needs a transformers model "
                 "(PreTrainedModel). For a plain torch module use the drop-in classes (FeatureAblation, ...)"
             )
-        if tokenizer is None or not callable(tokenizer) or not callable(getattr(tokenizer, "convert_ids_to_tokens",
-                                                                                 None)):
-            raise TypeError(f"tokenizer must be a transformers tokenizer (callable, with convert_ids_to_tokens), "
-                            f"got {type(tokenizer).__name__}")
+        if (
+            tokenizer is None
+            or not callable(tokenizer)
+            or not callable(getattr(tokenizer, "convert_ids_to_tokens", None))
+        ):
+            raise TypeError(
+                f"tokenizer must be a transformers tokenizer (callable, with convert_ids_to_tokens), "
+                f"got {type(tokenizer).__name__}"
+            )
         check_loaded(model)
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name or getattr(model.config, "name_or_path", None) or type(model).__name__
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, task: str | None = None, trust_remote_code: bool = False,
-                        **kwargs: Any) -> "Explainer":
+    def from_pretrained(
+        cls, name_or_path: str, *, task: str | None = None, trust_remote_code: bool = False, **kwargs: Any
+    ) -> "Explainer":
         """Load a model and tokenizer by hub name or local path (remote code off unless asked)."""
         from .hf.loading import load_model
 
@@ -78,17 +93,29 @@ class Explainer:
                     config._attn_implementation = attn
 
     @overload
-    def explain(self, text: str, *, method: str = ..., target: Any = ..., batch_size: int = ...,
-                **options: Any) -> Result: ...
+    def explain(
+        self, text: str, *, method: str = ..., target: Any = ..., batch_size: int = ..., **options: Any
+    ) -> Result: ...
 
     @overload
-    def explain(self, text: list[str], *, method: str = ..., target: Any = ..., batch_size: int = ...,
-                **options: Any) -> list[Result]: ...
+    def explain(
+        self, text: list[str], *, method: str = ..., target: Any = ..., batch_size: int = ..., **options: Any
+    ) -> list[Result]: ...
 
-    def explain(self, text: Any, *, method: str = "ablation", target: Any = None, batch_size: int = 8,
-                generate: int | None = None, max_new_tokens: int | None = None,
-                generation_kwargs: dict | None = None, seed: int | None = None, contrast: Any = None,
-                **options: Any) -> Result | list[Result]:
+    def explain(
+        self,
+        text: Any,
+        *,
+        method: str = "ablation",
+        target: Any = None,
+        batch_size: int = 8,
+        generate: int | None = None,
+        max_new_tokens: int | None = None,
+        generation_kwargs: dict | None = None,
+        seed: int | None = None,
+        contrast: Any = None,
+        **options: Any,
+    ) -> Result | list[Result]:
         """Attribute the model's output on ``text`` (a str gives a Result, a list gives a list).
 
         ``generate=N`` (or ``max_new_tokens=N``) first generates up to N tokens with
@@ -123,8 +150,10 @@ class Explainer:
         if n_new is not None and limit is not None and not getattr(self.model.config, "is_encoder_decoder", False):
             longest = int(enc_all.attention_mask.sum(1).max())
             if longest + n_new > limit:
-                raise ValueError(f"a prompt of {longest} tokens plus generate={n_new} exceeds the model's "
-                                 f"{limit} positions; shorten the prompt (max_length=) or generate fewer tokens")
+                raise ValueError(
+                    f"a prompt of {longest} tokens plus generate={n_new} exceeds the model's "
+                    f"{limit} positions; shorten the prompt (max_length=) or generate fewer tokens"
+                )
         targets = target if isinstance(target, list) else [target] * n
         if len(targets) != n:
             raise ValueError(f"target list has {len(targets)} entries but {n} texts were given")
@@ -134,8 +163,11 @@ class Explainer:
         if spec.needs_grad:  # gradient methods work inside a caller's no_grad / inference_mode too
             grad.enter_context(torch.inference_mode(False))
             grad.enter_context(torch.enable_grad())
-        gen_opts = {} if gen_kwargs is None else {"generate": n_new, "generation_kwargs": generation_kwargs or {},
-                                                  "seed": seed}
+        gen_opts = (
+            {}
+            if gen_kwargs is None
+            else {"generate": n_new, "generation_kwargs": generation_kwargs or {}, "seed": seed}
+        )
         if contrast is not None:
             gen_opts["contrast"] = contrast
         with grad, self._scoped():
@@ -147,8 +179,9 @@ class Explainer:
                     from .hf.generate import generate_targets
                     from .hf.prepare import input_device
 
-                    chunk_targets = generate_targets(self.model, self.tokenizer, chunk.to(input_device(self.model)),
-                                                     gen_kwargs, seed=seed)
+                    chunk_targets = generate_targets(
+                        self.model, self.tokenizer, chunk.to(input_device(self.model)), gen_kwargs, seed=seed
+                    )
                 for prepared in self._prepared(chunk, chunk_targets, spec, prep_opts, contrasts[start:stop]):
                     for fields in spec.fn(prepared, **options):
                         kwargs = as_result_kwargs(fields, method)
@@ -157,8 +190,9 @@ class Explainer:
                         results.append(self._result(kwargs, method, options, enc_opts, {**prep_opts, **gen_opts}))
         return results[0] if single else results
 
-    def _prepared(self, enc: Encoded, targets: list, spec: MethodSpec, prep_opts: dict,
-                  contrasts: list | None = None) -> Iterator[Prepared]:
+    def _prepared(
+        self, enc: Encoded, targets: list, spec: MethodSpec, prep_opts: dict, contrasts: list | None = None
+    ) -> Iterator[Prepared]:
         from .hf.prepare import input_device
         from .hf.targets import contrast_ids
 
@@ -208,13 +242,19 @@ def check_result_finite(fields: dict, *, method: str, index: int) -> None:
     """Raise if a method's scores (outside a generation's empty entries) or probability are NaN/Inf."""
     where = f"method {method!r}, result {index}" + (f" (text {fields['text'][:40]!r})" if fields.get("text") else "")
     scores = fields.get("scores")
-    check_finite(scores, f"the attribution scores of {where}", ignore=empty_entries(scores, fields.get("target")),
-                 hint="the model's output or gradient is NaN/Inf (check its weights and the baseline)")
+    check_finite(
+        scores,
+        f"the attribution scores of {where}",
+        ignore=empty_entries(scores, fields.get("target")),
+        hint="the model's output or gradient is NaN/Inf (check its weights and the baseline)",
+    )
     prob = fields.get("probability")
     values = prob if isinstance(prob, list) else [prob]
     if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-        raise NonFiniteError(f"the predicted probability of {where} is not finite ({prob}); the model's "
-                             "output is NaN/Inf (check its weights)")
+        raise NonFiniteError(
+            f"the predicted probability of {where} is not finite ({prob}); the model's "
+            "output is NaN/Inf (check its weights)"
+        )
 
 
 def _warn_only_specials(fields: dict, method: str, index: int) -> None:
@@ -245,8 +285,10 @@ def _check_score(prep_opts: dict, contrast: Any) -> None:
     if spec.contrastive and contrast is None:
         raise ValueError(f"score={spec.name!r} needs contrast= (a contrast text or token ids)")
     if contrast is not None and not spec.contrastive:
-        raise ValueError(f"contrast= needs a contrastive score ('contrast', 'contrast_prob' or a registered "
-                         f"contrastive score), got score={spec.name!r}")
+        raise ValueError(
+            f"contrast= needs a contrastive score ('contrast', 'contrast_prob' or a registered "
+            f"contrastive score), got score={spec.name!r}"
+        )
 
 
 def _per_text(contrast: Any, n: int) -> list:
@@ -266,7 +308,10 @@ def _one_text(enc: Encoded, i: int) -> tuple[Encoded, int]:
     if pos != list(range(first, last)):
         raise ValueError(f"text {i} has padding between its tokens; hfattr expects left or right padding")
     return Encoded(
-        one.input_ids[:, first:last], one.attention_mask[:, first:last], one.special_mask[:, first:last], one.texts,
+        one.input_ids[:, first:last],
+        one.attention_mask[:, first:last],
+        one.special_mask[:, first:last],
+        one.texts,
         None if one.offsets is None else [o[first:last] for o in one.offsets],
         None if one.word_ids is None else [w[first:last] for w in one.word_ids],
         {k: v[:, first:last] for k, v in one.extra.items()},
@@ -280,7 +325,10 @@ def slice_encoded(enc: Encoded, a: int, b: int, *, trim: bool = False) -> Encode
     if trim:
         end = int(mask.sum(0).nonzero().max()) + 1
     return Encoded(
-        ids[:, :end], mask[:, :end], enc.special_mask[a:b, :end], enc.texts[a:b],
+        ids[:, :end],
+        mask[:, :end],
+        enc.special_mask[a:b, :end],
+        enc.texts[a:b],
         None if enc.offsets is None else [o[:end] for o in enc.offsets[a:b]],
         None if enc.word_ids is None else [w[:end] for w in enc.word_ids[a:b]],
         {k: v[a:b, :end] for k, v in enc.extra.items()},

@@ -32,8 +32,9 @@ class AttributionPipeline:
     defaults (target, batch size, encoding and baseline options).
     """
 
-    def __init__(self, explainer: Explainer, *, method: str = "ablation", task: str | None = None,
-                 **defaults: Any) -> None:
+    def __init__(
+        self, explainer: Explainer, *, method: str = "ablation", task: str | None = None, **defaults: Any
+    ) -> None:
         if not isinstance(explainer, Explainer):
             raise TypeError(f"explainer must be an hfattr.Explainer, got {type(explainer).__name__}")
         get_method(method)  # unknown method -> ValueError naming the known ones
@@ -76,8 +77,7 @@ class AttributionPipeline:
             return self.explainer.explain(text, method=method, **merged)
 
     def __repr__(self) -> str:
-        return (f"AttributionPipeline(model={self.model_name!r}, method={self.method!r}, "
-                f"options={self.defaults!r})")
+        return f"AttributionPipeline(model={self.model_name!r}, method={self.method!r}, options={self.defaults!r})"
 
 
 def _validate(method: str, options: dict) -> None:
@@ -100,8 +100,16 @@ def _load_tokenizer(name_or_path: str, trust_remote_code: bool) -> Any:
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
 
 
-def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, *, method: str = "ablation",
-             trust_remote_code: bool = False, device_map: Any = None, **options: Any) -> AttributionPipeline:
+def pipeline(
+    task: str | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    method: str = "ablation",
+    trust_remote_code: bool = False,
+    device_map: Any = None,
+    **options: Any,
+) -> AttributionPipeline:
     """Build an :class:`AttributionPipeline`, in the shape of ``transformers.pipeline``.
 
     ``model`` is a hub name or local path (loaded for ``task``; remote code off unless
@@ -122,8 +130,10 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
     name: str | None = None
     if model is None:
         if task is not None and TASKS[task] != "AutoModelForSequenceClassification":
-            raise ValueError(f"task {task!r} needs a model: the embedded default model is a sentiment "
-                             "(sequence-classification) model; pass model=")
+            raise ValueError(
+                f"task {task!r} needs a model: the embedded default model is a sentiment "
+                "(sequence-classification) model; pass model="
+            )
         from .hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 
         model_obj, default_tok = load_default_model(device=_single_device(device_map))
@@ -134,8 +144,7 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
         if name.startswith("~"):
             name = os.path.expanduser(name)
         _check_local_path(name)
-        model_obj, loaded_tok = load_model(name, task=task, trust_remote_code=trust_remote_code,
-                                           device_map=device_map)
+        model_obj, loaded_tok = load_model(name, task=task, trust_remote_code=trust_remote_code, device_map=device_map)
         tokenizer = tokenizer if tokenizer is not None else loaded_tok
     elif _is_hf_pipeline(model):
         _no_device_map(device_map, "a transformers.Pipeline")
@@ -147,15 +156,18 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
         _no_device_map(device_map, "a model object")
         model_obj = model
         if tokenizer is None:
-            path = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None),
-                                                                    "name_or_path", None)
+            path = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name_or_path", None)
             if not path or not os.path.isdir(path):
-                raise ValueError("tokenizer is required when model is a model object "
-                                 f"(model.name_or_path={path!r} is not a local directory to load it from)")
+                raise ValueError(
+                    "tokenizer is required when model is a model object "
+                    f"(model.name_or_path={path!r} is not a local directory to load it from)"
+                )
             tokenizer = _load_tokenizer(path, trust_remote_code)
     else:
-        raise TypeError("model must be None, a hub name or local path, a transformers model or a "
-                        f"transformers.Pipeline, got {type(model).__name__}")
+        raise TypeError(
+            "model must be None, a hub name or local path, a transformers model or a "
+            f"transformers.Pipeline, got {type(model).__name__}"
+        )
 
     explainer = Explainer(model_obj, tokenizer, model_name=name)
     return AttributionPipeline(explainer, method=method, task=task, **options)
@@ -174,11 +186,15 @@ def _single_device(device_map: Any) -> Any:
         return device_map
     if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
         return device_map
-    raise ValueError(f"device_map={device_map!r} is not supported for the embedded default model; "
-                     "give one device such as 'cpu' or 'cuda:0'")
+    raise ValueError(
+        f"device_map={device_map!r} is not supported for the embedded default model; "
+        "give one device such as 'cpu' or 'cuda:0'"
+    )
 
 
 def _no_device_map(device_map: Any, what: str) -> None:
     if device_map is not None:
-        raise ValueError(f"device_map applies only when model is a hub name or a local path, not {what}; "
-                         "place the model yourself before passing it")
+        raise ValueError(
+            f"device_map applies only when model is a hub name or a local path, not {what}; "
+            "place the model yourself before passing it"
+        )

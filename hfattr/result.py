@@ -30,8 +30,16 @@ _LEVELS = ("word", "token")
 _DTYPES = {
     str(d).removeprefix("torch."): d
     for d in (
-        torch.float16, torch.bfloat16, torch.float32, torch.float64,
-        torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool,
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.uint8,
+        torch.bool,
     )
 }
 
@@ -58,15 +66,16 @@ def _encode(obj: Any, where: str) -> Any:
         return [_encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     if hasattr(obj, "__array__") and hasattr(obj, "shape"):  # numpy arrays and scalars
         return _encode_tensor(torch.as_tensor(obj), where)
-    raise TypeError(f"{where}: cannot store a {type(obj).__name__} as JSON "
-                    "(expected None, bool, int, float, str, list, dict or torch.Tensor)")
+    raise TypeError(
+        f"{where}: cannot store a {type(obj).__name__} as JSON "
+        "(expected None, bool, int, float, str, list, dict or torch.Tensor)"
+    )
 
 
 def _encode_tensor(t: torch.Tensor, where: str) -> dict:
     dtype = str(t.dtype).removeprefix("torch.")
     if dtype not in _DTYPES:
-        raise TypeError(f"{where}: tensors of dtype {t.dtype} cannot be stored "
-                        f"(supported: {', '.join(_DTYPES)})")
+        raise TypeError(f"{where}: tensors of dtype {t.dtype} cannot be stored (supported: {', '.join(_DTYPES)})")
     flat = t.detach().cpu().reshape(-1)
     if t.is_floating_point():
         data = [float.hex(v) for v in flat.to(torch.float64).tolist()]  # exact
@@ -130,8 +139,9 @@ class Result:
             raise TypeError(f"scores must be a torch.Tensor, got {type(self.scores).__name__}")
         self.scores = self.scores.detach()
         if self.scores.dim() not in (1, 2) or self.scores.shape[-1] != n:
-            raise ValueError(f"scores must have shape ({n},) or (n_rows, {n}) to match "
-                             f"{n} tokens, got {tuple(self.scores.shape)}")
+            raise ValueError(
+                f"scores must have shape ({n},) or (n_rows, {n}) to match {n} tokens, got {tuple(self.scores.shape)}"
+            )
         if len(self.token_ids) != n:
             raise ValueError(f"token_ids has {len(self.token_ids)} entries, expected {n}")
         if self.offsets is not None:
@@ -147,8 +157,10 @@ class Result:
         if self.rows is not None:
             self.rows = [str(r) for r in self.rows]
             if self.scores.dim() != 2 or len(self.rows) != self.scores.shape[0]:
-                raise ValueError(f"rows has {len(self.rows)} labels but scores has shape "
-                                 f"{tuple(self.scores.shape)}; expected one label per row")
+                raise ValueError(
+                    f"rows has {len(self.rows)} labels but scores has shape "
+                    f"{tuple(self.scores.shape)}; expected one label per row"
+                )
         if isinstance(self.probability, torch.Tensor):
             p = self.probability.detach().cpu()
             self.probability = p.item() if p.numel() == 1 else p.reshape(-1).tolist()
@@ -181,8 +193,10 @@ class Result:
 
     def __repr__(self) -> str:
         shape = tuple(self.scores.shape)
-        return (f"Result(method={self.method!r}, n_tokens={self.n_tokens}, scores={shape}, "
-                f"target={self.target!r}, probability={self.probability!r})")
+        return (
+            f"Result(method={self.method!r}, n_tokens={self.n_tokens}, scores={shape}, "
+            f"target={self.target!r}, probability={self.probability!r})"
+        )
 
     # ----------------------------------------------------------------- aggregation
     def aggregate(self, level: str = "word", *, reduce: str = "sum") -> "Result":
@@ -205,8 +219,10 @@ class Result:
 
             return words(self, reduce)  # both axes: generated rows are merged like their columns
         if self.word_ids is None:
-            raise ValueError("aggregate(level='word') needs word_ids; this Result has "
-                             "word_ids=None (encode the text with a fast tokenizer)")
+            raise ValueError(
+                "aggregate(level='word') needs word_ids; this Result has "
+                "word_ids=None (encode the text with a fast tokenizer)"
+            )
         groups: list[list[int]] = []
         group_wids: list[int | None] = []
         group_special: list[bool] = []
@@ -214,31 +230,46 @@ class Result:
         for i, wid in enumerate(self.word_ids):
             special = self._special(i) if self.special_mask is not None else wid is None
             if special or wid is None:
-                groups.append([i]); group_wids.append(None if special else wid)
-                group_special.append(special); open_group = False
+                groups.append([i])
+                group_wids.append(None if special else wid)
+                group_special.append(special)
+                open_group = False
             elif open_group and group_wids[-1] == wid:
                 groups[-1].append(i)
             else:
-                groups.append([i]); group_wids.append(wid)
-                group_special.append(False); open_group = True
+                groups.append([i])
+                group_wids.append(wid)
+                group_special.append(False)
+                open_group = True
 
         texts: list[str] = []
         offsets: list[tuple[int, int] | None] = []
         for idx, special in zip(groups, group_special):
             word, span = self._unit_text(idx, special)
-            texts.append(word); offsets.append(span)
+            texts.append(word)
+            offsets.append(span)
         pooled = [self._reduce(self.scores[..., idx], reduce) for idx in groups]
         scores = torch.stack(pooled, dim=-1)
         extras = copy.deepcopy(self.extras)
         extras["aggregate"] = {"level": level, "reduce": reduce, "token_groups": groups}
         return Result(
-            tokens=texts, token_ids=[self.token_ids[idx[0]] for idx in groups], scores=scores,
+            tokens=texts,
+            token_ids=[self.token_ids[idx[0]] for idx in groups],
+            scores=scores,
             # with token offsets every span is known (None only without them)
-            text=self.text, offsets=cast("list[tuple[int, int]]", offsets) if self.offsets is not None else None,
-            special_mask=group_special, word_ids=group_wids, rows=copy.copy(self.rows),
-            target=copy.deepcopy(self.target), probability=copy.deepcopy(self.probability),
-            method=self.method, options=copy.deepcopy(self.options), delta=self.delta,
-            model_name=self.model_name, hfattr_version=self.hfattr_version, extras=extras,
+            text=self.text,
+            offsets=cast("list[tuple[int, int]]", offsets) if self.offsets is not None else None,
+            special_mask=group_special,
+            word_ids=group_wids,
+            rows=copy.copy(self.rows),
+            target=copy.deepcopy(self.target),
+            probability=copy.deepcopy(self.probability),
+            method=self.method,
+            options=copy.deepcopy(self.options),
+            delta=self.delta,
+            model_name=self.model_name,
+            hfattr_version=self.hfattr_version,
+            extras=extras,
         )
 
     def _unit_text(self, idx: list[int], special: bool) -> tuple[str, tuple[int, int] | None]:
@@ -274,8 +305,7 @@ class Result:
         return block.gather(-1, pick).squeeze(-1)
 
     # ----------------------------------------------------------------- ranking
-    def top_k(self, k: int = 5, *, row: int | str | None = None,
-              by: str = "abs") -> list[tuple[str, float, int]]:
+    def top_k(self, k: int = 5, *, row: int | str | None = None, by: str = "abs") -> list[tuple[str, float, int]]:
         """The ``k`` highest-scoring non-special tokens as ``(token, score, index)``.
 
         ``by="abs"`` ranks by magnitude, ``by="value"`` by signed score. For
@@ -287,8 +317,7 @@ class Result:
             raise ValueError(f"by must be 'abs' or 'value', got {by!r}")
         vec = self._row(row)
         keys = (vec.abs() if by == "abs" else vec).double().nan_to_num(nan=-math.inf).tolist()
-        order = sorted((i for i in range(self.n_tokens) if not self._special(i)),
-                       key=lambda i: (-keys[i], i))
+        order = sorted((i for i in range(self.n_tokens) if not self._special(i)), key=lambda i: (-keys[i], i))
         return [(self.tokens[i], float(vec[i]), i) for i in order[:k]]
 
     def _row(self, row: int | str | None) -> torch.Tensor:
@@ -299,8 +328,9 @@ class Result:
             return scores
         if row is None:
             if scores.shape[0] != 1:
-                raise ValueError(f"scores have {scores.shape[0]} rows; pass row= "
-                                 f"(an index, or one of the labels {self.rows})")
+                raise ValueError(
+                    f"scores have {scores.shape[0]} rows; pass row= (an index, or one of the labels {self.rows})"
+                )
             return scores[0]
         if isinstance(row, str):
             if self.rows is None or row not in self.rows:
@@ -322,12 +352,12 @@ class Result:
     def from_dict(cls, d: dict) -> "Result":  # noqa: C901 - validation of untrusted input
         """Rebuild a Result from :meth:`to_dict` output."""
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
-            raise ValueError("not an hfattr Result: expected a dict with "
-                             f"'format': {_FORMAT!r}")
+            raise ValueError(f"not an hfattr Result: expected a dict with 'format': {_FORMAT!r}")
         version = d.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= _FORMAT_VERSION:
-            raise ValueError(f"unsupported hfattr Result format_version {version!r} "
-                             f"(this hfattr reads up to {_FORMAT_VERSION})")
+            raise ValueError(
+                f"unsupported hfattr Result format_version {version!r} (this hfattr reads up to {_FORMAT_VERSION})"
+            )
         missing = [k for k in ("tokens", "token_ids", "scores") if k not in d]
         if missing:
             raise ValueError(f"hfattr Result dict is missing required keys {missing}")
@@ -414,12 +444,14 @@ def read_text_file(path: str | Path, *, max_bytes: int | None = None, what: str 
 
 def _check_types(kwargs: dict) -> None:
     """Field types of a decoded Result (the JSON may come from anywhere)."""
+
     def ints(name: str, allow_none: bool = False) -> None:
         v = kwargs.get(name)
         if v is None:
             return
         if not isinstance(v, list) or not all(
-                (allow_none and x is None) or (isinstance(x, int) and not isinstance(x, bool)) for x in v):
+            (allow_none and x is None) or (isinstance(x, int) and not isinstance(x, bool)) for x in v
+        ):
             raise ValueError(f"Result field {name!r} must be a list of integers")
 
     for name in ("text", "method", "model_name", "hfattr_version"):
@@ -439,9 +471,13 @@ def _check_types(kwargs: dict) -> None:
     if sm is not None and (not isinstance(sm, list) or not all(isinstance(b, bool) for b in sm)):
         raise ValueError("Result field 'special_mask' must be a list of booleans (true/false)")
     offs = kwargs.get("offsets")
-    if offs is not None and (not isinstance(offs, list) or not all(
+    if offs is not None and (
+        not isinstance(offs, list)
+        or not all(
             isinstance(o, list) and len(o) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in o)
-            for o in offs)):
+            for o in offs
+        )
+    ):
         raise ValueError("Result field 'offsets' must be a list of [start, end] integer pairs")
     rows = kwargs.get("rows")
     if rows is not None and (not isinstance(rows, list) or not all(isinstance(r, str) for r in rows)):

@@ -74,8 +74,15 @@ VOCAB_WORDS: tuple[str, ...] = tuple(dict.fromkeys(_WORDS + _DIGITS + _PUNCT))
 
 _ROBERTA_STYLE: dict[str, Any] = {
     "specials": ["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-    "roles": {"bos_token": "<s>", "eos_token": "</s>", "cls_token": "<s>", "sep_token": "</s>",
-              "pad_token": "<pad>", "unk_token": "<unk>", "mask_token": "<mask>"},
+    "roles": {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "cls_token": "<s>",
+        "sep_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "mask_token": "<mask>",
+    },
     "single": "<s> $A </s>",
     "pair": "<s> $A </s> </s> $B </s>",
 }
@@ -84,8 +91,13 @@ _ROBERTA_STYLE: dict[str, Any] = {
 _STYLES: dict[str, dict[str, Any]] = {
     "bert": {
         "specials": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        "roles": {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
-                  "sep_token": "[SEP]", "mask_token": "[MASK]"},
+        "roles": {
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "mask_token": "[MASK]",
+        },
         "single": "[CLS] $A [SEP]",
         "pair": "[CLS] $A [SEP] $B:1 [SEP]:1",
         "inputs": ("input_ids", "token_type_ids", "attention_mask"),
@@ -94,8 +106,12 @@ _STYLES: dict[str, dict[str, Any]] = {
     "bart": _ROBERTA_STYLE,  # BART's tokenizer has RoBERTa's special tokens
     "gpt2": {
         "specials": ["<|endoftext|>", "<unk>"],
-        "roles": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-                  "pad_token": "<|endoftext|>", "unk_token": "<unk>"},
+        "roles": {
+            "bos_token": "<|endoftext|>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": "<unk>",
+        },
         "single": None,
         "pair": None,
     },
@@ -135,8 +151,9 @@ _STYLES: dict[str, dict[str, Any]] = {
 STYLES: tuple[str, ...] = tuple(_STYLES)
 
 
-def make_tokenizer(style: str = "bert", vocab: Iterable[str] | None = None, *,
-                   padding_side: str = "right", model_max_length: int = 512):
+def make_tokenizer(
+    style: str = "bert", vocab: Iterable[str] | None = None, *, padding_side: str = "right", model_max_length: int = 512
+):
     """Build a word-level fast tokenizer that mimics a model family's special tokens.
 
     ``style`` is one of :data:`STYLES`. ``vocab`` replaces the built-in word list
@@ -166,7 +183,8 @@ def make_tokenizer(style: str = "bert", vocab: Iterable[str] | None = None, *,
     if info["single"] is not None:
         used = {t for t in info["specials"] if t in info["single"] or t in info["pair"]}
         backend.post_processor = processors.TemplateProcessing(
-            single=info["single"], pair=info["pair"],
+            single=info["single"],
+            pair=info["pair"],
             special_tokens=[(t, ids[t]) for t in info["specials"] if t in used],
         )
     kwargs = dict(info["roles"])
@@ -192,16 +210,59 @@ def make_tokenizer(style: str = "bert", vocab: Iterable[str] | None = None, *,
 # ---------------------------------------------------------------------------
 
 _STYLE_BY_TYPE = {
-    **dict.fromkeys(["bert", "distilbert", "electra", "albert", "megatron-bert", "mobilebert",
-                     "convbert", "ernie", "roformer", "squeezebert", "deberta", "deberta-v2",
-                     "funnel", "layoutlm", "canine"], "bert"),
-    **dict.fromkeys(["roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer",
-                     "data2vec-text", "roberta-prelayernorm", "mpnet"], "roberta"),
-    **dict.fromkeys(["bart", "mbart", "blenderbot", "blenderbot-small", "pegasus", "marian",
-                     "plbart"], "bart"),
+    **dict.fromkeys(
+        [
+            "bert",
+            "distilbert",
+            "electra",
+            "albert",
+            "megatron-bert",
+            "mobilebert",
+            "convbert",
+            "ernie",
+            "roformer",
+            "squeezebert",
+            "deberta",
+            "deberta-v2",
+            "funnel",
+            "layoutlm",
+            "canine",
+        ],
+        "bert",
+    ),
+    **dict.fromkeys(
+        [
+            "roberta",
+            "xlm-roberta",
+            "xlm-roberta-xl",
+            "camembert",
+            "longformer",
+            "data2vec-text",
+            "roberta-prelayernorm",
+            "mpnet",
+        ],
+        "roberta",
+    ),
+    **dict.fromkeys(["bart", "mbart", "blenderbot", "blenderbot-small", "pegasus", "marian", "plbart"], "bart"),
     **dict.fromkeys(["t5", "mt5", "umt5", "longt5"], "t5"),
-    **dict.fromkeys(["gpt2", "gpt_neo", "gpt_neox", "gptj", "codegen", "bloom", "opt", "mpt",
-                     "gpt_bigcode", "phi", "falcon", "starcoder2", "stablelm"], "gpt2"),
+    **dict.fromkeys(
+        [
+            "gpt2",
+            "gpt_neo",
+            "gpt_neox",
+            "gptj",
+            "codegen",
+            "bloom",
+            "opt",
+            "mpt",
+            "gpt_bigcode",
+            "phi",
+            "falcon",
+            "starcoder2",
+            "stablelm",
+        ],
+        "gpt2",
+    ),
     **dict.fromkeys(["qwen2", "qwen3", "qwen2_moe"], "qwen2"),
 }
 
@@ -212,13 +273,26 @@ def style_for(model_type: str) -> str:
 
 
 # Candidate config field names, first present wins within each group.
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers",
-               "encoder_layers", "decoder_layers", "num_encoder_layers", "num_decoder_layers")
+_LAYER_KEYS = (
+    "num_hidden_layers",
+    "n_layer",
+    "num_layers",
+    "n_layers",
+    "encoder_layers",
+    "decoder_layers",
+    "num_encoder_layers",
+    "num_decoder_layers",
+)
 _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim", "n_embed", "embedding_size")
-_HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads", "n_heads",
-              "encoder_attention_heads", "decoder_attention_heads")
-_FFN_KEYS = ("intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim", "decoder_ffn_dim",
-             "ffn_dim", "hidden_dim")
+_HEAD_KEYS = (
+    "num_attention_heads",
+    "n_head",
+    "num_heads",
+    "n_heads",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+)
+_FFN_KEYS = ("intermediate_size", "n_inner", "d_ff", "encoder_ffn_dim", "decoder_ffn_dim", "ffn_dim", "hidden_dim")
 _POS_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
 _INIT_KEYS = ("initializer_range", "init_std")
 
@@ -235,8 +309,15 @@ def _default_config_dict(model_type: str) -> dict:
         hf_logging.set_verbosity(level)
 
 
-def tiny_config(model_type: str, *, num_layers: int = 2, hidden: int = 32, heads: int = 4,
-                vocab_size: int | None = None, **overrides):
+def tiny_config(
+    model_type: str,
+    *,
+    num_layers: int = 2,
+    hidden: int = 32,
+    heads: int = 4,
+    vocab_size: int | None = None,
+    **overrides,
+):
     """A small ``PretrainedConfig`` for any ``model_type`` known to transformers.
 
     Layer count, width, heads, FFN size (2 x hidden), positions (512), init scale
@@ -275,8 +356,12 @@ def tiny_config(model_type: str, *, num_layers: int = 2, hidden: int = 32, heads
     put(("head_dim", "d_kv", "attention_head_size"), head_dim)
     put(("rotary_dim",), head_dim)
     put(("ffn_dim",), 2 * hidden)
-    for role, _field in (("pad_token_id", "pad_token"), ("bos_token_id", "bos_token"),
-                        ("eos_token_id", "eos_token"), ("sep_token_id", "sep_token")):
+    for role, _field in (
+        ("pad_token_id", "pad_token"),
+        ("bos_token_id", "bos_token"),
+        ("eos_token_id", "eos_token"),
+        ("sep_token_id", "sep_token"),
+    ):
         tid = getattr(tok, role, None)
         if tid is not None and (role in keys or role != "sep_token_id"):
             kw[role] = tid
@@ -329,19 +414,26 @@ def list_tiny() -> list[str]:
 def _resolve_task(name: str, task: str) -> str:
     if task == "auto":
         if name not in ZOO:
-            raise ValueError(f"tiny_model: task='auto' needs a zoo name ({list(ZOO)}); "
-                             f"pass task= one of {list(TASKS)} for {name!r}")
+            raise ValueError(
+                f"tiny_model: task='auto' needs a zoo name ({list(ZOO)}); pass task= one of {list(TASKS)} for {name!r}"
+            )
         return ZOO[name][0]
     if task not in TASKS:
         raise ValueError(f"tiny_model: unknown task {task!r}; expected 'auto' or one of {list(TASKS)}")
     if name in ZOO and task not in ZOO[name]:
-        raise ValueError(f"tiny_model: task {task!r} is not supported for {name!r}; "
-                         f"supported: {list(ZOO[name])}")
+        raise ValueError(f"tiny_model: task {task!r} is not supported for {name!r}; supported: {list(ZOO[name])}")
     return task
 
 
-def tiny_model(name: str, task: str = "auto", *, seed: int = 0, num_layers: int = 2,
-               dtype: torch.dtype = torch.float32, **config_overrides):
+def tiny_model(
+    name: str,
+    task: str = "auto",
+    *,
+    seed: int = 0,
+    num_layers: int = 2,
+    dtype: torch.dtype = torch.float32,
+    **config_overrides,
+):
     """A tiny randomly initialised model in eval mode.
 
     ``name`` is a zoo name (see :data:`ZOO`) or any transformers ``model_type``

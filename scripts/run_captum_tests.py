@@ -30,20 +30,25 @@ PINNED = "0.8.0"
 # captum test file -> the import rewrites it needs (each must match exactly once)
 TESTS: dict[str, list[tuple[str, str]]] = {
     "tests/attr/test_feature_ablation.py": [
-        (r"^from captum\.attr\._core\.feature_ablation import FeatureAblation$",
-         "from hfattr import FeatureAblation"),
+        (r"^from captum\.attr\._core\.feature_ablation import FeatureAblation$", "from hfattr import FeatureAblation"),
     ],
     "tests/attr/layer/test_layer_ablation.py": [
-        (r"^from captum\.attr\._core\.layer\.layer_feature_ablation import LayerFeatureAblation$",
-         "from hfattr import LayerFeatureAblation"),
+        (
+            r"^from captum\.attr\._core\.layer\.layer_feature_ablation import LayerFeatureAblation$",
+            "from hfattr import LayerFeatureAblation",
+        ),
     ],
     "tests/attr/neuron/test_neuron_gradient.py": [
-        (r"^from captum\.attr\._core\.neuron\.neuron_gradient import NeuronGradient$",
-         "from hfattr import NeuronGradient"),
+        (
+            r"^from captum\.attr\._core\.neuron\.neuron_gradient import NeuronGradient$",
+            "from hfattr import NeuronGradient",
+        ),
     ],
     "tests/attr/test_lrp.py": [
-        (r"^from captum\.attr import InputXGradient, LRP$",
-         "from captum.attr import InputXGradient\nfrom hfattr.lrp import LRP"),
+        (
+            r"^from captum\.attr import InputXGradient, LRP$",
+            "from captum.attr import InputXGradient\nfrom hfattr.lrp import LRP",
+        ),
         # the rules set as ``module.rule`` are hfattr's too (a drop-in user switches both imports)
         (r"^from captum\.attr\._utils\.lrp_rules import \(", "from hfattr.lrp import ("),
     ],
@@ -88,8 +93,12 @@ def prepare(src: Path, out: Path) -> list[Path]:
             raise SystemExit(f"{path} is missing: give the root of a captum source checkout (tag v{PINNED})")
         text = _rewrite(path.read_text(), rules, rel)
         text = re.sub(r"captum\.testing\.helpers", LOCAL_HELPERS, text)
-        if re.search(r"^from captum\.attr\._core\.(feature_ablation|layer\.layer_feature_ablation|"
-                     r"neuron\.neuron_gradient|lrp) import", text, flags=re.MULTILINE):
+        if re.search(
+            r"^from captum\.attr\._core\.(feature_ablation|layer\.layer_feature_ablation|"
+            r"neuron\.neuron_gradient|lrp) import",
+            text,
+            flags=re.MULTILINE,
+        ):
             raise SystemExit(f"{rel}: a captum class import was left unrewritten")
         target = out / Path(rel).name
         target.write_text(text)
@@ -143,8 +152,19 @@ def main(argv: list[str] | None = None) -> int:
         junit = tmp / "junit.xml"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(tmp), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp),
-               f"--junitxml={junit}", *args.pytest_args, str(tmp)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp),
+            f"--junitxml={junit}",
+            *args.pytest_args,
+            str(tmp),
+        ]
         done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False)
         if not junit.is_file():
             print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", file=sys.stderr)

@@ -59,8 +59,14 @@ def main() -> None:
             fig.savefig(OUT / f"plot_{name}.png", dpi=90)
         texts = [line.split("\t")[0] for line in (ROOT / "data/sentiment/test.tsv").read_text().splitlines()[1:61]]
         run = tmp / "run"
-        hfattr.attribute_dataset(explainer, datasets.Dataset.from_dict({"text": texts}), text_column="text",
-                                 method="ablation", output_dir=run, progress=False)
+        hfattr.attribute_dataset(
+            explainer,
+            datasets.Dataset.from_dict({"text": texts}),
+            text_column="text",
+            method="ablation",
+            output_dir=run,
+            progress=False,
+        )
         page = write_report(run, tmp / "report.html", page_size=8)
         render(page, tmp, window=(1100, 1500), shot=OUT / "report.png")
         _crop(OUT / "report.png")

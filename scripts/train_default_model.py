@@ -120,18 +120,18 @@ hfattr repository). Use it for demos and tests of attribution methods, not for r
 sentiment analysis.
 
 - Architecture: `BertForSequenceClassification`, hidden size 64, 2 layers, 4 heads,
-  intermediate size 128, max 128 positions; {stats['n_params']:,} parameters.
+  intermediate size 128, max 128 positions; {stats["n_params"]:,} parameters.
 - Labels: `0 = NEGATIVE`, `1 = POSITIVE`.
 - Tokenizer: `tokenizers` WordLevel over lowercased words and punctuation
   (BertNormalizer + BertPreTokenizer), `[CLS] x [SEP]`, specials
-  `[PAD] [UNK] [CLS] [SEP] [MASK]`; vocabulary of {stats['vocab_size']} entries built
+  `[PAD] [UNK] [CLS] [SEP] [MASK]`; vocabulary of {stats["vocab_size"]} entries built
   from the training split. Words outside it map to `[UNK]`.
-- Training: {stats['n_train']} sentences, {stats['epochs']} epochs, AdamW lr {stats['lr']}
-  (weight decay {stats['weight_decay']}, linear warmup/decay), batch {stats['batch_size']},
-  seed {stats['seed']}, CPU, with {stats['mask_prob']:.0%} of ordinary tokens replaced by
+- Training: {stats["n_train"]} sentences, {stats["epochs"]} epochs, AdamW lr {stats["lr"]}
+  (weight decay {stats["weight_decay"]}, linear warmup/decay), batch {stats["batch_size"]},
+  seed {stats["seed"]}, CPU, with {stats["mask_prob"]:.0%} of ordinary tokens replaced by
   `[MASK]` during training (so leave-one-token-out ablation with `[MASK]` stays in
   distribution).
-- Test accuracy: **{stats['test_accuracy']:.4f}** on {stats['n_test']} held-out sentences
+- Test accuracy: **{stats["test_accuracy"]:.4f}** on {stats["n_test"]} held-out sentences
   from the same templates (not real reviews).
 - Limitations: the vocabulary is tiny (other words become `[UNK]`), the sentences are
   synthetic, and when several sentiment words agree the prediction is saturated, so
@@ -204,9 +204,16 @@ def main(argv=None) -> dict:
     model.save_pretrained(args.out, safe_serialization=True)
     tokenizer.save_pretrained(args.out)
     stats = {
-        "n_params": n_params, "vocab_size": len(tokenizer), "n_train": len(train),
-        "n_test": len(test), "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-        "seed": args.seed, "mask_prob": args.mask_prob, "weight_decay": args.weight_decay,
+        "n_params": n_params,
+        "vocab_size": len(tokenizer),
+        "n_train": len(train),
+        "n_test": len(test),
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "mask_prob": args.mask_prob,
+        "weight_decay": args.weight_decay,
         "test_accuracy": test_acc,
     }
     write_model_card(args.out, stats=stats)

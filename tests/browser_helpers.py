@@ -20,10 +20,20 @@ import torch
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
-    "--force-device-scale-factor=1", "--force-color-profile=srgb",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--force-color-profile=srgb",
 ]
 
 PROBE = """<script id="hfattr-probe">
@@ -55,8 +65,13 @@ def chromium_path() -> str | None:
 
 def chromium(args: list[str], tmp: Path, window=(1200, 900), timeout: int = 90) -> subprocess.CompletedProcess:
     env = {**os.environ, "HOME": str(tmp), "DBUS_SESSION_BUS_ADDRESS": "disabled:"}
-    cmd = [chromium_path(), *FLAGS, f"--window-size={window[0]},{window[1]}",
-           f"--user-data-dir={tmp / 'profile'}", *args]
+    cmd = [
+        chromium_path(),
+        *FLAGS,
+        f"--window-size={window[0]},{window[1]}",
+        f"--user-data-dir={tmp / 'profile'}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -97,8 +112,9 @@ def rect(el: dict) -> tuple[float, float, float, float]:
 
 def overlap(a: tuple, b: tuple) -> bool:
     """Whether two (left, top, width, height) boxes share more than a pixel."""
-    return (min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]) > 1.0
-            and min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]) > 1.0)
+    return (
+        min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]) > 1.0 and min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]) > 1.0
+    )
 
 
 def render(page: Path, tmp: Path, *, window=(1200, 900), shot: Path | None = None) -> tuple[Dom | None, Path, str]:
@@ -123,11 +139,17 @@ def token_result():
 
     toks = ["[CLS]", "the", "movie", "was", "wonderful", "but", "the", "ending", "was", "terrible", "[SEP]"]
     scores = [4.0, 0.05, -0.12, 0.02, -1.4, 0.31, -0.04, 0.22, 0.08, 2.6, -3.0]
-    return Result(tokens=toks, token_ids=list(range(len(toks))), scores=torch.tensor(scores, dtype=torch.float64),
-                  text="the movie was wonderful but the ending was terrible",
-                  special_mask=[t.startswith("[") for t in toks], method="ablation",
-                  target={"id": 0, "label": "NEGATIVE"}, probability=0.9957,
-                  model_name="/home/someone/models/default-sentiment")
+    return Result(
+        tokens=toks,
+        token_ids=list(range(len(toks))),
+        scores=torch.tensor(scores, dtype=torch.float64),
+        text="the movie was wonderful but the ending was terrible",
+        special_mask=[t.startswith("[") for t in toks],
+        method="ablation",
+        target={"id": 0, "label": "NEGATIVE"},
+        probability=0.9957,
+        model_name="/home/someone/models/default-sentiment",
+    )
 
 
 def grid_result():
@@ -139,9 +161,17 @@ def grid_result():
     scores = torch.randn(len(sites), len(toks), generator=g, dtype=torch.float64) * 0.3
     scores[:, 9] += torch.linspace(0.2, 1.6, len(sites), dtype=torch.float64)
     scores[:, 4] -= torch.linspace(0.1, 0.9, len(sites), dtype=torch.float64)
-    return Result(tokens=toks, token_ids=list(range(len(toks))), scores=scores, rows=sites,
-                  special_mask=[t.startswith("[") for t in toks], method="layer_ablation",
-                  target={"id": 0, "label": "NEGATIVE"}, probability=0.9957, model_name="hfattr/default-sentiment")
+    return Result(
+        tokens=toks,
+        token_ids=list(range(len(toks))),
+        scores=scores,
+        rows=sites,
+        special_mask=[t.startswith("[") for t in toks],
+        method="layer_ablation",
+        target={"id": 0, "label": "NEGATIVE"},
+        probability=0.9957,
+        model_name="hfattr/default-sentiment",
+    )
 
 
 def generation_result():
@@ -158,17 +188,34 @@ def generation_result():
     scores[2, n_p + 0] = 1.1
     scores[6, 3] = 0.9
     for j in range(n_g):
-        scores[j, n_p + j:] = math.nan
+        scores[j, n_p + j :] = math.nan
     prob = [0.62, 0.41, 0.18, 0.55, 0.07, 0.49, 0.33, 0.71]
-    steps = {"probability": prob, "log_prob": [math.log(p) for p in prob],
-             "entropy": [1.9, 2.4, 3.8, 2.0, 4.1, 2.6, 3.0, 1.4], "rank": [1, 1, 2, 1, 3, 1, 1, 1]}
-    return Result(tokens=prompt + gen, token_ids=list(range(n_p + n_g)), scores=scores, rows=gen,
-                  special_mask=[False] * (n_p + n_g), method="ablation",
-                  target={"kind": "generation", "ids": list(range(n_p, n_p + n_g)), "tokens": gen,
-                          "positions": list(range(n_p - 1, n_p + n_g - 1)),
-                          "generated_text": " Paris. It is also the largest city", "prompt_length": n_p,
-                          "score": "log_prob"},
-                  probability=prob, model_name="gpt2", extras={"step_scores": steps})
+    steps = {
+        "probability": prob,
+        "log_prob": [math.log(p) for p in prob],
+        "entropy": [1.9, 2.4, 3.8, 2.0, 4.1, 2.6, 3.0, 1.4],
+        "rank": [1, 1, 2, 1, 3, 1, 1, 1],
+    }
+    return Result(
+        tokens=prompt + gen,
+        token_ids=list(range(n_p + n_g)),
+        scores=scores,
+        rows=gen,
+        special_mask=[False] * (n_p + n_g),
+        method="ablation",
+        target={
+            "kind": "generation",
+            "ids": list(range(n_p, n_p + n_g)),
+            "tokens": gen,
+            "positions": list(range(n_p - 1, n_p + n_g - 1)),
+            "generated_text": " Paris. It is also the largest city",
+            "prompt_length": n_p,
+            "score": "log_prob",
+        },
+        probability=prob,
+        model_name="gpt2",
+        extras={"step_scores": steps},
+    )
 
 
 def nonwhite_fraction(png: Path) -> float:

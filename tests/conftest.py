@@ -42,8 +42,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "hfattr"))
 
 # top-level module -> (distribution, pinned version, why that version)
 ORACLES = {
-    "captum": ("captum", "0.8.0",
-               "0.8.0 has the reference's per-tensor feature ids (0.9 changed the feature-mask semantics)"),
+    "captum": (
+        "captum",
+        "0.8.0",
+        "0.8.0 has the reference's per-tensor feature ids (0.9 changed the feature-mask semantics)",
+    ),
     "tint": ("time-interpret", "0.3.0", "0.3.0 is the reference SequentialIntegratedGradients"),
 }
 
@@ -84,10 +87,10 @@ def oracle(module: str) -> ModuleType:
     return importlib.import_module(module)
 
 
-requires_captum = pytest.mark.skipif(oracle_skip_reason("captum") is not None,
-                                     reason=oracle_skip_reason("captum") or "")
-requires_tint = pytest.mark.skipif(oracle_skip_reason("tint") is not None,
-                                   reason=oracle_skip_reason("tint") or "")
+requires_captum = pytest.mark.skipif(
+    oracle_skip_reason("captum") is not None, reason=oracle_skip_reason("captum") or ""
+)
+requires_tint = pytest.mark.skipif(oracle_skip_reason("tint") is not None, reason=oracle_skip_reason("tint") or "")
 
 
 @pytest.fixture(scope="session")
@@ -125,8 +128,9 @@ class FlatTanhNet(nn.Module):
     batched perturbations. Output shape ``(B, n_out)``, or ``(B,)`` when ``n_out`` is None.
     """
 
-    def __init__(self, feature_shapes: Sequence[Sequence[int]], n_out: int | None = 3, *,
-                 hidden: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self, feature_shapes: Sequence[Sequence[int]], n_out: int | None = 3, *, hidden: int = 8, seed: int = 0
+    ) -> None:
         super().__init__()
         self.feature_shapes = [tuple(s) for s in feature_shapes]
         n_in = sum(math.prod(s) for s in self.feature_shapes)

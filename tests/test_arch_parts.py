@@ -176,9 +176,17 @@ def test_gate_found_by_position_only_is_announced():
 
 
 def test_register_architecture_with_parts(clean_registry):
-    spec = register_architecture("toy-gated", {
-        "blocks": "layers", "attention": "attn", "mlp": "mlp",
-        "gated_mlp": ["mlp.g", "mlp.u", "mlp.d"], "fused_qkv": "attn.qkv", "qkv_layout": "per_head"})
+    spec = register_architecture(
+        "toy-gated",
+        {
+            "blocks": "layers",
+            "attention": "attn",
+            "mlp": "mlp",
+            "gated_mlp": ["mlp.g", "mlp.u", "mlp.d"],
+            "fused_qkv": "attn.qkv",
+            "qkv_layout": "per_head",
+        },
+    )
     block = spec.stacks[""].block
     assert block.gated_mlp == ("mlp.g", "mlp.u", "mlp.d") and block.qkv_layout == "per_head"
     with pytest.raises(ValueError, match="gated_mlp must be a tuple of 3 module paths"):

@@ -15,11 +15,41 @@ from hfattr.hf import (
 from hfattr.hf import architectures as archmod
 from hfattr.testing import ZOO, make_tokenizer, style_for, tiny_model
 
-REGISTERED = ["bert", "roberta", "distilbert", "gpt2", "llama", "qwen2", "mistral", "bart", "t5",
-              "electra", "albert", "gpt_neox", "opt", "phi", "gemma", "gemma2", "phi3"]
+REGISTERED = [
+    "bert",
+    "roberta",
+    "distilbert",
+    "gpt2",
+    "llama",
+    "qwen2",
+    "mistral",
+    "bart",
+    "t5",
+    "electra",
+    "albert",
+    "gpt_neox",
+    "opt",
+    "phi",
+    "gemma",
+    "gemma2",
+    "phi3",
+]
 # Model types that no code registers: they go through the generic fallback.
-GENERIC = ["xlm-roberta", "megatron-bert", "stablelm", "starcoder2", "olmo", "gptj", "bloom", "mpt",
-           "granite", "qwen3", "gpt_bigcode", "codegen", "mbart"]
+GENERIC = [
+    "xlm-roberta",
+    "megatron-bert",
+    "stablelm",
+    "starcoder2",
+    "olmo",
+    "gptj",
+    "bloom",
+    "mpt",
+    "granite",
+    "qwen3",
+    "gpt_bigcode",
+    "codegen",
+    "mbart",
+]
 TEXT = "a great movie , i love it"
 
 
@@ -49,9 +79,11 @@ def _hook_counts(model, modules):
     """Run one forward; return {id(module): number of calls} and the call order of modules."""
     counts, order, handles = {}, [], []
     for m in {id(m): m for m in modules}.values():
+
         def hook(mod, args, out, key=id(m)):  # noqa: B008 (binds the loop value)
             counts[key] = counts.get(key, 0) + 1
             order.append(key)
+
         handles.append(m.register_forward_hook(hook))
     try:
         _run(model)
@@ -127,8 +159,7 @@ def test_generic_fallback(model_type):
     assert arch.generic
     layers = _layer_counts(model.config)
     assert all(len(blocks) == 3 for blocks in arch.stacks.values()) and 3 in layers
-    assert set(arch.stacks) == ({"encoder.blocks", "decoder.blocks"} if model.config.is_encoder_decoder
-                                else {"blocks"})
+    assert set(arch.stacks) == ({"encoder.blocks", "decoder.blocks"} if model.config.is_encoder_decoder else {"blocks"})
     _check_structure(arch)
     _check_on_forward_path(model, arch)
     assert any(r.endswith(".norm1") for r in arch.roles())
@@ -145,26 +176,29 @@ def test_zoo_with_heads(name):
     _check_on_forward_path(model, arch)
 
 
-@pytest.mark.parametrize("model_type, role, name", [
-    ("bert", "blocks.1.attention", "encoder.layer.1.attention.output.dense"),
-    ("bert", "blocks.1.mlp", "encoder.layer.1.output.dense"),
-    ("bert", "blocks.0.norm2", "encoder.layer.0.output.LayerNorm"),
-    ("gpt2", "final_norm", "ln_f"),
-    ("gpt2", "blocks.1.norm1", "h.1.ln_1"),
-    ("llama", "blocks.0.attention", "layers.0.self_attn"),
-    ("distilbert", "blocks.1.mlp", "transformer.layer.1.ffn"),
-    ("opt", "blocks.0.mlp", "decoder.layers.0.fc2"),
-    ("bart", "decoder.blocks.1.cross_attention", "decoder.layers.1.encoder_attn"),
-    ("bart", "decoder.blocks.0.norm3", "decoder.layers.0.final_layer_norm"),
-    ("t5", "decoder.blocks.1.mlp", "decoder.block.1.layer.2.DenseReluDense"),
-    ("t5", "encoder.final_norm", "encoder.final_layer_norm"),
-    ("phi3", "blocks.1.mlp", "layers.1.mlp"),
-    ("gemma2", "blocks.0.norm4", "layers.0.post_feedforward_layernorm"),
-    ("gpt_neox", "blocks.0.attention", "layers.0.attention"),
-    ("t5", "embed", "encoder.embed_tokens"),
-    ("t5", "decoder.embed", "decoder.embed_tokens"),
-    ("gpt_neox", "embed", "embed_in"),
-])
+@pytest.mark.parametrize(
+    "model_type, role, name",
+    [
+        ("bert", "blocks.1.attention", "encoder.layer.1.attention.output.dense"),
+        ("bert", "blocks.1.mlp", "encoder.layer.1.output.dense"),
+        ("bert", "blocks.0.norm2", "encoder.layer.0.output.LayerNorm"),
+        ("gpt2", "final_norm", "ln_f"),
+        ("gpt2", "blocks.1.norm1", "h.1.ln_1"),
+        ("llama", "blocks.0.attention", "layers.0.self_attn"),
+        ("distilbert", "blocks.1.mlp", "transformer.layer.1.ffn"),
+        ("opt", "blocks.0.mlp", "decoder.layers.0.fc2"),
+        ("bart", "decoder.blocks.1.cross_attention", "decoder.layers.1.encoder_attn"),
+        ("bart", "decoder.blocks.0.norm3", "decoder.layers.0.final_layer_norm"),
+        ("t5", "decoder.blocks.1.mlp", "decoder.block.1.layer.2.DenseReluDense"),
+        ("t5", "encoder.final_norm", "encoder.final_layer_norm"),
+        ("phi3", "blocks.1.mlp", "layers.1.mlp"),
+        ("gemma2", "blocks.0.norm4", "layers.0.post_feedforward_layernorm"),
+        ("gpt_neox", "blocks.0.attention", "layers.0.attention"),
+        ("t5", "embed", "encoder.embed_tokens"),
+        ("t5", "decoder.embed", "decoder.embed_tokens"),
+        ("gpt_neox", "embed", "embed_in"),
+    ],
+)
 def test_registered_role_names(model_type, role, name):
     arch = get_architecture(tiny_model(model_type, "base"))
     assert arch.name_of(role) == name
@@ -184,8 +218,11 @@ def _capture(module, store, key):
 @pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox", "olmo"])
 def test_attention_and_mlp_are_residual_updates_prenorm(model_type):
     """Pre-LN blocks: block_out == block_in + attention_out + mlp_out."""
-    model = tiny_model(model_type, "base", use_parallel_residual=False) if model_type == "gpt_neox" \
+    model = (
+        tiny_model(model_type, "base", use_parallel_residual=False)
+        if model_type == "gpt_neox"
         else tiny_model(model_type, "base")
+    )
     arch = get_architecture(model)
     store, handles = {}, []
     for kind in ("", ".attention", ".mlp"):
@@ -193,8 +230,9 @@ def test_attention_and_mlp_are_residual_updates_prenorm(model_type):
     _run(model)
     for h in handles:
         h.remove()
-    torch.testing.assert_close(store["block"], store["block.in"] + store[".attention"] + store[".mlp"],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        store["block"], store["block.in"] + store[".attention"] + store[".mlp"], atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("model_type", ["bert", "xlm-roberta"])
@@ -280,8 +318,12 @@ def test_resolve_encoder_decoder_kinds():
     assert [r for r, _ in cross] == ["decoder.blocks.0.cross_attention", "decoder.blocks.1.cross_attention"]
     assert resolve_sites(model, "decoder.cross_attention") == cross
     att = [r for r, _ in resolve_sites(model, "attention")]
-    assert att == ["encoder.blocks.0.attention", "encoder.blocks.1.attention",
-                   "decoder.blocks.0.attention", "decoder.blocks.1.attention"]
+    assert att == [
+        "encoder.blocks.0.attention",
+        "encoder.blocks.1.attention",
+        "decoder.blocks.0.attention",
+        "decoder.blocks.1.attention",
+    ]
     assert [r for r, _ in resolve_sites(model, "encoder.mlp")] == ["encoder.blocks.0.mlp", "encoder.blocks.1.mlp"]
     assert [r for r, _ in resolve_sites(model, "decoder.blocks")] == ["decoder.blocks.0", "decoder.blocks.1"]
 
@@ -334,8 +376,14 @@ class ToyNet(nn.Module):
         return self.head_norm(x)
 
 
-TOY_SPEC = {"blocks": "stack", "attention": "mix", "mlp": "ff", "norms": ["ln_a", "ln_b"],
-            "final_norm": "head_norm", "embed": "tok"}
+TOY_SPEC = {
+    "blocks": "stack",
+    "attention": "mix",
+    "mlp": "ff",
+    "norms": ["ln_a", "ln_b"],
+    "final_norm": "head_norm",
+    "embed": "tok",
+}
 
 
 def test_register_custom_toy_model(clean_registry):
@@ -348,8 +396,14 @@ def test_register_custom_toy_model(clean_registry):
     assert arch.module("blocks.2.attention") is net.stack[2].mix
     assert arch.module("blocks.0.norm2") is net.stack[0].ln_b
     assert arch.module("final_norm") is net.head_norm
-    assert arch.roles()[:6] == ["embed", "blocks.0", "blocks.0.attention", "blocks.0.mlp",
-                                "blocks.0.norm1", "blocks.0.norm2"]
+    assert arch.roles()[:6] == [
+        "embed",
+        "blocks.0",
+        "blocks.0.attention",
+        "blocks.0.mlp",
+        "blocks.0.norm1",
+        "blocks.0.norm2",
+    ]
     assert [m for _, m in resolve_sites(net, "mlp")] == [b.ff for b in net.stack]
     counts = {}
     for r in arch.roles():
@@ -368,10 +422,17 @@ def test_register_overrides_hf_model_type(clean_registry):
 
 def test_explicit_spec_and_encoder_decoder_dict():
     model = tiny_model("bart")
-    spec = {"embed": "encoder.embed_tokens",
-            "encoder": {"blocks": "encoder.layers", "attention": "self_attn", "mlp": "fc2"},
-            "decoder": {"blocks": "decoder.layers", "attention": "self_attn", "mlp": "fc2",
-                        "cross_attention": "encoder_attn", "embed": "decoder.embed_tokens"}}
+    spec = {
+        "embed": "encoder.embed_tokens",
+        "encoder": {"blocks": "encoder.layers", "attention": "self_attn", "mlp": "fc2"},
+        "decoder": {
+            "blocks": "decoder.layers",
+            "attention": "self_attn",
+            "mlp": "fc2",
+            "cross_attention": "encoder_attn",
+            "embed": "decoder.embed_tokens",
+        },
+    }
     arch = get_architecture(model, spec=spec)
     ref = get_architecture(model)
     for role in arch.roles():
@@ -407,8 +468,9 @@ def test_register_errors():
 def test_register_architecture_returns_a_handle_that_undoes_it():
     model = tiny_model("llama", "base")
     before = get_architecture(model).module("blocks.1.attention")
-    handle = register_architecture("llama", {"blocks": "layers", "attention": "self_attn.o_proj",
-                                             "mlp": "mlp.down_proj"})
+    handle = register_architecture(
+        "llama", {"blocks": "layers", "attention": "self_attn.o_proj", "mlp": "mlp.down_proj"}
+    )
     assert get_architecture(model).module("blocks.1.attention") is model.layers[1].self_attn.o_proj
     handle.remove()
     assert get_architecture(model).module("blocks.1.attention") is before  # the built-in facts are back

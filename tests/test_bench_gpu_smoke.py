@@ -20,15 +20,15 @@ def gpu_bench():
 
 def test_gpu_benchmark_smoke_mode(gpu_bench, tmp_path):
     out = tmp_path / "table.md"
-    text = gpu_bench.main(["--device", "cpu", "--tiny", "--peers", "--models", "bert", "--dtypes", "fp32",
-                           "--out", str(out)])
+    text = gpu_bench.main(
+        ["--device", "cpu", "--tiny", "--peers", "--models", "bert", "--dtypes", "fp32", "--out", str(out)]
+    )
     assert out.read_text() == text
     lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| model | dtype | item | hfattr s")
     rows = [ln.split(" | ") for ln in lines[1:]]
     items = [r[2] for r in rows]
-    for want in ("token ablation", "layer ablation", "LRP attnlrp", "SIG 4 steps", "SIG auto",
-                 "generation ablation"):
+    for want in ("token ablation", "layer ablation", "LRP attnlrp", "SIG 4 steps", "SIG auto", "generation ablation"):
         assert any(i.startswith(want) for i in items), (want, items)
     for r in rows:  # every hfattr run finished (a time, not "failed: ...")
         assert float(r[3]) > 0, r

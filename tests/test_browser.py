@@ -33,10 +33,20 @@ from hfattr.viz import save_html
 CHROMIUM = "/usr/bin/chromium"
 WINDOW = (1200, 900)
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-extensions", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
-    "--force-device-scale-factor=1", "--force-color-profile=srgb",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--force-color-profile=srgb",
     f"--window-size={WINDOW[0]},{WINDOW[1]}",
 ]
 WHITE = (255, 255, 255)
@@ -44,14 +54,23 @@ WHITE = (255, 255, 255)
 # Each hostile token would set window.__pwned and an attribute on <html> if it ran.
 SCRIPT_TOKEN = "<script>window.__pwned=1;document.documentElement.setAttribute('data-pwned','1')</script>"
 IMG_TOKEN = "<img src=x onerror=\"window.__pwned=2;document.documentElement.setAttribute('data-pwned','2')\">"
-ATTR_TOKEN = "x\" onmouseover=\"window.__pwned=3\" data-evil=\"1"
-TOKENS = ["[CLS]", "the", SCRIPT_TOKEN, "film", IMG_TOKEN, "caf\u00e9 &amp;", ATTR_TOKEN,
-          "</span></div>", "was", "[SEP]"]
+ATTR_TOKEN = 'x" onmouseover="window.__pwned=3" data-evil="1'
+TOKENS = [
+    "[CLS]",
+    "the",
+    SCRIPT_TOKEN,
+    "film",
+    IMG_TOKEN,
+    "caf\u00e9 &amp;",
+    ATTR_TOKEN,
+    "</span></div>",
+    "was",
+    "[SEP]",
+]
 # zeros (including a special token), positives, negatives, one tiny non-zero
 SCORES = [0.0, 0.0, 0.8, -0.5, 2.0, 1e-3, -2.0, 0.0, 0.25, 0.3]
 SPECIAL = [True] + [False] * 8 + [True]
-GRID = [[0.0, 1.0, -1.0, 0.0, 0.5, 0.0, 0.02, -0.3, 0.0, 0.0],
-        [0.7, 0.0, 0.0, -0.04, 0.0, 1.5, 0.0, 0.0, -1.5, 0.2]]
+GRID = [[0.0, 1.0, -1.0, 0.0, 0.5, 0.0, 0.02, -0.3, 0.0, 0.0], [0.7, 0.0, 0.0, -0.04, 0.0, 1.5, 0.0, 0.0, -1.5, 0.2]]
 
 PROBE = """<script id="hfattr-probe">
 window.addEventListener('load', function () {
@@ -70,15 +89,27 @@ window.addEventListener('load', function () {
 
 
 def _result_1d() -> Result:
-    return Result(tokens=TOKENS, token_ids=list(range(len(TOKENS))), scores=torch.tensor(SCORES, dtype=torch.float64),
-                  text=" ".join(TOKENS[1:-1]), special_mask=SPECIAL, method="ablation",
-                  target={"label": SCRIPT_TOKEN, "id": 1}, model_name=IMG_TOKEN)
+    return Result(
+        tokens=TOKENS,
+        token_ids=list(range(len(TOKENS))),
+        scores=torch.tensor(SCORES, dtype=torch.float64),
+        text=" ".join(TOKENS[1:-1]),
+        special_mask=SPECIAL,
+        method="ablation",
+        target={"label": SCRIPT_TOKEN, "id": 1},
+        model_name=IMG_TOKEN,
+    )
 
 
 def _result_2d() -> Result:
-    return Result(tokens=TOKENS, token_ids=list(range(len(TOKENS))), scores=torch.tensor(GRID, dtype=torch.float64),
-                  special_mask=SPECIAL, rows=["blocks.0.attention", SCRIPT_TOKEN],
-                  method="layer_ablation")
+    return Result(
+        tokens=TOKENS,
+        token_ids=list(range(len(TOKENS))),
+        scores=torch.tensor(GRID, dtype=torch.float64),
+        special_mask=SPECIAL,
+        rows=["blocks.0.attention", SCRIPT_TOKEN],
+        method="layer_ablation",
+    )
 
 
 # --------------------------------------------------------------------------- chromium
@@ -103,16 +134,19 @@ def _skip_if_unusable(tmp: Path) -> None:
     page.write_text("<!DOCTYPE html><html><body><p>ok</p></body></html>", encoding="utf-8")
     proc = _chromium(["--dump-dom", page.as_uri()], tmp)
     if proc.returncode != 0 or "<p>ok</p>" not in proc.stdout:
-        pytest.skip(f"chromium installed but cannot render a page here (rc={proc.returncode}): "
-                    f"{proc.stderr.strip()[-500:]}")
+        pytest.skip(
+            f"chromium installed but cannot render a page here (rc={proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """(report path, parsed probed DOM, screenshot path) for a two-result report."""
     if _chromium_path() is None:
-        pytest.skip(f"chromium not installed: no {CHROMIUM} and no `chromium` on PATH "
-                    "(install Debian's `chromium` package to run this test)")
+        pytest.skip(
+            f"chromium not installed: no {CHROMIUM} and no `chromium` on PATH "
+            "(install Debian's `chromium` package to run this test)"
+        )
     tmp = tmp_path_factory.mktemp("browser")
     report = save_html([_result_1d(), _result_2d()], tmp / "report.html")
     page = report.read_text(encoding="utf-8")
@@ -123,8 +157,10 @@ def rendered(tmp_path_factory):
     proc = _chromium(["--dump-dom", probed.as_uri()], tmp)
     if proc.returncode != 0 or "data-probe-done" not in proc.stdout:
         _skip_if_unusable(tmp)
-        pytest.fail(f"chromium rendered a trivial page but not the report (rc={proc.returncode}); "
-                    f"stdout tail: {proc.stdout[-800:]!r}; stderr tail: {proc.stderr[-800:]!r}")
+        pytest.fail(
+            f"chromium rendered a trivial page but not the report (rc={proc.returncode}); "
+            f"stdout tail: {proc.stdout[-800:]!r}; stderr tail: {proc.stderr[-800:]!r}"
+        )
     dom = _Dom()
     dom.feed(proc.stdout)
     dom.close()

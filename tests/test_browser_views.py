@@ -14,8 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import (chromium_path, css_rgb, generation_result, grid_result, nonwhite_fraction, overlap, rect,
-                             render, token_result)
+from browser_helpers import (
+    chromium_path,
+    css_rgb,
+    generation_result,
+    grid_result,
+    nonwhite_fraction,
+    overlap,
+    rect,
+    render,
+    token_result,
+)
 from hfattr.viz import save_html
 
 FOCUS_PROBE = """<script>
@@ -56,8 +65,9 @@ def _legend(dom, scale: float) -> None:
 
 
 def _no_overlap(els: list[dict], what: str) -> None:
-    boxes = [(e["attrs"].get("data-probe-text", ""), rect(e)) for e in els
-             if e["attrs"]["data-probe-visible"] == "true"]
+    boxes = [
+        (e["attrs"].get("data-probe-text", ""), rect(e)) for e in els if e["attrs"]["data-probe-visible"] == "true"
+    ]
     for i in range(len(boxes)):
         for j in range(i + 1, len(boxes)):
             assert not overlap(boxes[i][1], boxes[j][1]), f"{what}: {boxes[i][0]!r} overlaps {boxes[j][0]!r}"
@@ -138,14 +148,30 @@ def run_dir(tmp):
 
     model, tok = load_default_model()
     explainer = hfattr.Explainer(model, tok, model_name=DEFAULT_MODEL_NAME)
-    texts = ["the movie was great", "a dull and boring film", "the food was lovely", "awful service",
-             "i liked the ending", "the plot was terrible"] * 6
+    texts = [
+        "the movie was great",
+        "a dull and boring film",
+        "the food was lovely",
+        "awful service",
+        "i liked the ending",
+        "the plot was terrible",
+    ] * 6
     out = tmp / "run"
-    hfattr.attribute_dataset(explainer, datasets.Dataset.from_dict({"text": texts}), text_column="text",
-                             method="ablation", output_dir=out, batch_size=16, progress=False)
-    (out / "faithfulness.csv").write_text("row_id,comprehensiveness,sufficiency,error\n"
-                                          + "".join(f"{i},0.5,{0.1 if i % 2 else 0.3},\n" for i in range(35))
-                                          + "35,,,no result\n", encoding="utf-8")
+    hfattr.attribute_dataset(
+        explainer,
+        datasets.Dataset.from_dict({"text": texts}),
+        text_column="text",
+        method="ablation",
+        output_dir=out,
+        batch_size=16,
+        progress=False,
+    )
+    (out / "faithfulness.csv").write_text(
+        "row_id,comprehensiveness,sufficiency,error\n"
+        + "".join(f"{i},0.5,{0.1 if i % 2 else 0.3},\n" for i in range(35))
+        + "35,,,no result\n",
+        encoding="utf-8",
+    )
     return out, texts
 
 

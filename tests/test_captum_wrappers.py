@@ -85,18 +85,35 @@ def _cases(tint_attr):
     """name -> (ours, reference, inputs, attribute kwargs, tolerance)."""
     mask = torch.tensor([[0, 0, 1, 1, 2, 2]])
     return {
-        "FeatureAblation": (hfattr.FeatureAblation(NET), captum_attr.FeatureAblation(NET), X,
-                            dict(target=1, feature_mask=mask, baselines=torch.full((1, 6), 0.2, dtype=D),
-                                 perturbations_per_eval=2), TOL),
-        "LayerFeatureAblation": (hfattr.LayerFeatureAblation(NET, NET[1]),
-                                 captum_attr.LayerFeatureAblation(NET, NET[1]), X,
-                                 dict(target=2, layer_mask=torch.tensor([[0, 1, 1, 2, 2]]),
-                                      layer_baselines=0.1), TOL),
-        "NeuronGradient": (hfattr.NeuronGradient(NET, NET[0]), captum_attr.NeuronGradient(NET, NET[0]), X,
-                           dict(neuron_selector=(3,)), TOL),
+        "FeatureAblation": (
+            hfattr.FeatureAblation(NET),
+            captum_attr.FeatureAblation(NET),
+            X,
+            dict(target=1, feature_mask=mask, baselines=torch.full((1, 6), 0.2, dtype=D), perturbations_per_eval=2),
+            TOL,
+        ),
+        "LayerFeatureAblation": (
+            hfattr.LayerFeatureAblation(NET, NET[1]),
+            captum_attr.LayerFeatureAblation(NET, NET[1]),
+            X,
+            dict(target=2, layer_mask=torch.tensor([[0, 1, 1, 2, 2]]), layer_baselines=0.1),
+            TOL,
+        ),
+        "NeuronGradient": (
+            hfattr.NeuronGradient(NET, NET[0]),
+            captum_attr.NeuronGradient(NET, NET[0]),
+            X,
+            dict(neuron_selector=(3,)),
+            TOL,
+        ),
         "LRP": (hfattr.LRP(NET), captum_attr.LRP(NET), X, dict(target=0), TOL),
-        "SIG": (hfattr.SequentialIntegratedGradients(SEQ), _grad_tint_sig(tint_attr)(SEQ), XS,
-                dict(target=1, baselines=0.1, n_steps=6), SIG_TOL),
+        "SIG": (
+            hfattr.SequentialIntegratedGradients(SEQ),
+            _grad_tint_sig(tint_attr)(SEQ),
+            XS,
+            dict(target=1, baselines=0.1, n_steps=6),
+            SIG_TOL,
+        ),
     }
 
 
@@ -148,10 +165,12 @@ def test_sensitivity_max_accepts_hfattr_attribute(cases, name):
             _seeded(lambda: captum_metrics.sensitivity_max(ours.attribute, x, n_perturb_samples=4, **kw))
         assert str(mine.value) == str(theirs.value)
         return
-    mine = _seeded(lambda: captum_metrics.sensitivity_max(ours.attribute, x, n_perturb_samples=4,
-                                                          max_examples_per_batch=4, **kw))
-    theirs = _seeded(lambda: captum_metrics.sensitivity_max(ref.attribute, x, n_perturb_samples=4,
-                                                            max_examples_per_batch=4, **kw))
+    mine = _seeded(
+        lambda: captum_metrics.sensitivity_max(ours.attribute, x, n_perturb_samples=4, max_examples_per_batch=4, **kw)
+    )
+    theirs = _seeded(
+        lambda: captum_metrics.sensitivity_max(ref.attribute, x, n_perturb_samples=4, max_examples_per_batch=4, **kw)
+    )
     assert mine.shape == (x.shape[0],)
     torch.testing.assert_close(mine, theirs, **tol)
 
@@ -171,8 +190,14 @@ def test_infidelity_of_hfattr_attributions(cases, name, normalize):
         warnings.simplefilter("ignore")
         their_attr = ref.attribute(x, **kw)
     torch.testing.assert_close(mine_attr, their_attr, **tol)
-    mine = _seeded(lambda: captum_metrics.infidelity(model, _perturb, x, mine_attr, target=kw["target"],
-                                                     n_perturb_samples=6, normalize=normalize))
-    theirs = _seeded(lambda: captum_metrics.infidelity(model, _perturb, x, their_attr, target=kw["target"],
-                                                       n_perturb_samples=6, normalize=normalize))
+    mine = _seeded(
+        lambda: captum_metrics.infidelity(
+            model, _perturb, x, mine_attr, target=kw["target"], n_perturb_samples=6, normalize=normalize
+        )
+    )
+    theirs = _seeded(
+        lambda: captum_metrics.infidelity(
+            model, _perturb, x, their_attr, target=kw["target"], n_perturb_samples=6, normalize=normalize
+        )
+    )
     torch.testing.assert_close(mine, theirs, **tol)

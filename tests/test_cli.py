@@ -45,10 +45,18 @@ def test_parse_target():
 
 
 def test_parse_options():
-    got = parse_options(['sites="mlp"', "perturbations_per_eval=4", "granularity=word", "x=[1, 2]",
-                         "flag=true", "empty=", "eq=a=b"])
-    assert got == {"sites": "mlp", "perturbations_per_eval": 4, "granularity": "word", "x": [1, 2],
-                   "flag": True, "empty": "", "eq": "a=b"}
+    got = parse_options(
+        ['sites="mlp"', "perturbations_per_eval=4", "granularity=word", "x=[1, 2]", "flag=true", "empty=", "eq=a=b"]
+    )
+    assert got == {
+        "sites": "mlp",
+        "perturbations_per_eval": 4,
+        "granularity": "word",
+        "x": [1, 2],
+        "flag": True,
+        "empty": "",
+        "eq": "a=b",
+    }
     for bad in ("novalue", "=3", "not an id=1"):
         with pytest.raises(cli.CLIError, match="key=value"):
             parse_options([bad])
@@ -75,8 +83,19 @@ def test_explain_table_and_header(capsys, model_dir):
 
 def test_explain_json_round_trip_and_target(capsys, model_dir, tmp_path):
     path = tmp_path / "r.json"
-    code, _, err = run(capsys, "explain", TEXT, "--model", model_dir, "--target", "1", "--json", str(path),
-                       "--task", "text-classification")
+    code, _, err = run(
+        capsys,
+        "explain",
+        TEXT,
+        "--model",
+        model_dir,
+        "--target",
+        "1",
+        "--json",
+        str(path),
+        "--task",
+        "text-classification",
+    )
     assert code == 0, err
     loaded = Result.load(path)
     expected = pipeline(model=model_dir)(TEXT, target=1)
@@ -92,17 +111,44 @@ def test_explain_json_round_trip_and_target(capsys, model_dir, tmp_path):
 
 def test_explain_options_reach_the_method(capsys, model_dir, tmp_path):
     path = tmp_path / "grid.json"
-    code, out, err = run(capsys, "explain", "the movie", "--model", model_dir, "--method", "layer_ablation",
-                         "--option", 'sites="mlp"', "-o", "perturbations_per_eval=4", "--json", str(path),
-                         "--no-color")
+    code, out, err = run(
+        capsys,
+        "explain",
+        "the movie",
+        "--model",
+        model_dir,
+        "--method",
+        "layer_ablation",
+        "--option",
+        'sites="mlp"',
+        "-o",
+        "perturbations_per_eval=4",
+        "--json",
+        str(path),
+        "--no-color",
+    )
     assert code == 0, err
     res = Result.load(path)
     assert res.rows == ["blocks.0.mlp", "blocks.1.mlp"]
     assert res.options["perturbations_per_eval"] == 4
     assert "blocks.0.mlp" in out and "method:      layer_ablation" in out
 
-    code, out, err = run(capsys, "explain", TEXT, "--model", model_dir, "--method", "neuron_gradient",
-                         "-o", 'site="blocks.0.mlp"', "-o", "neuron=3", "--json", str(path), "--no-color")
+    code, out, err = run(
+        capsys,
+        "explain",
+        TEXT,
+        "--model",
+        model_dir,
+        "--method",
+        "neuron_gradient",
+        "-o",
+        'site="blocks.0.mlp"',
+        "-o",
+        "neuron=3",
+        "--json",
+        str(path),
+        "--no-color",
+    )
     assert code == 0, err
     res = Result.load(path)
     assert res.target["kind"] == "neuron" and res.target["neuron"] == 3
@@ -200,8 +246,14 @@ def _env() -> dict:
 def test_python_m_hfattr_on_the_default_model(tmp_path):
     pytest.importorskip("hfattr.hf.default_model")
     path = tmp_path / "out.json"
-    proc = subprocess.run([sys.executable, "-m", "hfattr", "explain", TEXT, "--json", str(path)],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hfattr", "explain", TEXT, "--json", str(path)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     res = Result.load(path)

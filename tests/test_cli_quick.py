@@ -20,17 +20,19 @@ def _env() -> dict:
 
 
 def test_help_and_methods_import_neither_torch_nor_transformers():
-    code = ("import sys, contextlib, io\n"
-            "from hfattr.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
-            "    assert main(['methods']) == 0\n"
-            "    assert main(['--help']) == 0\n"
-            "    assert main(['report', '--help']) == 0\n"
-            "    assert main(['evaluate', '--help']) == 0\n"
-            "assert 'sig' in out.getvalue() and 'comprehensiveness' in out.getvalue()\n"
-            "import hfattr\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'matplotlib') if m in sys.modules)\n"
-            "print(heavy)\n")
+    code = (
+        "import sys, contextlib, io\n"
+        "from hfattr.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert main(['methods']) == 0\n"
+        "    assert main(['--help']) == 0\n"
+        "    assert main(['report', '--help']) == 0\n"
+        "    assert main(['evaluate', '--help']) == 0\n"
+        "assert 'sig' in out.getvalue() and 'comprehensiveness' in out.getvalue()\n"
+        "import hfattr\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'datasets', 'matplotlib') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
@@ -116,8 +118,15 @@ def runs(tmp_path_factory):
     out = {}
     for method in ("ablation", "layer_ablation"):
         out[method] = base / method
-        hfattr.attribute_dataset(explainer, data, text_column="text", method=method, output_dir=out[method],
-                                 progress=False, **({"sites": "attention"} if method == "layer_ablation" else {}))
+        hfattr.attribute_dataset(
+            explainer,
+            data,
+            text_column="text",
+            method=method,
+            output_dir=out[method],
+            progress=False,
+            **({"sites": "attention"} if method == "layer_ablation" else {}),
+        )
     return out
 
 

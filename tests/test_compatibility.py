@@ -80,8 +80,7 @@ def test_inputs_of_other_lengths_need_an_aggregate_output():
     with pytest.raises(ValueError, match=r"inputs\[1\] has batch size 3.*one value for the whole batch"):
         hfattr.FeatureAblation(per_example).attribute((X, sparse))
     with pytest.raises(ValueError, match="perturbations_per_eval"):
-        hfattr.FeatureAblation(lambda x, e: per_example(x, e).sum()).attribute(
-            (X, sparse), perturbations_per_eval=2)
+        hfattr.FeatureAblation(lambda x, e: per_example(x, e).sum()).attribute((X, sparse), perturbations_per_eval=2)
 
 
 def test_sig_internal_batch_size_below_one_is_a_value_error(tint_attr):
@@ -198,5 +197,6 @@ def test_single_layer_mask_on_a_tuple_value_is_an_extension():
         captum_attr.LayerFeatureAblation(model, model.two).attribute(X, target=1, layer_mask=mask)
     ours = hfattr.LayerFeatureAblation(model, model.two).attribute(X, target=1, layer_mask=mask)
     theirs = captum_attr.LayerFeatureAblation(model, model.two).attribute(
-        X, target=1, layer_mask=(mask, torch.full_like(mask, 2)))
+        X, target=1, layer_mask=(mask, torch.full_like(mask, 2))
+    )
     torch.testing.assert_close(ours, theirs[0], atol=1e-12, rtol=0)

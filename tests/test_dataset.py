@@ -63,12 +63,17 @@ def _explain_each(explainer, texts, targets=None, **kw):
 def test_in_memory_dataset_matches_explain_and_loads_with_datasets(explainer, tmp_path):
     ds = datasets.Dataset.from_dict({"text": TEXTS, "label": LABELS})
     out = tmp_path / "run"
-    summary = attribute_dataset(explainer, ds, text_column="text", method="ablation", output_dir=out,
-                                batch_size=4, shard_size=4, progress=False)
+    summary = attribute_dataset(
+        explainer, ds, text_column="text", method="ablation", output_dir=out, batch_size=4, shard_size=4, progress=False
+    )
     assert (summary.rows_total, summary.rows_done, summary.rows_new, summary.failures) == (10, 10, 10, 0)
     assert summary.complete and summary.rows_resumed == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "manifest.json", "shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+        "manifest.json",
+        "shard-00000.parquet",
+        "shard-00001.parquet",
+        "shard-00002.parquet",
+    ]
 
     results = load_results(out)
     refs = _explain_each(explainer, TEXTS, method="ablation")
@@ -77,8 +82,9 @@ def test_in_memory_dataset_matches_explain_and_loads_with_datasets(explainer, tm
         _same(stored, ref)
     assert summary.tokens_new == sum(len(r.tokens) for r in refs)
 
-    table = datasets.load_dataset("parquet", data_files=str(out / "shard-*.parquet"), split="train",
-                                  cache_dir=str(tmp_path / "cache"))
+    table = datasets.load_dataset(
+        "parquet", data_files=str(out / "shard-*.parquet"), split="train", cache_dir=str(tmp_path / "cache")
+    )
     assert table.num_rows == 10 and table.column_names == schema().names
     rows = sorted(table, key=lambda r: r["row_id"])
     assert [r["row_id"] for r in rows] == list(range(10))
@@ -98,7 +104,10 @@ def test_in_memory_dataset_matches_explain_and_loads_with_datasets(explainer, tm
     assert m["status"] == "complete" and m["model"] == DEFAULT_MODEL_NAME and m["method"] == "ablation"
     assert m["hfattr_version"] == hfattr.__version__ and m["rows_done"] == 10 and m["num_processes"] == 1
     assert [(s["file"], s["start"], s["stop"], s["rows"]) for s in m["shards"]] == [
-        ("shard-00000.parquet", 0, 4, 4), ("shard-00001.parquet", 4, 8, 4), ("shard-00002.parquet", 8, 10, 2)]
+        ("shard-00000.parquet", 0, 4, 4),
+        ("shard-00001.parquet", 4, 8, 4),
+        ("shard-00002.parquet", 8, 10, 2),
+    ]
     for k, path in list_shards(out).items():  # each shard stores its rows in row order
         ids = pq.read_table(path, columns=["row_id"]).column("row_id").to_pylist()
         assert ids == list(range(4 * k, min(10, 4 * k + 4)))
@@ -108,8 +117,17 @@ def test_target_column_sig_delta_and_predictions(explainer, tmp_path):
     # explicit targets, some against the prediction; SIG has a delta (completeness error)
     ds = datasets.Dataset.from_dict({"t": TEXTS[:4], "y": ["NEGATIVE", "NEGATIVE", "POSITIVE", "POSITIVE"]})
     out = tmp_path / "sig"
-    attribute_dataset(explainer, ds, text_column="t", target_column="y", method="sig", output_dir=out,
-                      batch_size=2, progress=False, n_steps=8)
+    attribute_dataset(
+        explainer,
+        ds,
+        text_column="t",
+        target_column="y",
+        method="sig",
+        output_dir=out,
+        batch_size=2,
+        progress=False,
+        n_steps=8,
+    )
     refs = _explain_each(explainer, ds["t"], ds["y"], method="sig", n_steps=8)
     results = load_results(out)
     for stored, ref in zip(results, refs):
@@ -128,8 +146,9 @@ def test_target_column_sig_delta_and_predictions(explainer, tmp_path):
 def test_two_dimensional_scores_round_trip(explainer, tmp_path):
     ds = datasets.Dataset.from_dict({"text": TEXTS[:3]})
     out = tmp_path / "grid"
-    attribute_dataset(explainer, ds, text_column="text", method="layer_ablation", output_dir=out,
-                      progress=False, sites="attention")
+    attribute_dataset(
+        explainer, ds, text_column="text", method="layer_ablation", output_dir=out, progress=False, sites="attention"
+    )
     refs = _explain_each(explainer, TEXTS[:3], method="layer_ablation", sites="attention")
     row = pq.read_table(out / "shard-00000.parquet").to_pylist()[0]
     assert row["scores"] is None and len(row["scores_2d"]) == 2
@@ -154,8 +173,15 @@ def test_local_files(explainer, tmp_path, kind):
         path.write_text("\n".join(texts) + "\n")
     text_col, target_col = ("text", None) if kind == "txt" else ("review", "label")
     out = tmp_path / "out"
-    summary = attribute_dataset(explainer, str(path), text_column=text_col, target_column=target_col,
-                                method="ablation", output_dir=out, progress=False)
+    summary = attribute_dataset(
+        explainer,
+        str(path),
+        text_column=text_col,
+        target_column=target_col,
+        method="ablation",
+        output_dir=out,
+        progress=False,
+    )
     assert summary.rows_done == 5 and summary.failures == 0
     targets = None if target_col is None else labels
     for stored, ref in zip(load_results(out), _explain_each(explainer, texts, targets, method="ablation")):
@@ -163,14 +189,19 @@ def test_local_files(explainer, tmp_path, kind):
 
 
 def test_max_rows_split_and_dataset_dict(explainer, tmp_path):
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TEXTS}),
-                               "test": datasets.Dataset.from_dict({"text": TEXTS[::-1]})})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": TEXTS}),
+            "test": datasets.Dataset.from_dict({"text": TEXTS[::-1]}),
+        }
+    )
     with pytest.raises(ValueError, match=r"splits \['train', 'test'\].*split="):
         attribute_dataset(explainer, dd, text_column="text", method="ablation", output_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists()
     out = tmp_path / "test3"
-    s = attribute_dataset(explainer, dd, split="test", max_rows=3, text_column="text", method="ablation",
-                          output_dir=out, progress=False)
+    s = attribute_dataset(
+        explainer, dd, split="test", max_rows=3, text_column="text", method="ablation", output_dir=out, progress=False
+    )
     assert s.rows_total == 3
     assert [r.text for r in load_results(out)] == TEXTS[::-1][:3]
 
@@ -182,8 +213,16 @@ def test_failed_rows_are_recorded_and_the_run_goes_on(explainer, tmp_path):
     labels = ["POSITIVE", "NEGATIVE", "POSITIVE", "POSITIVE", "POSITIVE", "neutral", None]
     ds = datasets.Dataset.from_dict({"text": texts, "label": labels})
     out = tmp_path / "fails"
-    s = attribute_dataset(explainer, ds, text_column="text", target_column="label", method="ablation",
-                          output_dir=out, batch_size=8, progress=False)
+    s = attribute_dataset(
+        explainer,
+        ds,
+        text_column="text",
+        target_column="label",
+        method="ablation",
+        output_dir=out,
+        batch_size=8,
+        progress=False,
+    )
     assert (s.rows_done, s.failures) == (7, 5)
     rows = sorted(pq.read_table(out / "shard-00000.parquet").to_pylist(), key=lambda r: r["row_id"])
     status = [(r["status"], r["error"]) for r in rows]
@@ -207,16 +246,19 @@ def _ds():
     return datasets.Dataset.from_dict({"text": TEXTS[:3], "n": [1, 2, 3]})
 
 
-@pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(text_column="review"), ValueError, r"text_column 'review' is not a column.*\['text', 'n'\]"),
-    (dict(text_column="text", target_column="y"), ValueError, r"target_column 'y' is not a column"),
-    (dict(text_column="n"), TypeError, r"text_column 'n' holds int64 values, not text"),
-    (dict(text_column="text", method="nope"), ValueError, r"unknown method 'nope'"),
-    (dict(text_column="text", bogus=1), TypeError, r"unknown option\(s\) \['bogus'\]"),
-    (dict(text_column="text", batch_size=0), ValueError, r"batch_size must be an int >= 1"),
-    (dict(text_column="text", max_rows=0), ValueError, r"max_rows must be an int >= 1"),
-    (dict(text_column="text", target_column="n", target=1), ValueError, r"not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(text_column="review"), ValueError, r"text_column 'review' is not a column.*\['text', 'n'\]"),
+        (dict(text_column="text", target_column="y"), ValueError, r"target_column 'y' is not a column"),
+        (dict(text_column="n"), TypeError, r"text_column 'n' holds int64 values, not text"),
+        (dict(text_column="text", method="nope"), ValueError, r"unknown method 'nope'"),
+        (dict(text_column="text", bogus=1), TypeError, r"unknown option\(s\) \['bogus'\]"),
+        (dict(text_column="text", batch_size=0), ValueError, r"batch_size must be an int >= 1"),
+        (dict(text_column="text", max_rows=0), ValueError, r"max_rows must be an int >= 1"),
+        (dict(text_column="text", target_column="n", target=1), ValueError, r"not both"),
+    ],
+)
 def test_bad_arguments_fail_before_any_work(explainer, tmp_path, kwargs, exc, match):
     kwargs = {"method": "ablation", **kwargs}
     with pytest.raises(exc, match=match):
@@ -233,16 +275,22 @@ def test_bad_data(explainer, tmp_path):
         attribute_dataset(explainer, lists, text_column="text", method="ablation", output_dir=tmp_path / "o")
     (tmp_path / "d.xlsx").write_text("x")
     with pytest.raises(ValueError, match=r"unknown extension '.xlsx'"):
-        attribute_dataset(explainer, str(tmp_path / "d.xlsx"), text_column="text", method="ablation",
-                          output_dir=tmp_path / "o")
+        attribute_dataset(
+            explainer, str(tmp_path / "d.xlsx"), text_column="text", method="ablation", output_dir=tmp_path / "o"
+        )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_data(str(tmp_path / "missing" / "dir"))
     with pytest.raises(TypeError, match="data must be a datasets.Dataset"):
         load_data(123)
     (tmp_path / "header_only.csv").write_text("text\n")
     with pytest.raises(ValueError, match="empty"):
-        attribute_dataset(explainer, str(tmp_path / "header_only.csv"), text_column="text", method="ablation",
-                          output_dir=tmp_path / "o")
+        attribute_dataset(
+            explainer,
+            str(tmp_path / "header_only.csv"),
+            text_column="text",
+            method="ablation",
+            output_dir=tmp_path / "o",
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -272,8 +320,11 @@ def test_resume_with_other_settings_is_refused(explainer, tmp_path):
     kw = dict(text_column="text", method="ablation", output_dir=out, progress=False)
     attribute_dataset(explainer, ds, **kw)
     manifest = (out / "manifest.json").read_text()
-    with pytest.raises(ValueError, match=r"different settings \(method options: \{\} there, "
-                                         r"\{\"perturbations_per_eval\": 4\} now\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"different settings \(method options: \{\} there, "
+        r"\{\"perturbations_per_eval\": 4\} now\)",
+    ):
         attribute_dataset(explainer, ds, **kw, perturbations_per_eval=4)
     with pytest.raises(ValueError, match=r"method: \"ablation\" there, \"sig\" now"):
         attribute_dataset(explainer, ds, **{**kw, "method": "sig"})
@@ -344,8 +395,9 @@ def test_corpus_summary_csv_and_plot(explainer, tmp_path):
         assert [int(r["rank"]) for r in group] == list(range(1, len(group) + 1))
         means = [float(r["mean_score"]) for r in group]
         assert means == sorted(means, reverse=True)
-    assert ("NEGATIVE", "the") in sums and int(next(r for r in rows if r["token"] == "the"
-                                                    and r["label"] == "NEGATIVE")["count"]) >= 2
+    assert ("NEGATIVE", "the") in sums and int(
+        next(r for r in rows if r["token"] == "the" and r["label"] == "NEGATIVE")["count"]
+    ) >= 2
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same from Result objects; min_count filters rare tokens
     assert corpus_summary(results) == corpus_summary(out)
@@ -360,14 +412,22 @@ def test_label_ids_read_as_floats(explainer, tmp_path):
     path = tmp_path / "gap.csv"
     path.write_text("text,label\nthe movie was great,1\nboring,\nbad film,0.5\nfantastic acting,0\n")
     out = tmp_path / "run"
-    s = attribute_dataset(explainer, str(path), text_column="text", target_column="label", method="ablation",
-                          output_dir=out, progress=False)
+    s = attribute_dataset(
+        explainer,
+        str(path),
+        text_column="text",
+        target_column="label",
+        method="ablation",
+        output_dir=out,
+        progress=False,
+    )
     assert (s.rows_done, s.failures) == (4, 1)
     rows = sorted(pq.read_table(out / "shard-00000.parquet").to_pylist(), key=lambda r: r["row_id"])
     assert rows[2]["status"] == "failed" and rows[2]["error"] == "target 0.5 is not a label id (a whole number)"
     got = load_results(out)
-    refs = _explain_each(explainer, ["the movie was great", "boring", "fantastic acting"], [1, None, 0],
-                         method="ablation")
+    refs = _explain_each(
+        explainer, ["the movie was great", "boring", "fantastic acting"], [1, None, 0], method="ablation"
+    )
     for stored, ref in zip(got, refs):
         _same(stored, ref)
     assert [r.target["id"] for r in got] == [1, refs[1].target["id"], 0]

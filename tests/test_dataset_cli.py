@@ -24,21 +24,49 @@ from hfattr.dataset import attribute_dataset, load_results
 from hfattr.dataset.storage import list_shards, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = ["the", "movie", "was", "great", "boring", "pizza", "tasty", "service", "annoying", "fantastic",
-         "acting", "terrible", "waste", "of", "time", "quite", "pleasant", "weekend", "worst", "app"]
+WORDS = [
+    "the",
+    "movie",
+    "was",
+    "great",
+    "boring",
+    "pizza",
+    "tasty",
+    "service",
+    "annoying",
+    "fantastic",
+    "acting",
+    "terrible",
+    "waste",
+    "of",
+    "time",
+    "quite",
+    "pleasant",
+    "weekend",
+    "worst",
+    "app",
+]
 
 
 def _env() -> dict:
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="",
-               HF_DATASETS_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false", NO_COLOR="1")
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=str(ROOT),
+        CUDA_VISIBLE_DEVICES="",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        TOKENIZERS_PARALLELISM="false",
+        NO_COLOR="1",
+    )
     env.pop("ACCELERATE_USE_CPU", None)
     return env
 
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hfattr", *args], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hfattr", *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _texts(n: int) -> list[str]:
@@ -75,11 +103,26 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(explainer, tmp_path, c
     data = tmp_path / "reviews.jsonl"
     _write_jsonl(data, _texts(n))
     out = tmp_path / "run"
-    args = ["attribute-dataset", "--data", str(data), "--text-column", "review", "--target-column", "label",
-            "--output", str(out), "--shard-size", str(shard), "--batch-size", "4", "--no-progress",
-            "--no-corpus-summary"]
-    proc = subprocess.Popen([sys.executable, "-m", "hfattr", *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        "attribute-dataset",
+        "--data",
+        str(data),
+        "--text-column",
+        "review",
+        "--target-column",
+        "label",
+        "--output",
+        str(out),
+        "--shard-size",
+        str(shard),
+        "--batch-size",
+        "4",
+        "--no-progress",
+        "--no-corpus-summary",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hfattr", *args], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     first = out / "shard-00000.parquet"
     deadline = time.monotonic() + 180
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -105,8 +148,17 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(explainer, tmp_path, c
     assert not list(out.glob(".tmp-*"))
 
     ref = tmp_path / "uninterrupted"
-    attribute_dataset(explainer, str(data), text_column="review", target_column="label", method="ablation",
-                      output_dir=ref, shard_size=shard, batch_size=4, progress=False)
+    attribute_dataset(
+        explainer,
+        str(data),
+        text_column="review",
+        target_column="label",
+        method="ablation",
+        output_dir=ref,
+        shard_size=shard,
+        batch_size=4,
+        progress=False,
+    )
     _assert_same_output(out, ref)
 
     assert main(args) == 0  # a finished run: nothing to do
@@ -123,10 +175,35 @@ def test_accelerate_two_processes_equal_one(explainer, tmp_path):
     out = tmp_path / "multi"
     # `--multi_gpu` selects accelerate's torchrun launcher; without a GPU the processes join as CPU
     # processes (gloo). `--cpu` alone starts a single process in accelerate 1.x.
-    cmd = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           "-m", "hfattr", "attribute-dataset", "--data", str(data), "--text-column", "review",
-           "--output", str(out), "--shard-size", "3", "--batch-size", "2", "--no-progress"]
+    cmd = [
+        "accelerate",
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "hfattr",
+        "attribute-dataset",
+        "--data",
+        str(data),
+        "--text-column",
+        "review",
+        "--output",
+        str(out),
+        "--shard-size",
+        "3",
+        "--batch-size",
+        "2",
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("rows:       14/14 (new 14, resumed 0)") == 1  # only the main process reports
@@ -137,8 +214,16 @@ def test_accelerate_two_processes_equal_one(explainer, tmp_path):
     assert (out / "corpus_summary.csv").is_file()
 
     single = tmp_path / "single"
-    attribute_dataset(explainer, datasets.Dataset.from_dict({"review": texts}), text_column="review",
-                      method="ablation", output_dir=single, shard_size=3, batch_size=2, progress=False)
+    attribute_dataset(
+        explainer,
+        datasets.Dataset.from_dict({"review": texts}),
+        text_column="review",
+        method="ablation",
+        output_dir=single,
+        shard_size=3,
+        batch_size=2,
+        progress=False,
+    )
     _assert_same_output(out, single)
 
 
@@ -149,12 +234,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     _write_jsonl(data, _texts(4))
     base = ["attribute-dataset", "--data", str(data), "--output", str(tmp_path / "o"), "--no-progress"]
     cases = [
-        (["--text-column", "text"], "hfattr: error: text_column 'text' is not a column of the dataset; "
-                                    "its columns are ['review', 'label']"),
+        (
+            ["--text-column", "text"],
+            "hfattr: error: text_column 'text' is not a column of the dataset; its columns are ['review', 'label']",
+        ),
         (["--text-column", "label"], "hfattr: error: text_column 'label' holds int64 values, not text (strings)"),
         (["--text-column", "review", "--method", "nope"], "hfattr: error: unknown method 'nope'"),
-        (["--text-column", "review", "-o", "batch_size=3"],
-         "hfattr: error: --option batch_size=... is not allowed; use --batch-size"),
+        (
+            ["--text-column", "review", "-o", "batch_size=3"],
+            "hfattr: error: --option batch_size=... is not allowed; use --batch-size",
+        ),
         (["--text-column", "review", "-o", "bogus=3"], "hfattr: error: method 'ablation' got unknown option(s)"),
     ]
     for extra, message in cases:
@@ -177,8 +266,23 @@ def test_cli_run_writes_corpus_summary_and_the_summary_command(tmp_path, capsys)
     data = tmp_path / "d.txt"
     data.write_text("the movie was great\nboring pizza\n\nthe service was annoying\n")
     out = tmp_path / "run"
-    assert main(["attribute-dataset", "--data", str(data), "--text-column", "text", "--output", str(out),
-                 "--no-progress", "--top-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "attribute-dataset",
+                "--data",
+                str(data),
+                "--text-column",
+                "text",
+                "--output",
+                str(out),
+                "--no-progress",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     for line in ("rows:       4/4 (new 4, resumed 0)", "failures:   1", "wall time:", "rows/s:", "tokens:"):
         assert line in stdout
@@ -200,15 +304,48 @@ def test_cli_local_zoo_model_with_device_map(tmp_path, capsys):
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, texts)
     out = tmp_path / "cli"
-    assert main(["attribute-dataset", "--model", path, "--device-map", "auto", "--data", str(data),
-                 "--text-column", "review", "--target-column", "label", "--output", str(out), "--no-progress",
-                 "--shard-size", "4", "--batch-size", "3", "-o", "perturbations_per_eval=2"]) == 0
+    assert (
+        main(
+            [
+                "attribute-dataset",
+                "--model",
+                path,
+                "--device-map",
+                "auto",
+                "--data",
+                str(data),
+                "--text-column",
+                "review",
+                "--target-column",
+                "label",
+                "--output",
+                str(out),
+                "--no-progress",
+                "--shard-size",
+                "4",
+                "--batch-size",
+                "3",
+                "-o",
+                "perturbations_per_eval=2",
+            ]
+        )
+        == 0
+    )
     assert "rows:       6/6 (new 6, resumed 0)" in capsys.readouterr().out
     model, tok = load_model(path)
     ref = tmp_path / "api"
-    attribute_dataset(hfattr.Explainer(model, tok, model_name=path), str(data), text_column="review",
-                      target_column="label", method="ablation", output_dir=ref, shard_size=4, batch_size=3,
-                      progress=False, perturbations_per_eval=2)
+    attribute_dataset(
+        hfattr.Explainer(model, tok, model_name=path),
+        str(data),
+        text_column="review",
+        target_column="label",
+        method="ablation",
+        output_dir=ref,
+        shard_size=4,
+        batch_size=3,
+        progress=False,
+        perturbations_per_eval=2,
+    )
     _assert_same_output(out, ref)
     m = read_manifest(out)
     assert m["model"] == path and m["options"] == {"perturbations_per_eval": 2}
@@ -222,7 +359,21 @@ def test_bad_settings_fail_before_any_output(tmp_path, capsys):
     data.write_text("text\tlabel\nthe movie was great\tpositive\na bad film\tnegative\n", encoding="utf-8")
     for extra in (["--target", "NOPE"], ["--method", "lrp", "-o", "composite=foo"]):
         out = tmp_path / ("run-" + extra[1])
-        assert main(["attribute-dataset", "--data", str(data), "--text-column", "text", "--output", str(out),
-                     "--no-progress", *extra]) == 2
+        assert (
+            main(
+                [
+                    "attribute-dataset",
+                    "--data",
+                    str(data),
+                    "--text-column",
+                    "text",
+                    "--output",
+                    str(out),
+                    "--no-progress",
+                    *extra,
+                ]
+            )
+            == 2
+        )
         assert "fail on its first text" in capsys.readouterr().err
         assert not out.exists()

@@ -21,8 +21,14 @@ from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 from hfattr.testing import save_tiny, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["the movie was great", "a terrible waste of time", "fantastic acting", "boring", "worst app",
-         "quite pleasant weekend"]
+TEXTS = [
+    "the movie was great",
+    "a terrible waste of time",
+    "fantastic acting",
+    "boring",
+    "worst app",
+    "quite pleasant weekend",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +47,9 @@ def _ds(texts=TEXTS, labels=None):
 
 def test_checksums_recorded_verified_on_load_and_recomputed_on_resume(explainer, tmp_path):
     out = tmp_path / "run"
-    attribute_dataset(explainer, _ds(), text_column="text", method="ablation", output_dir=out, shard_size=2,
-                      progress=False)
+    attribute_dataset(
+        explainer, _ds(), text_column="text", method="ablation", output_dir=out, shard_size=2, progress=False
+    )
     manifest = read_manifest(out)
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"]) and len(manifest["shards"]) == 3
     good = load_results(out)
@@ -57,8 +64,7 @@ def test_checksums_recorded_verified_on_load_and_recomputed_on_resume(explainer,
     with pytest.raises(ValueError, match="shard-00001.parquet does not match the checksum"):
         load_results(out)
     with pytest.warns(RuntimeWarning, match="shard-00001.parquet does not match the checksum.*recomputed"):
-        s = attribute_dataset(explainer, _ds(), text_column="text", method="ablation", output_dir=out,
-                              progress=False)
+        s = attribute_dataset(explainer, _ds(), text_column="text", method="ablation", output_dir=out, progress=False)
     assert (s.rows_new, s.rows_resumed) == (2, 4)
     assert shard.read_bytes() == original  # recomputed: the same bytes as the first run wrote
     for a, b in zip(load_results(out), good):
@@ -72,25 +78,55 @@ def test_checksums_recorded_verified_on_load_and_recomputed_on_resume(explainer,
 def test_truncation_in_dataset_runs(explainer, tmp_path):
     long = " ".join(["great"] * 40)
     ds = _ds([long, "boring"])
-    s = attribute_dataset(explainer, ds, text_column="text", method="ablation", output_dir=tmp_path / "a",
-                          truncation=True, max_length=8, progress=False)
+    s = attribute_dataset(
+        explainer,
+        ds,
+        text_column="text",
+        method="ablation",
+        output_dir=tmp_path / "a",
+        truncation=True,
+        max_length=8,
+        progress=False,
+    )
     assert s.failures == 0
     res = load_results(tmp_path / "a")
     assert len(res[0].tokens) == 8
     ref = explainer.explain(long, truncation=True, max_length=8)
     torch.testing.assert_close(res[0].scores, ref.scores, atol=1e-5, rtol=0)
     # the CLI flags
-    code = main(["attribute-dataset", "--data", str(ROOT / "data/sentiment/test.tsv"), "--text-column", "text",
-                 "--output", str(tmp_path / "b"), "--max-rows", "3", "--truncation", "--max-length", "5",
-                 "--no-progress", "--no-corpus-summary"])
+    code = main(
+        [
+            "attribute-dataset",
+            "--data",
+            str(ROOT / "data/sentiment/test.tsv"),
+            "--text-column",
+            "text",
+            "--output",
+            str(tmp_path / "b"),
+            "--max-rows",
+            "3",
+            "--truncation",
+            "--max-length",
+            "5",
+            "--no-progress",
+            "--no-corpus-summary",
+        ]
+    )
     assert code == 0
     assert all(len(r.tokens) <= 5 for r in load_results(tmp_path / "b"))
 
 
 def test_labels_case_insensitive_and_numeric_strings(explainer, tmp_path):
     labels = ["positive", "NEGATIVE", "Positive", "0", "1", "negative"]
-    s = attribute_dataset(explainer, _ds(labels=labels), text_column="text", target_column="label",
-                          method="ablation", output_dir=tmp_path / "r", progress=False)
+    s = attribute_dataset(
+        explainer,
+        _ds(labels=labels),
+        text_column="text",
+        target_column="label",
+        method="ablation",
+        output_dir=tmp_path / "r",
+        progress=False,
+    )
     assert s.failures == 0
     got = [r.target["id"] for r in load_results(tmp_path / "r")]
     names = {v.lower(): k for k, v in explainer.model.config.id2label.items()}
@@ -99,23 +135,50 @@ def test_labels_case_insensitive_and_numeric_strings(explainer, tmp_path):
 
 def test_labels_checked_up_front(explainer, tmp_path):
     with pytest.raises(ValueError, match="none of its first 6 labels is a class of the model"):
-        attribute_dataset(explainer, _ds(labels=["good", "bad"] * 3), text_column="text", target_column="label",
-                          method="ablation", output_dir=tmp_path / "r", progress=False)
+        attribute_dataset(
+            explainer,
+            _ds(labels=["good", "bad"] * 3),
+            text_column="text",
+            target_column="label",
+            method="ablation",
+            output_dir=tmp_path / "r",
+            progress=False,
+        )
     assert not (tmp_path / "r").exists()  # nothing written
 
 
 def test_shipped_sentiment_data_with_target_column(tmp_path):
-    code = main(["attribute-dataset", "--data", str(ROOT / "data/sentiment/test.tsv"), "--text-column", "text",
-                 "--target-column", "label", "--output", str(tmp_path / "s"), "--max-rows", "4", "--no-progress",
-                 "--no-corpus-summary"])
+    code = main(
+        [
+            "attribute-dataset",
+            "--data",
+            str(ROOT / "data/sentiment/test.tsv"),
+            "--text-column",
+            "text",
+            "--target-column",
+            "label",
+            "--output",
+            str(tmp_path / "s"),
+            "--max-rows",
+            "4",
+            "--no-progress",
+            "--no-corpus-summary",
+        ]
+    )
     assert code == 0
     assert read_manifest(tmp_path / "s")["failures"] == 0
 
 
 def test_api_raises_when_every_row_failed(explainer, tmp_path):
     with pytest.raises(AllRowsFailedError, match="every row failed") as info:
-        attribute_dataset(explainer, _ds(["   ", "", None]), text_column="text", method="ablation",
-                          output_dir=tmp_path / "f", progress=False)
+        attribute_dataset(
+            explainer,
+            _ds(["   ", "", None]),
+            text_column="text",
+            method="ablation",
+            output_dir=tmp_path / "f",
+            progress=False,
+        )
     assert info.value.summary.failures == 3
 
 
@@ -126,8 +189,14 @@ def test_csv_cells_never_formulas(explainer, tmp_path):
         assert csv_cell(v) == v
     from hfattr.dataset import write_corpus_summary
 
-    res = [hfattr.Result(tokens=["=cmd|' /C calc'!A0", "@SUM(1)", "-2+3", "great"], token_ids=[5, 6, 7, 8],
-                         scores=torch.tensor([0.5, -0.25, 1.0, 2.0]), target={"id": 1, "label": "+label"})]
+    res = [
+        hfattr.Result(
+            tokens=["=cmd|' /C calc'!A0", "@SUM(1)", "-2+3", "great"],
+            token_ids=[5, 6, 7, 8],
+            scores=torch.tensor([0.5, -0.25, 1.0, 2.0]),
+            target={"id": 1, "label": "+label"},
+        )
+    ]
 
     path, _ = write_corpus_summary(res, csv_path=tmp_path / "c.csv", plot_path=False)
     cells = [c for row in csv.reader(path.open()) for c in row]
@@ -137,8 +206,7 @@ def test_csv_cells_never_formulas(explainer, tmp_path):
 
 def test_stored_dtype_allow_list(explainer, tmp_path):
     out = tmp_path / "d"
-    attribute_dataset(explainer, _ds(TEXTS[:2]), text_column="text", method="ablation", output_dir=out,
-                      progress=False)
+    attribute_dataset(explainer, _ds(TEXTS[:2]), text_column="text", method="ablation", output_dir=out, progress=False)
     row = pq.read_table(list_shards(out)[0]).to_pylist()[0]
     for bad in ("Tensor", "manual_seed", "int64", "__class__"):
         meta = json.loads(row["result_meta"])

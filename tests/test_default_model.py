@@ -172,8 +172,7 @@ def test_packaged_files_are_covered_by_package_data():
     for pattern in patterns:  # setuptools expands package-data globs recursively
         for hit in glob.glob(pattern, root_dir=package_dir, recursive=True):
             matched.add(Path(hit).as_posix())
-    needed = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-              "model_card.md"]
+    needed = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "model_card.md"]
     shipped = sorted(p.name for p in DEFAULT_MODEL_DIR.iterdir() if p.is_file())
     assert set(needed) <= set(shipped), shipped
     for name in shipped:
@@ -185,11 +184,14 @@ def test_packaged_files_are_covered_by_package_data():
             if words and words[0] in {"exclude", "global-exclude", "recursive-exclude", "prune"}:
                 for name in shipped:
                     rel = f"hfattr/data/default_model/{name}"
-                    assert not any(fnmatch.fnmatch(rel, w) or fnmatch.fnmatch(name, w)
-                                   or rel.startswith(w.rstrip("/") + "/") for w in words[1:]), line
+                    assert not any(
+                        fnmatch.fnmatch(rel, w) or fnmatch.fnmatch(name, w) or rel.startswith(w.rstrip("/") + "/")
+                        for w in words[1:]
+                    ), line
     if shutil.which("git") and (REPO / ".git").exists():
         paths = [f"hfattr/data/default_model/{name}" for name in shipped]
         paths += ["data/sentiment/train.tsv", "data/sentiment/test.tsv"]
-        ignored = subprocess.run(["git", "check-ignore", *paths], cwd=REPO,
-                                 capture_output=True, text=True).stdout.split()
+        ignored = subprocess.run(
+            ["git", "check-ignore", *paths], cwd=REPO, capture_output=True, text=True
+        ).stdout.split()
         assert not ignored, ignored

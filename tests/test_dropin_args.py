@@ -54,8 +54,14 @@ INT_X = torch.tensor([[3, 1, 2], [4, 0, 5]])
 @pytest.mark.parametrize("ppe", [1, 2])
 @pytest.mark.parametrize(
     "baselines",
-    [0.5, (0.5,), 2, torch.tensor([[0.5, 1.5, 2.5]]), torch.tensor([0.5, 1.5, 2.5], dtype=D),
-     torch.tensor([[1, 2, 3]])],
+    [
+        0.5,
+        (0.5,),
+        2,
+        torch.tensor([[0.5, 1.5, 2.5]]),
+        torch.tensor([0.5, 1.5, 2.5], dtype=D),
+        torch.tensor([[1, 2, 3]]),
+    ],
     ids=["float", "float-tuple", "int", "float32-tensor", "float64-tensor", "int-tensor"],
 )
 def test_integer_inputs_are_promoted_like_the_reference(baselines, ppe):
@@ -107,8 +113,9 @@ class SparseSum(nn.Module):
         return (x @ w + (ids[0] if ids.numel() else 0)).sum()
 
 
-@pytest.mark.parametrize("ids", [torch.tensor([], dtype=D), torch.tensor([1.0, 7.0, 2.0, 4.0, 5.0], dtype=D)],
-                         ids=["empty", "five"])
+@pytest.mark.parametrize(
+    "ids", [torch.tensor([], dtype=D), torch.tensor([1.0, 7.0, 2.0, 4.0, 5.0], dtype=D)], ids=["empty", "five"]
+)
 @pytest.mark.parametrize("mask", [None, (torch.tensor([[0, 0, 1]]), torch.tensor([0]))], ids=["no-mask", "mask"])
 def test_sparse_inputs_of_another_length_with_an_aggregate_output(ids, mask):
     x = torch.tensor([[1.0, -2.0, 3.0], [2.0, -1.0, 3.0]], dtype=D)
@@ -185,10 +192,12 @@ def test_single_layer_mask_on_a_tuple_output_applies_to_the_first_tensor():
     x = torch.randn(3, 3, generator=torch.Generator().manual_seed(8), dtype=D)
     mask = torch.tensor([[0, 0, 1, 2]])
     ref = captum_attr.LayerFeatureAblation(net, net.block).attribute(
-        x, target=0, layer_mask=(mask, torch.zeros(1, 4, dtype=torch.long)))
+        x, target=0, layer_mask=(mask, torch.zeros(1, 4, dtype=torch.long))
+    )
     for ppe in (1, 2):
         ours = hfattr.LayerFeatureAblation(net, net.block).attribute(
-            x, target=0, layer_mask=mask, perturbations_per_eval=ppe)
+            x, target=0, layer_mask=mask, perturbations_per_eval=ppe
+        )
         assert isinstance(ours, Tensor)
         torch.testing.assert_close(ours, ref[0], atol=1e-10, rtol=0)
     # the reference itself fails on this form (it indexes a mask per tensor)
@@ -208,10 +217,8 @@ def test_single_layer_mask_on_gemma2_eager_attention():
         return model(input_ids=x, use_cache=False).logits[:, -1]
 
     pos = torch.arange(n).view(1, n, 1)
-    ours = hfattr.LayerFeatureAblation(fwd, attn).attribute(ids, target=11, layer_mask=pos,
-                                                             perturbations_per_eval=2)
+    ours = hfattr.LayerFeatureAblation(fwd, attn).attribute(ids, target=11, layer_mask=pos, perturbations_per_eval=2)
     weights_mask = torch.full((1, 1, n, n), n, dtype=torch.long)
-    ref = captum_attr.LayerFeatureAblation(fwd, attn).attribute(ids, target=11,
-                                                                layer_mask=(pos, weights_mask))
+    ref = captum_attr.LayerFeatureAblation(fwd, attn).attribute(ids, target=11, layer_mask=(pos, weights_mask))
     assert isinstance(ours, Tensor) and ours.shape == ref[0].shape
     torch.testing.assert_close(ours, ref[0], atol=1e-10, rtol=0)

@@ -41,16 +41,23 @@ def _pairs(tint_attr=None):
     """(name, ours, reference) instances built with the same arguments."""
     pairs = [
         ("FeatureAblation", hfattr.FeatureAblation(NET), captum_attr.FeatureAblation(NET)),
-        ("LayerFeatureAblation", hfattr.LayerFeatureAblation(NET, NET[0], [0]),
-         captum_attr.LayerFeatureAblation(NET, NET[0], [0])),
+        (
+            "LayerFeatureAblation",
+            hfattr.LayerFeatureAblation(NET, NET[0], [0]),
+            captum_attr.LayerFeatureAblation(NET, NET[0], [0]),
+        ),
         ("NeuronGradient", hfattr.NeuronGradient(NET, NET[0]), captum_attr.NeuronGradient(NET, NET[0])),
         ("LRP", hfattr.LRP(NET), captum_attr.LRP(NET)),
     ]
     if tint_attr is not None:
         for mbi in (True, False):
-            pairs.append((f"SIG(multiply_by_inputs={mbi})",
-                          hfattr.SequentialIntegratedGradients(NET, multiply_by_inputs=mbi),
-                          tint_attr.SequentialIntegratedGradients(NET, multiply_by_inputs=mbi)))
+            pairs.append(
+                (
+                    f"SIG(multiply_by_inputs={mbi})",
+                    hfattr.SequentialIntegratedGradients(NET, multiply_by_inputs=mbi),
+                    tint_attr.SequentialIntegratedGradients(NET, multiply_by_inputs=mbi),
+                )
+            )
     return pairs
 
 
@@ -66,8 +73,10 @@ def test_flags_and_attributes_match_the_reference(pairs):
         assert ours.has_convergence_delta() is ref.has_convergence_delta(), name
         for attr in ("forward_func", "layer", "device_ids", "model"):
             if hasattr(ref, attr):
-                assert getattr(ours, attr) is getattr(ref, attr) or getattr(ours, attr) == getattr(ref, attr), \
-                    (name, attr)
+                assert getattr(ours, attr) is getattr(ref, attr) or getattr(ours, attr) == getattr(ref, attr), (
+                    name,
+                    attr,
+                )
         assert hasattr(ours, "compute_convergence_delta") == hasattr(ref, "compute_convergence_delta"), name
         if hasattr(ref, "compute_convergence_delta"):
             theirs = list(inspect.signature(ref.compute_convergence_delta).parameters)
@@ -86,7 +95,7 @@ def test_attribute_wrapped_is_the_undecorated_function(pairs):
             mine = inspect.signature(bound).parameters
             theirs = list(inspect.signature(getattr(ref, method)).parameters)
             assert list(mine)[: len(theirs)] == theirs, (name, method)
-            extra = list(mine.values())[len(theirs):]
+            extra = list(mine.values())[len(theirs) :]
             assert all(p.kind is p.KEYWORD_ONLY for p in extra), (name, method)  # hfattr's own options
     fa = hfattr.FeatureAblation(NET)
     direct = fa.attribute.__wrapped__(fa, X, target=1)
@@ -116,8 +125,9 @@ def test_lrp_convergence_delta_matches_the_reference():
     attrs, delta = ours.attribute(X, target=0, return_convergence_delta=True)
     out = NET(X)[:, 0].detach()
     torch.testing.assert_close(delta, ref.compute_convergence_delta(attrs, out), atol=ATOL, rtol=0)
-    torch.testing.assert_close(ours.compute_convergence_delta(attrs, out),
-                               ref.compute_convergence_delta(attrs, out), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        ours.compute_convergence_delta(attrs, out), ref.compute_convergence_delta(attrs, out), atol=ATOL, rtol=0
+    )
 
 
 def test_sig_convergence_delta_matches_the_reference(tint_attr):
@@ -126,22 +136,31 @@ def test_sig_convergence_delta_matches_the_reference(tint_attr):
     ours = hfattr.SequentialIntegratedGradients(net)
     ref = tint_attr.SequentialIntegratedGradients(net)
     attrs = ours.attribute(x, target=1, n_steps=8)
-    torch.testing.assert_close(ours.compute_convergence_delta(attrs, 0.2, x, target=1),
-                               ref.compute_convergence_delta(attrs, 0.2, x, target=1), atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        ours.compute_convergence_delta(attrs, 0.2, x, target=1),
+        ref.compute_convergence_delta(attrs, 0.2, x, target=1),
+        atol=ATOL,
+        rtol=0,
+    )
 
 
 def test_layer_interpolate_and_attributor():
     attr = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4), dtype=D)
     for mode in ("nearest", "bilinear"):
-        torch.testing.assert_close(hfattr.LayerFeatureAblation.interpolate(attr, (8, 8), mode),
-                                   captum_attr.LayerFeatureAblation.interpolate(attr, (8, 8), mode),
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(
+            hfattr.LayerFeatureAblation.interpolate(attr, (8, 8), mode),
+            captum_attr.LayerFeatureAblation.interpolate(attr, (8, 8), mode),
+            atol=0,
+            rtol=0,
+        )
     assert hfattr.LayerFeatureAblation(NET, NET[0]).attributor is hfattr.FeatureAblation
 
 
 def test_hfattr_never_imports_the_oracles():
-    code = ("import sys, hfattr, hfattr.lrp; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('captum', 'tint', 'inseq')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, hfattr, hfattr.lrp; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('captum', 'tint', 'inseq')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

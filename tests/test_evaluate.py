@@ -35,9 +35,13 @@ def _result(tok, text, scores, target, *, kind="class", **extra):
     ids = _ids(tok, text)
     special = [i in set(tok.all_special_ids) for i in ids]
     assert len(scores) == len(ids)
-    return Result(tokens=tok.convert_ids_to_tokens(ids), token_ids=ids,
-                  scores=torch.tensor(scores, dtype=torch.float64), special_mask=special,
-                  target={"kind": kind, "id": target, **extra})
+    return Result(
+        tokens=tok.convert_ids_to_tokens(ids),
+        token_ids=ids,
+        scores=torch.tensor(scores, dtype=torch.float64),
+        special_mask=special,
+        target={"kind": kind, "id": target, **extra},
+    )
 
 
 def _p(model, ids, target, pos=None):
@@ -59,10 +63,22 @@ def _scores():
 
 
 # --------------------------------------------------------------------------- top-k arithmetic
-@pytest.mark.parametrize("top_k,n,want", [
-    (0.2, 9, 1), (0.2, 10, 2), (0.2, 4, 1), (0.2, 0, 0), (0.29, 100, 29), (0.3, 10, 3),
-    (1.0, 7, 7), (0.5, 5, 2), (3, 9, 3), (3, 2, 2), (0, 5, 0),
-])
+@pytest.mark.parametrize(
+    "top_k,n,want",
+    [
+        (0.2, 9, 1),
+        (0.2, 10, 2),
+        (0.2, 4, 1),
+        (0.2, 0, 0),
+        (0.29, 100, 29),
+        (0.3, 10, 3),
+        (1.0, 7, 7),
+        (0.5, 5, 2),
+        (3, 9, 3),
+        (3, 2, 2),
+        (0, 5, 0),
+    ],
+)
 def test_n_top(top_k, n, want):
     assert ev.n_top(top_k, n) == want
 
@@ -104,12 +120,12 @@ def test_comprehensiveness_count_and_mask(cls):
     assert ev.comprehensiveness(model, r, tokenizer=tok, top_k=3, replacement="mask") == pytest.approx(want, abs=TOL)
     padded = [tok.pad_token_id if j in (4, 9, 2) else t for j, t in enumerate(ids)]
     want_pad = _p(model, ids, 0) - _p(model, padded, 0)
-    assert ev.comprehensiveness(model, r, tokenizer=tok, top_k=3, replacement="pad") == pytest.approx(want_pad,
-                                                                                                        abs=TOL)
+    assert ev.comprehensiveness(model, r, tokenizer=tok, top_k=3, replacement="pad") == pytest.approx(want_pad, abs=TOL)
     unk = tok.unk_token_id
     by_id = [unk if j in (4, 9, 2) else t for j, t in enumerate(ids)]
     assert ev.comprehensiveness(model, r, tokenizer=tok, top_k=3, replacement=unk) == pytest.approx(
-        _p(model, ids, 0) - _p(model, by_id, 0), abs=TOL)
+        _p(model, ids, 0) - _p(model, by_id, 0), abs=TOL
+    )
 
 
 def test_sufficiency_remove_keeps_specials(cls):
@@ -172,8 +188,9 @@ def test_faithfulness_matches_single_metrics(cls):
     torch.testing.assert_close(out["sufficiency"], ev.sufficiency(e, results), atol=1e-12, rtol=0)
     torch.testing.assert_close(out["log_odds"], ev.log_odds(e, results), atol=1e-12, rtol=0)
     torch.testing.assert_close(out["aopc_deletion"], ev.aopc(e, results, steps=4), atol=1e-12, rtol=0)
-    torch.testing.assert_close(out["aopc_insertion"], ev.aopc(e, results, curve="insertion", steps=4),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        out["aopc_insertion"], ev.aopc(e, results, curve="insertion", steps=4), atol=1e-12, rtol=0
+    )
     one = ev.faithfulness(e, results[0], metrics=["log_odds"], replacement="pad")
     assert isinstance(one["log_odds"], float)
     assert one["log_odds"] == pytest.approx(ev.log_odds(e, results[0], replacement="pad"), abs=1e-12)
@@ -200,7 +217,8 @@ def test_deletion_and_insertion_curves(cls):
     assert ins[0] == pytest.approx(_p(model, [ids[0], ids[-1]], 1), abs=TOL)
     assert ev.aopc(model, r, tokenizer=tok, steps=4) == pytest.approx(sum(full - d for d in dele[1:]) / 4, abs=TOL)
     assert ev.aopc(model, r, tokenizer=tok, curve="insertion", steps=4) == pytest.approx(
-        sum(full - p for p in ins[1:]) / 4, abs=TOL)
+        sum(full - p for p in ins[1:]) / 4, abs=TOL
+    )
 
 
 def test_aopc_with_eraser_bins(cls):
@@ -210,8 +228,9 @@ def test_aopc_with_eraser_bins(cls):
     bins = [0.01, 0.05, 0.1, 0.2, 0.5]
     order = ev.ranking(r)
     full = _p(model, ids, 0)
-    want = sum(full - _p(model, [t for j, t in enumerate(ids) if j not in order[:ev.n_top(f, 9)]], 0)
-               for f in bins) / len(bins)
+    want = sum(
+        full - _p(model, [t for j, t in enumerate(ids) if j not in order[: ev.n_top(f, 9)]], 0) for f in bins
+    ) / len(bins)
     assert ev.aopc(model, r, tokenizer=tok, steps=bins) == pytest.approx(want, abs=TOL)
 
 
@@ -233,7 +252,8 @@ def test_causal_next_token_reads_the_new_last_position(causal):
         ev.log_odds(e, r)
     padded = [tok.pad_token_id if j in order[:k] else x for j, x in enumerate(ids)]
     assert ev.log_odds(e, r, top_k=k, replacement="pad") == pytest.approx(
-        math.log(_p(model, padded, t)) - math.log(_p(model, ids, t)), abs=TOL)
+        math.log(_p(model, padded, t)) - math.log(_p(model, ids, t)), abs=TOL
+    )
 
 
 def test_masked_lm_keeps_the_target_position():

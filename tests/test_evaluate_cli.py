@@ -14,8 +14,13 @@ from hfattr.cli import main
 from hfattr.hf.default_model import load_default_model
 from hfattr.result import Result
 
-TEXTS = ["the movie was great", "i hated the ending", "the acting was not bad",
-         "what a boring and dull film", "i loved it"]
+TEXTS = [
+    "the movie was great",
+    "i hated the ending",
+    "the acting was not bad",
+    "what a boring and dull film",
+    "i loved it",
+]
 METRICS = ["comprehensiveness", "sufficiency", "log_odds", "aopc_deletion"]
 
 
@@ -54,8 +59,9 @@ def test_result_files(default, tmp_path, capsys):
     rows = _csv(out_csv)
     assert [int(r["row_id"]) for r in rows] == [0, 1, 2]
     for m in METRICS:
-        torch.testing.assert_close(torch.tensor([float(r[m]) for r in rows], dtype=torch.float64), want[m],
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor([float(r[m]) for r in rows], dtype=torch.float64), want[m], atol=1e-12, rtol=0
+        )
     assert all(r["error"] == "" for r in rows)
     assert "3 evaluated, 0 skipped" in captured.out
 
@@ -65,8 +71,7 @@ def test_dataset_run_directory(default, tmp_path, capsys):
     data = tmp_path / "data.csv"
     data.write_text("text\n" + "\n".join(TEXTS) + "\n", encoding="utf-8")
     run = tmp_path / "run"
-    dataset.attribute_dataset(default, str(data), text_column="text", method="ablation", output_dir=run,
-                              progress=False)
+    dataset.attribute_dataset(default, str(data), text_column="text", method="ablation", output_dir=run, progress=False)
     rc = main(["evaluate", str(run), "--top-k", "2", "--replacement", "mask"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -76,8 +81,9 @@ def test_dataset_run_directory(default, tmp_path, capsys):
     rows = _csv(run / "faithfulness.csv")
     assert [int(r["row_id"]) for r in rows] == list(range(len(TEXTS)))
     for m in ("comprehensiveness", "sufficiency", "log_odds"):
-        torch.testing.assert_close(torch.tensor([float(r[m]) for r in rows], dtype=torch.float64), want[m],
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor([float(r[m]) for r in rows], dtype=torch.float64), want[m], atol=1e-12, rtol=0
+        )
         assert _means(captured.out)[m] == pytest.approx(float(want[m].mean()), abs=5e-5)
 
 
@@ -86,8 +92,7 @@ def test_other_model_warns(default, tmp_path, capsys):
     data = tmp_path / "data.csv"
     data.write_text("text\n" + "\n".join(TEXTS[:2]) + "\n", encoding="utf-8")
     run = tmp_path / "run"
-    dataset.attribute_dataset(default, str(data), text_column="text", method="ablation", output_dir=run,
-                              progress=False)
+    dataset.attribute_dataset(default, str(data), text_column="text", method="ablation", output_dir=run, progress=False)
     other = tmp_path / "other"
     model, tok = load_default_model()
     with torch.no_grad():
@@ -117,11 +122,14 @@ def test_unsupported_rows_are_reported(default, tmp_path, capsys):
     assert rc == 2 and "no row could be evaluated" in captured.err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--metrics", "accuracy"], "--metrics"),
-    (["--steps", "0"], "--steps"),
-    (["--replacement", "zero"], "replacement"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--metrics", "accuracy"], "--metrics"),
+        (["--steps", "0"], "--steps"),
+        (["--replacement", "zero"], "replacement"),
+    ],
+)
 def test_bad_options(default, tmp_path, capsys, argv, message):
     path = default.explain(TEXTS[0]).save(tmp_path / "r.json")
     rc = main(["evaluate", str(path), *argv])

@@ -65,8 +65,9 @@ def zero_at(positions):
     return hook
 
 
-def ablation_oracle(model, ids: torch.Tensor, value: Callable, baseline_id: int | None,
-                    groups: list[list[int]]) -> torch.Tensor:
+def ablation_oracle(
+    model, ids: torch.Tensor, value: Callable, baseline_id: int | None, groups: list[list[int]]
+) -> torch.Tensor:
     """``value(e) - value(e with each group's embeddings replaced by the baseline's)`` -> (R, L)."""
     emb = model.get_input_embeddings()
     with torch.no_grad():
@@ -208,16 +209,18 @@ def bert_value(model, tok, text, label):
     return lambda e: model(inputs_embeds=e, attention_mask=mask, token_type_ids=tt).logits[0, [label]]
 
 
-@pytest.mark.parametrize("baseline, keep_special", [(None, True), ("zero", True), ("unk", True),
-                                                    (7, True), ("pad", False)])
+@pytest.mark.parametrize(
+    "baseline, keep_special", [(None, True), ("zero", True), ("unk", True), (7, True), ("pad", False)]
+)
 def test_bert_ablation_equals_direct_computation(bert64, baseline, keep_special):
     model, tok = bert64
     ex = Explainer(model, tok)
     r = ex.explain(TEXT, target="POSITIVE", baseline=baseline, keep_special=keep_special)
     ids, _, _ = enc_inputs(tok, TEXT)
     bid = {None: tok.mask_token_id, "zero": None, "unk": tok.unk_token_id, 7: 7, "pad": tok.pad_token_id}[baseline]
-    expected = ablation_oracle(model, ids, bert_value(model, tok, TEXT, 1), bid,
-                               token_groups(tok, ids, keep_special=keep_special))[0]
+    expected = ablation_oracle(
+        model, ids, bert_value(model, tok, TEXT, 1), bid, token_groups(tok, ids, keep_special=keep_special)
+    )[0]
     assert r.scores.dtype == F64
     close(r.scores, expected)
     if not keep_special:
@@ -231,8 +234,10 @@ def test_bert_default_target_is_the_predicted_class_and_matches_oracle(bert64):
         pred = int(model(input_ids=ids, attention_mask=mask, token_type_ids=tt).logits[0].argmax())
     r = Explainer(model, tok).explain(TEXT)
     assert r.target["id"] == pred
-    close(r.scores, ablation_oracle(model, ids, bert_value(model, tok, TEXT, pred), tok.mask_token_id,
-                                    token_groups(tok, ids))[0])
+    close(
+        r.scores,
+        ablation_oracle(model, ids, bert_value(model, tok, TEXT, pred), tok.mask_token_id, token_groups(tok, ids))[0],
+    )
 
 
 @pytest.mark.parametrize("sites", ["attention", "mlp", "blocks.1"])
@@ -247,18 +252,19 @@ def test_bert_layer_ablation_equals_direct_computation(bert64, sites):
     close(torch.tensor(r.extras["site_scores"], dtype=F64), whole)
 
 
-@pytest.mark.parametrize("position, reduce", [("last", "norm"), ("all", "sum"), (1, "input_x_gradient"),
-                                              (-2, "norm")])
+@pytest.mark.parametrize("position, reduce", [("last", "norm"), ("all", "sum"), (1, "input_x_gradient"), (-2, "norm")])
 def test_bert_neuron_gradient_equals_autograd(bert64, position, reduce):
     model, tok = bert64
-    r = Explainer(model, tok).explain(TEXT, method="neuron_gradient", site="blocks.0.mlp", neuron=5,
-                                      position=position, reduce=reduce)
+    r = Explainer(model, tok).explain(
+        TEXT, method="neuron_gradient", site="blocks.0.mlp", neuron=5, position=position, reduce=reduce
+    )
     ids, mask, tt = enc_inputs(tok, TEXT)
     L = ids.shape[1]
     pos = {"last": L - 1, "all": "all"}.get(position, position if position != -2 else L - 2)
     module = resolve_sites(model, "blocks.0.mlp")[0][1]
-    expected = neuron_oracle(model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask, token_type_ids=tt),
-                             module, 5, pos, reduce)
+    expected = neuron_oracle(
+        model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask, token_type_ids=tt), module, 5, pos, reduce
+    )
     close(r.scores, expected)
     assert r.target["position"] == ("all" if position == "all" else pos)
 
@@ -274,8 +280,9 @@ def test_gemma2_eager_attention_site(method):
     ex = Explainer(model, tok)
     if method == "neuron_gradient":
         r = ex.explain(TEXT, method=method, site="blocks.0.attention", neuron=3)
-        expected = neuron_oracle(model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask, use_cache=False),
-                                 module, 3, L - 1, "norm")
+        expected = neuron_oracle(
+            model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask, use_cache=False), module, 3, L - 1, "norm"
+        )
         close(r.scores, expected, atol=1e-10)
     elif method == "layer_ablation":
         r = ex.explain(TEXT, method=method, sites="blocks.0.attention")
@@ -322,8 +329,12 @@ def test_llama_next_token_ablation_and_layers_equal_direct_computation(llama64):
 
     r = ex.explain(TEXT, method="neuron_gradient", site="blocks.1.mlp", neuron=7)
     module = resolve_sites(model, "blocks.1.mlp")[0][1]
-    close(r.scores, neuron_oracle(model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask),
-                                  module, 7, ids.shape[1] - 1, "norm"))
+    close(
+        r.scores,
+        neuron_oracle(
+            model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask), module, 7, ids.shape[1] - 1, "norm"
+        ),
+    )
 
 
 def test_llama_continuation_rows_equal_teacher_forced_direct_computation(llama64):
@@ -381,15 +392,15 @@ def test_seq2seq_rows_equal_teacher_forced_direct_computation(name):
         close(torch.tensor(r.extras["site_scores"], dtype=F64), whole)
 
 
-
 @pytest.mark.parametrize("name, target", [("t5", "great movie"), ("llama", "great and good")])
 def test_neuron_gradient_with_a_several_token_target_equals_autograd(name, target):
     # The neuron does not depend on the target, but the forward pass does (teacher-forced
     # continuation tokens / decoder inputs); the scores stay one value per input token.
     model, tok = zoo(name, "auto", F64)
     site = "encoder.blocks.1.attention" if name == "t5" else "blocks.1.attention"
-    r = Explainer(model, tok).explain(TEXT, target=target, method="neuron_gradient", site=site, neuron=2,
-                                      position="all", reduce="sum")
+    r = Explainer(model, tok).explain(
+        TEXT, target=target, method="neuron_gradient", site=site, neuron=2, position="all", reduce="sum"
+    )
     ids, mask, _ = enc_inputs(tok, TEXT)
     kw = {}
     if name == "t5":
@@ -400,8 +411,15 @@ def test_neuron_gradient_with_a_several_token_target_equals_autograd(name, targe
         mask = torch.ones_like(ids)
     assert r.tokens == tok.convert_ids_to_tokens(ids[0].tolist())
     assert r.scores.shape == (ids.shape[1],)
-    expected = neuron_oracle(model, ids, lambda e: model(inputs_embeds=e, attention_mask=mask, **kw),
-                             resolve_sites(model, site)[0][1], 2, "all", "sum")
+    expected = neuron_oracle(
+        model,
+        ids,
+        lambda e: model(inputs_embeds=e, attention_mask=mask, **kw),
+        resolve_sites(model, site)[0][1],
+        2,
+        "all",
+        "sum",
+    )
     close(r.scores, expected)
 
 
@@ -463,9 +481,15 @@ def wordpiece_bert_tokenizer():
     backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
     backend.model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##")
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, model_max_length=512,
+        tokenizer_object=backend,
+        model_max_length=512,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
-        pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def test_word_granularity_ablates_whole_words(bert64):
@@ -480,8 +504,7 @@ def test_word_granularity_ablates_whole_words(bert64):
     assert r.word_ids == [None, 0, 1, 1, 2, None]
     assert r.scores[2] == r.scores[3]
     ids = torch.tensor([enc["input_ids"]])
-    expected = ablation_oracle(model, ids, bert_value(model, tok, text, 1), tok.mask_token_id,
-                               [[1], [2, 3], [4]])[0]
+    expected = ablation_oracle(model, ids, bert_value(model, tok, text, 1), tok.mask_token_id, [[1], [2, 3], [4]])[0]
     close(r.scores, expected)
 
     tokens = ex.explain(text, target=1)
@@ -507,10 +530,14 @@ def test_zoo_tokenizers_split_punctuation_into_words():
 # --------------------------------------------------------------------------- 6. JSON and HTML
 def real_results() -> list[Result]:
     out = []
-    for name, kw in [("bert", {}), ("bert", {"method": "layer_ablation", "sites": "mlp"}),
-                     ("bert", {"method": "neuron_gradient", "site": "blocks.1.attention", "neuron": 0}),
-                     ("gpt2", {"target": " great and"}), ("t5", {"target": "good"}),
-                     ("llama", {"chat": True, "method": "layer_ablation"})]:
+    for name, kw in [
+        ("bert", {}),
+        ("bert", {"method": "layer_ablation", "sites": "mlp"}),
+        ("bert", {"method": "neuron_gradient", "site": "blocks.1.attention", "neuron": 0}),
+        ("gpt2", {"target": " great and"}),
+        ("t5", {"target": "good"}),
+        ("llama", {"chat": True, "method": "layer_ablation"}),
+    ]:
         model, tok = zoo(name)
         out.append(Explainer(model, tok).explain(TEXT, **kw))
     out.append(out[0].aggregate("word"))
@@ -682,13 +709,22 @@ def test_accelerate_dispatched_and_offloaded_models_give_the_same_scores():
     from accelerate import cpu_offload, dispatch_model
 
     model, tok = zoo("llama")
-    opts = [{}, {"method": "layer_ablation", "sites": "blocks.1.mlp"},
-            {"method": "neuron_gradient", "site": "blocks.1.mlp", "neuron": 2}]
+    opts = [
+        {},
+        {"method": "layer_ablation", "sites": "blocks.1.mlp"},
+        {"method": "neuron_gradient", "site": "blocks.1.mlp", "neuron": 2},
+    ]
     ref = [Explainer(model, tok).explain(TEXTS[:2], **o) for o in opts]
 
     dispatched, _ = tiny("llama")
-    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu",
-                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "cpu",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     dispatched = dispatch_model(dispatched, device_map=device_map)
     offloaded, _ = tiny("llama")
     cpu_offload(offloaded.model.layers[1], execution_device="cpu")  # weights of one block on 'meta'
@@ -706,8 +742,7 @@ def test_accelerate_dispatched_and_offloaded_models_give_the_same_scores():
 @pytest.mark.parametrize("name", ["llama", "qwen2"])
 def test_chat_template_tokens_are_special(name):
     model, tok = zoo(name)
-    rendered = tok.apply_chat_template([{"role": "user", "content": TEXT}], tokenize=False,
-                                       add_generation_prompt=True)
+    rendered = tok.apply_chat_template([{"role": "user", "content": TEXT}], tokenize=False, add_generation_prompt=True)
     ids = tok(rendered, add_special_tokens=False)["input_ids"]
     tokens = tok.convert_ids_to_tokens(ids)
     r = Explainer(model, tok).explain(TEXT, chat=True)

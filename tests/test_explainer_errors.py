@@ -71,8 +71,7 @@ def test_truncation_warns_and_explains_the_truncated_text():
 def test_text_longer_than_the_model_limit_is_an_error(name, limit_field):
     # The tokenizer allows 512 (or unlimited) tokens, but the model has only 16 positions.
     model, _ = tiny(name, **{limit_field: 16})
-    tok = make_tokenizer(name if name == "bert" else "gpt2",
-                         model_max_length=512 if name == "bert" else int(1e30))
+    tok = make_tokenizer(name if name == "bert" else "gpt2", model_max_length=512 if name == "bert" else int(1e30))
     with pytest.raises(ValueError, match="16"):
         Explainer(model, tok).explain("the " * 20)
 
@@ -169,12 +168,15 @@ def test_bad_method_option_values():
         ex.explain(TEXT, neuron=0, position="first", **opts)
 
 
-@pytest.mark.parametrize("baseline, error, match", [
-    ("blank", ValueError, "baseline must be 'mask', 'pad', 'unk', 'zero' or a token id, got 'blank'"),
-    (10**6, ValueError, "baseline token id 1000000 is outside the vocabulary"),
-    (-1, ValueError, "baseline token id -1 is outside the vocabulary"),
-    (True, TypeError, "not a bool"),
-])
+@pytest.mark.parametrize(
+    "baseline, error, match",
+    [
+        ("blank", ValueError, "baseline must be 'mask', 'pad', 'unk', 'zero' or a token id, got 'blank'"),
+        (10**6, ValueError, "baseline token id 1000000 is outside the vocabulary"),
+        (-1, ValueError, "baseline token id -1 is outside the vocabulary"),
+        (True, TypeError, "not a bool"),
+    ],
+)
 def test_bad_baseline(baseline, error, match):
     with pytest.raises(error, match=match):
         explainer().explain(TEXT, baseline=baseline)
@@ -230,8 +232,7 @@ def test_pretrained_model_without_embeddings_is_refused_clearly():
             super().__init__(config)
             self.lin = nn.Linear(2, 2)
 
-    model = NoEmbeddings(BertConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1,
-                                    intermediate_size=8))
+    model = NoEmbeddings(BertConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1, intermediate_size=8))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises((TypeError, ValueError), match="NoEmbeddings.*input embeddings"):

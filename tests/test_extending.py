@@ -110,4 +110,3 @@ def test_builtin_scores_are_registered():
     from hfattr import list_scores
 
     assert {"logit", "prob", "log_prob", "contrast", "contrast_prob"} <= set(list_scores())
-

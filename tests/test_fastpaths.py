@@ -100,13 +100,15 @@ def test_suffix_only_leaves_no_override_behind():
 
     with pytest.raises(RuntimeError, match="boom"):
         hfattr.LayerFeatureAblation(failing, model.bert.encoder.layer[1]).attribute(
-            x, target=0, layer_mask=torch.arange(4).view(1, 4, 1), perturbations_per_eval=2)
+            x, target=0, layer_mask=torch.arange(4).view(1, 4, 1), perturbations_per_eval=2
+        )
     assert [dict(vars(m)).get("forward") for m in model.modules()] == before
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
-@pytest.mark.parametrize("method,options", [("ablation", {"perturbations_per_eval": 2}),
-                                            ("sig", {"n_steps": 4, "internal_batch_size": 5})])
+@pytest.mark.parametrize(
+    "method,options", [("ablation", {"perturbations_per_eval": 2}), ("sig", {"n_steps": 4, "internal_batch_size": 5})]
+)
 def test_prefix_reuse_equals_full_computation(arch, method, options):
     model, tok = tiny(arch)
     ex = hfattr.Explainer(model.double(), tok)
@@ -144,8 +146,14 @@ def test_prefix_reuse_recomputes_only_suffixes():
     fwd = prep.perturbation_forward()
     assert isinstance(fwd, PrefixReuseForward)
     L = prep.embeds.shape[1]
-    feature_ablation(fwd, (prep.embeds,), baselines=(prep.baseline,), additional_forward_args=prep.forward_args(),
-                     feature_mask=(torch.arange(L).view(1, L, 1),), perturbations_per_eval=1)
+    feature_ablation(
+        fwd,
+        (prep.embeds,),
+        baselines=(prep.baseline,),
+        additional_forward_args=prep.forward_args(),
+        feature_mask=(torch.arange(L).view(1, L, 1),),
+        perturbations_per_eval=1,
+    )
     # one unperturbed call (no position recomputed) and one call per position i running L - i positions
     assert fwd.full_calls == 1  # position 0 changes everything
     assert fwd.positions_run == sum(L - i for i in range(L))

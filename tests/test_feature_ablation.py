@@ -28,13 +28,14 @@ def _both(forward, inputs, same, **kw):
 
 
 def test_signatures_match_the_reference():
-    pairs = [(FeatureAblation.__init__, CaptumFA.__init__),
-             (FeatureAblation.attribute, CaptumFA.attribute),
-             (FeatureAblation.attribute_future, CaptumFA.attribute_future)]
+    pairs = [
+        (FeatureAblation.__init__, CaptumFA.__init__),
+        (FeatureAblation.attribute, CaptumFA.attribute),
+        (FeatureAblation.attribute_future, CaptumFA.attribute_future),
+    ]
     for ours, ref in pairs:
         a = [(p.name, p.kind, p.default) for p in inspect.signature(ours).parameters.values()]
-        b = [(p.name, p.kind, p.default)
-             for p in inspect.signature(inspect.unwrap(ref)).parameters.values()]
+        b = [(p.name, p.kind, p.default) for p in inspect.signature(inspect.unwrap(ref)).parameters.values()]
         assert a == b
 
 
@@ -193,8 +194,7 @@ def test_additional_non_tensor_args_pass_unchanged(nets, same, ppe):
         seen.append((s, flag, options))
         return net(inp, s) if flag == "on" else -net(inp, s)
 
-    _both(forward, x, same, target=1, perturbations_per_eval=ppe,
-          additional_forward_args=(1.5, "on", {"k": 1}))
+    _both(forward, x, same, target=1, perturbations_per_eval=ppe, additional_forward_args=(1.5, "on", {"k": 1}))
     assert all(item == (1.5, "on", {"k": 1}) for item in seen)
 
 
@@ -210,8 +210,9 @@ def test_single_non_tuple_additional_arg(nets, same, arg):
 def test_zero_dim_tensor_arg_is_not_expanded(nets, same):
     net = nets.MLP(d_in=4, n_out=3)
     x = nets.randn(2, 4, seed=14)
-    _both(net, x, same, target=2, additional_forward_args=torch.tensor(0.3, dtype=torch.float64),
-          perturbations_per_eval=3)
+    _both(
+        net, x, same, target=2, additional_forward_args=torch.tensor(0.3, dtype=torch.float64), perturbations_per_eval=3
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,10 +227,8 @@ def test_zero_dim_tensor_arg_is_not_expanded(nets, same):
         pytest.param(torch.tensor([[0, 0, 1, 1, 2, 2]]), id="groups"),
         pytest.param(torch.tensor([[3, 3, 9, 0, 9, 3]]), id="gaps"),
         pytest.param(torch.tensor([[5, 5, 5, 5, 5, 5]]), id="one-group"),
-        pytest.param(torch.tensor([[0, 1, 1, 0, 2, 2], [2, 2, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]]),
-                     id="per-example"),
-        pytest.param(torch.tensor([[4, 1, 1, 4, 7, 7], [7, 7, 4, 4, 1, 1], [1, 1, 1, 1, 1, 4]]),
-                     id="per-example-gaps"),
+        pytest.param(torch.tensor([[0, 1, 1, 0, 2, 2], [2, 2, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1]]), id="per-example"),
+        pytest.param(torch.tensor([[4, 1, 1, 4, 7, 7], [7, 7, 4, 4, 1, 1], [1, 1, 1, 1, 1, 4]]), id="per-example-gaps"),
     ],
 )
 def test_feature_mask_grouping(nets, same, mask, ppe):
@@ -247,8 +246,7 @@ def test_feature_mask_grouping(nets, same, mask, ppe):
 def test_mask_broadcast_over_trailing_dims(nets, same):
     net = nets.FlatTanhNet([(3, 4)], 2)
     x = nets.randn(2, 3, 4, seed=16)
-    _both(net, x, same, target=1, feature_mask=torch.tensor([[[0], [1], [2]]]),
-          perturbations_per_eval=2)
+    _both(net, x, same, target=1, feature_mask=torch.tensor([[[0], [1], [2]]]), perturbations_per_eval=2)
     _both(net, x, same, target=1, feature_mask=torch.tensor([[[0, 1, 1, 0]]]))
 
 
@@ -314,8 +312,9 @@ def test_forward_call_count(nets):
         calls.append(inp.shape[0])
         return net(inp)
 
-    FeatureAblation(forward).attribute(x, target=0, feature_mask=torch.tensor([[0, 0, 4, 4, 9, 9]]),
-                                       perturbations_per_eval=2)
+    FeatureAblation(forward).attribute(
+        x, target=0, feature_mask=torch.tensor([[0, 0, 4, 4, 9, 9]]), perturbations_per_eval=2
+    )
     # one unperturbed call, then ceil(3 present ids / 2) = 2 calls; gaps cost nothing
     assert calls == [2, 4, 2]
 
@@ -348,8 +347,9 @@ def test_fixed_size_vector_per_batch_output(nets, same):
 def test_scalar_per_batch_tuple_inputs(nets, same):
     net = nets.FlatTanhNet([(2,), (3,)], 2)
     x = (nets.randn(2, 2, seed=27), nets.randn(2, 3, seed=28))
-    out = _both(lambda a, b: net(a, b)[:, 0].mean(), x, same,
-                feature_mask=(torch.tensor([[0, 1]]), torch.tensor([[1, 1, 0]])))
+    out = _both(
+        lambda a, b: net(a, b)[:, 0].mean(), x, same, feature_mask=(torch.tensor([[0, 1]]), torch.tensor([[1, 1, 0]]))
+    )
     assert [o.shape for o in out] == [(1, 2), (1, 3)]
 
 
@@ -425,8 +425,7 @@ def test_attribute_future_equals_attribute(nets, same, ppe, tuple_inputs):
         x = nets.randn(3, 5, seed=35)
         mask = torch.tensor([[0, 3, 3, 1, 0]])
         baselines = -0.5
-    kw = dict(baselines=baselines, target=[2, 0] if tuple_inputs else 1, feature_mask=mask,
-              perturbations_per_eval=ppe)
+    kw = dict(baselines=baselines, target=[2, 0] if tuple_inputs else 1, feature_mask=mask, perturbations_per_eval=ppe)
     fut = FeatureAblation(_as_future(net)).attribute_future(x, **kw)
     assert isinstance(fut, torch.Future)  # the base class of every torch future
     result = fut.wait()
@@ -564,8 +563,7 @@ def bert():
     from hfattr.testing import tiny
 
     model, tok = tiny("bert", dtype=torch.float64)
-    enc = tok(["a great movie , i love it", "the plot was boring"], return_tensors="pt",
-              padding=True)
+    enc = tok(["a great movie , i love it", "the plot was boring"], return_tensors="pt", padding=True)
     with torch.no_grad():
         embeds = model.get_input_embeddings()(enc["input_ids"])
     return model, enc, embeds
@@ -582,8 +580,13 @@ def test_bert_token_level_ablation(bert, same, ppe):
 
     token_mask = torch.arange(L).view(1, L, 1)
     baseline = model.get_input_embeddings().weight[4].detach()  # [MASK] embedding, shape (D,)
-    kw = dict(baselines=baseline, target=1, additional_forward_args=(mask_ids,),
-              feature_mask=token_mask, perturbations_per_eval=ppe)
+    kw = dict(
+        baselines=baseline,
+        target=1,
+        additional_forward_args=(mask_ids,),
+        feature_mask=token_mask,
+        perturbations_per_eval=ppe,
+    )
     out = _both(forward, embeds, same, **kw)
     assert out.shape == embeds.shape
     with torch.no_grad():
@@ -779,8 +782,7 @@ def test_int_target_on_3d_output_keeps_one_map_per_output(nets, same, ppe):
     # target=int on (B, L, V) indexes dim 1 and leaves (B, V): one map per selected output value
     net = nets.SeqNet(d=4, v=5)
     x = nets.randn(2, 3, 4, seed=60)
-    out = _both(net, x, same, target=1, feature_mask=torch.arange(3).view(1, 3, 1),
-                perturbations_per_eval=ppe)
+    out = _both(net, x, same, target=1, feature_mask=torch.arange(3).view(1, 3, 1), perturbations_per_eval=ppe)
     assert out.shape == (10, 3, 4)
 
 
@@ -820,8 +822,7 @@ def test_mask_integer_dtypes_and_negative_ids(nets, same, dtype):
     net = nets.FlatTanhNet([(4,)], 3)
     x = nets.randn(2, 4, seed=65)
     _both(net, x, same, target=0, feature_mask=torch.tensor([[0, 1, 1, 2]], dtype=dtype))
-    _both(net, x, same, target=0, feature_mask=torch.tensor([[-3, -1, -1, 2]]),
-          perturbations_per_eval=2)
+    _both(net, x, same, target=0, feature_mask=torch.tensor([[-3, -1, -1, 2]]), perturbations_per_eval=2)
 
 
 def test_inputs_requiring_grad(nets, same):

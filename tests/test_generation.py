@@ -35,7 +35,7 @@ def greedy(model, ids: list[int], n: int) -> list[int]:
         for _ in range(n):
             nxt = int(model(input_ids=torch.tensor([out]), use_cache=False).logits[0, -1].argmax())
             out.append(nxt)
-    return out[len(ids):]
+    return out[len(ids) :]
 
 
 def empty_mask(res) -> torch.Tensor:
@@ -53,8 +53,10 @@ def check_empty(res) -> torch.Tensor:
 
 def row_value(model, ids: torch.Tensor, target: int):
     """logit of ``target`` read at the last position of ``ids``, as a function of embeddings."""
+
     def f(e):
         return model(inputs_embeds=e, use_cache=False).logits[:, -1, target]
+
     return f
 
 
@@ -73,14 +75,15 @@ def test_generate_is_greedy_and_keeps_text_probabilities_and_ranks(name):
     assert res.scores.shape == (4, len(p_ids) + 4)
     assert res.is_generation
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([p_ids + gen])).logits[0, len(p_ids) - 1: -1]
+        logits = model(input_ids=torch.tensor([p_ids + gen])).logits[0, len(p_ids) - 1 : -1]
     logp = logits.log_softmax(-1)
     picked = logp[torch.arange(4), gen]
     steps = res.extras["step_scores"]
     torch.testing.assert_close(torch.tensor(steps["log_prob"], dtype=F64), picked, atol=1e-12, rtol=0)
     torch.testing.assert_close(torch.tensor(res.probability, dtype=F64), picked.exp(), atol=1e-12, rtol=0)
-    torch.testing.assert_close(torch.tensor(steps["entropy"], dtype=F64), -(logp.exp() * logp).sum(-1),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(steps["entropy"], dtype=F64), -(logp.exp() * logp).sum(-1), atol=1e-12, rtol=0
+    )
     assert steps["rank"] == [1, 1, 1, 1]  # greedy: every generated token is the argmax
     check_empty(res)
 
@@ -93,7 +96,7 @@ def test_generation_kwargs_sampling_with_a_seed_is_reproducible_and_ranks_are_re
     torch.testing.assert_close(a.scores, b.scores, equal_nan=True, atol=0, rtol=0)
     p_ids = tok(PROMPT)["input_ids"]
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor([a.token_ids])).logits[0, len(p_ids) - 1: -1]
+        logits = model(input_ids=torch.tensor([a.token_ids])).logits[0, len(p_ids) - 1 : -1]
     ids = torch.tensor(a.target["ids"])
     want = (logits > logits[torch.arange(5), ids].unsqueeze(1)).sum(-1) + 1
     assert a.extras["step_scores"]["rank"] == want.tolist()
@@ -109,18 +112,21 @@ def test_max_new_tokens_equals_generate_and_eos_ends_a_generation():
     assert r.target["ids"] == [first] and r.scores.shape == (1, len(r.tokens))
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(generate=0), "generate .* must be an int >= 1"),
-    (dict(generate=2, target=" great"), "either target="),
-    (dict(generate=2, generation_kwargs={"input_ids": 1}), "must not set"),
-    (dict(generate=2, generation_kwargs=[1]), "generation_kwargs must be a dict"),
-    (dict(seed=1), "only apply with generate"),
-    (dict(generate=2, max_new_tokens=3), "disagree"),
-    (dict(score="contrast"), "needs contrast="),
-    (dict(target=" great", contrast=" good", score="logit"), "contrast= needs a contrastive score"),
-    (dict(target=" great and", contrast=" good"), "contrast has 1 token.*target has 2"),
-    (dict(score="nope"), "score must be one of"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(generate=0), "generate .* must be an int >= 1"),
+        (dict(generate=2, target=" great"), "either target="),
+        (dict(generate=2, generation_kwargs={"input_ids": 1}), "must not set"),
+        (dict(generate=2, generation_kwargs=[1]), "generation_kwargs must be a dict"),
+        (dict(seed=1), "only apply with generate"),
+        (dict(generate=2, max_new_tokens=3), "disagree"),
+        (dict(score="contrast"), "needs contrast="),
+        (dict(target=" great", contrast=" good", score="logit"), "contrast= needs a contrastive score"),
+        (dict(target=" great and", contrast=" good"), "contrast has 1 token.*target has 2"),
+        (dict(score="nope"), "score must be one of"),
+    ],
+)
 def test_bad_generation_arguments_are_refused_before_any_work(bad, match):
     _, _, ex = zoo("gpt2")
     with pytest.raises((ValueError, TypeError), match=match):
@@ -239,7 +245,7 @@ def test_neuron_gradient_rows_are_the_neuron_at_each_generation_step():
             h.remove()
         (grad,) = torch.autograd.grad(kept[0][0, P - 1 + j, 5], x)
         torch.testing.assert_close(res.scores[j, : P + j], grad[0, : P + j].sum(-1), atol=1e-10, rtol=0)
-        assert grad[0, P + j:].abs().max() == 0  # causal: the later tokens have no gradient
+        assert grad[0, P + j :].abs().max() == 0  # causal: the later tokens have no gradient
 
 
 # --------------------------------------------------------------------------- batching
@@ -303,9 +309,11 @@ def test_seq2seq_generated_rows_equal_a_direct_computation(name):
     b = e.clone()
     b[0, i] = base
     for j in range(len(gen)):  # SIG at position i == IG from "x with i at the baseline", read at i
+
         def row(x, j=j):
-            return model(inputs_embeds=x, decoder_input_ids=dec.expand(x.shape[0], -1),
-                         use_cache=False).logits[:, j, gen[j]]
+            return model(inputs_embeds=x, decoder_input_ids=dec.expand(x.shape[0], -1), use_cache=False).logits[
+                :, j, gen[j]
+            ]
 
         ig = IntegratedGradients(row)
         want = ig.attribute(e, baselines=b, n_steps=8, method="gausslegendre")[0, i].sum()
@@ -332,11 +340,16 @@ def test_contrast_equals_the_difference_of_two_single_target_explanations(method
     from hfattr.hf.scores import register_score
 
     table = torch.tensor(alt)
-    handle = register_score("alt_logit", lambda logits, ids, step: logits.gather(
-        -1, table.to(logits.device)[step].unsqueeze(-1)).squeeze(-1))
+    handle = register_score(
+        "alt_logit",
+        lambda logits, ids, step: logits.gather(-1, table.to(logits.device)[step].unsqueeze(-1)).squeeze(-1),
+    )
     try:
-        foil = ex.explain(PROMPT, method=method, target=gen.target["generated_text"], score="alt_logit", **kw) \
-            if method != "lrp" else None
+        foil = (
+            ex.explain(PROMPT, method=method, target=gen.target["generated_text"], score="alt_logit", **kw)
+            if method != "lrp"
+            else None
+        )
     finally:
         handle.remove()
     if foil is not None:

@@ -18,22 +18,38 @@ NAN = math.nan
 
 def generation(tokens, P, scores, *, special=None, kind="generation") -> Result:
     G = len(tokens) - P
-    return Result(tokens=tokens, token_ids=list(range(len(tokens))), scores=torch.tensor(scores, dtype=torch.float64),
-                  special_mask=special or [False] * len(tokens), rows=tokens[P:],
-                  target={"kind": kind, "ids": list(range(P, P + G)), "tokens": tokens[P:],
-                          "positions": [P - 1 + j for j in range(G)], "generated_text": "", "prompt_length": P,
-                          "score": "logit"},
-                  probability=[0.5, 0.25, 0.5, 0.8][:G],
-                  extras={"step_scores": {"probability": [0.5, 0.25, 0.5, 0.8][:G],
-                                          "log_prob": [-1.0, -2.0, -3.0, -4.0][:G],
-                                          "entropy": [1.0, 2.0, 3.0, 4.0][:G], "rank": [1, 2, 3, 4][:G]}})
+    return Result(
+        tokens=tokens,
+        token_ids=list(range(len(tokens))),
+        scores=torch.tensor(scores, dtype=torch.float64),
+        special_mask=special or [False] * len(tokens),
+        rows=tokens[P:],
+        target={
+            "kind": kind,
+            "ids": list(range(P, P + G)),
+            "tokens": tokens[P:],
+            "positions": [P - 1 + j for j in range(G)],
+            "generated_text": "",
+            "prompt_length": P,
+            "score": "logit",
+        },
+        probability=[0.5, 0.25, 0.5, 0.8][:G],
+        extras={
+            "step_scores": {
+                "probability": [0.5, 0.25, 0.5, 0.8][:G],
+                "log_prob": [-1.0, -2.0, -3.0, -4.0][:G],
+                "entropy": [1.0, 2.0, 3.0, 4.0][:G],
+                "rank": [1, 2, 3, 4][:G],
+            }
+        },
+    )
 
 
 def triangle(G, P, seed=0):
     g = torch.Generator().manual_seed(seed)
     s = torch.randn(G, P + G, generator=g, dtype=torch.float64)
     for j in range(G):
-        s[j, P + j:] = NAN
+        s[j, P + j :] = NAN
     return s.tolist()
 
 
@@ -139,8 +155,16 @@ def test_attribute_dataset_with_generate_stores_one_matrix_per_row(tmp_path):
     texts = ["the movie was", "i did not like this film", "a"]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    attribute_dataset(ex, str(data), text_column="text", method="ablation", output_dir=tmp_path / "out",
-                      generate=3, progress=False, batch_size=2)
+    attribute_dataset(
+        ex,
+        str(data),
+        text_column="text",
+        method="ablation",
+        output_dir=tmp_path / "out",
+        generate=3,
+        progress=False,
+        batch_size=2,
+    )
     results = load_results(tmp_path / "out")
     assert len(results) == 3
     for text, got in zip(texts, results):
@@ -152,24 +176,56 @@ def test_attribute_dataset_with_generate_stores_one_matrix_per_row(tmp_path):
 def test_cli_generate_and_contrast(tmp_path, capsys):
     path = save_tiny("gpt2", tmp_path / "gpt2", "causal-lm")
     out = tmp_path / "r.json"
-    assert main(["explain", "the movie was", "--model", path, "--generate", "3", "--json", str(out),
-                 "--no-color"]) == 0
+    assert main(["explain", "the movie was", "--model", path, "--generate", "3", "--json", str(out), "--no-color"]) == 0
     r = Result.load(out)
     assert r.is_generation and r.scores.shape == (3, len(r.tokens)) and r.options["generate"] == 3
     capsys.readouterr()
     model, tok = tiny("gpt2")
     gen = Explainer(model, tok).explain("the movie was", generate=3)
     torch.testing.assert_close(r.scores, gen.scores, equal_nan=True, atol=1e-5, rtol=0)
-    assert main(["explain", "the movie was", "--model", path, "--target", " great", "--contrast", " bad",
-                 "--json", str(out), "--no-color"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "the movie was",
+                "--model",
+                path,
+                "--target",
+                " great",
+                "--contrast",
+                " bad",
+                "--json",
+                str(out),
+                "--no-color",
+            ]
+        )
+        == 0
+    )
     c = Result.load(out)
     assert c.target["score"] == "contrast" and c.target["contrast_tokens"] == ["bad"]
     assert main(["explain", "the movie was", "--model", path, "--target", " great", "--generate", "2"]) == 2
     assert "not both" in capsys.readouterr().err
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"text": "the movie was"}) + "\n")
-    assert main(["attribute-dataset", "--model", path, "--data", str(data), "--text-column", "text",
-                 "--output", str(tmp_path / "o"), "--generate", "2", "--no-progress",
-                 "--no-corpus-summary"]) == 0
+    assert (
+        main(
+            [
+                "attribute-dataset",
+                "--model",
+                path,
+                "--data",
+                str(data),
+                "--text-column",
+                "text",
+                "--output",
+                str(tmp_path / "o"),
+                "--generate",
+                "2",
+                "--no-progress",
+                "--no-corpus-summary",
+            ]
+        )
+        == 0
+    )
     (stored,) = load_results(tmp_path / "o")
     assert stored.is_generation and stored.scores.shape == (2, len(stored.tokens))

@@ -95,7 +95,7 @@ class DoublesInput(nn.Module):
 # --------------------------------------------------------------------------- neuron gradient
 def test_neuron_gradient_of_a_linear_before_an_inplace_relu_is_its_weight_row():
     net, x = _mlp(True), _x(5, 3)
-    assert ((net[0](x)[:, 0] < 0).any() and (net[0](x)[:, 0] > 0).any())  # the ReLU zeroes some rows
+    assert (net[0](x)[:, 0] < 0).any() and (net[0](x)[:, 0] > 0).any()  # the ReLU zeroes some rows
     ours = NeuronGradient(net, net[0]).attribute(x, 0)
     torch.testing.assert_close(ours, net[0].weight[0].detach().expand(5, 3), atol=ATOL, rtol=0)
     twin = _mlp(False)
@@ -126,8 +126,9 @@ def test_neuron_gradient_of_a_forward_that_changes_its_input_in_place():
 
 
 # --------------------------------------------------------------------------- layer ablation
-@pytest.mark.parametrize("make, layer", [(_mlp, lambda m: m[0]), (Residual, lambda m: m.fc1),
-                                         (Blocks, lambda m: m.blocks[1])])
+@pytest.mark.parametrize(
+    "make, layer", [(_mlp, lambda m: m[0]), (Residual, lambda m: m.fc1), (Blocks, lambda m: m.blocks[1])]
+)
 def test_layer_ablation_matches_captum_on_the_out_of_place_twin(make, layer):
     net, twin = make(True), make(False)
     x = _x(3, 3 if make is _mlp else 4)
@@ -161,8 +162,14 @@ def test_lrp_epsilon_factor_is_taken_before_an_inplace_residual_add():
     torch.testing.assert_close(ours, LRP(twin).attribute(x, target=1), atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("act", [lambda ip: nn.Hardtanh(-0.5, 0.5, inplace=ip), lambda ip: nn.ELU(inplace=ip),
-                                 lambda ip: nn.LeakyReLU(0.1, inplace=ip)])
+@pytest.mark.parametrize(
+    "act",
+    [
+        lambda ip: nn.Hardtanh(-0.5, 0.5, inplace=ip),
+        lambda ip: nn.ELU(inplace=ip),
+        lambda ip: nn.LeakyReLU(0.1, inplace=ip),
+    ],
+)
 def test_lrp_identity_rule_on_an_inplace_activation(act):
     nets = [_seeded(nn.Sequential(nn.Linear(3, 4), act(ip), nn.Linear(4, 2)), 9) for ip in (True, False)]
     x = _x(4, 3) * 2
@@ -204,15 +211,18 @@ def test_sig_of_a_forward_that_changes_its_input_in_place():
         def f(x):
             x = x.mul_(2) if inplace else x * 2
             return (x.tanh() @ w).sum(1)
+
         return f
 
     x = _x(2, 3, 4)
     kept = x.clone()
-    ours, delta = SequentialIntegratedGradients(forward(True)).attribute(x, target=1, n_steps=8,
-                                                                          return_convergence_delta=True)
+    ours, delta = SequentialIntegratedGradients(forward(True)).attribute(
+        x, target=1, n_steps=8, return_convergence_delta=True
+    )
     assert torch.equal(x, kept)
-    ref, ref_delta = SequentialIntegratedGradients(forward(False)).attribute(x, target=1, n_steps=8,
-                                                                             return_convergence_delta=True)
+    ref, ref_delta = SequentialIntegratedGradients(forward(False)).attribute(
+        x, target=1, n_steps=8, return_convergence_delta=True
+    )
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=0)
     torch.testing.assert_close(delta, ref_delta, atol=ATOL, rtol=0)
 
@@ -235,17 +245,18 @@ def test_lrp_site_relevance_is_read_before_an_inplace_change_downstream():
             if args:
                 return (new,) + tuple(args[1:]), kwargs
             return args, {**kwargs, "hidden_states": new}
+
         return pre
 
     out = []
     for inplace in (True, False):
         h = nxt.register_forward_pre_hook(shift(inplace), with_kwargs=True)
         try:
-            r = Explainer(model, tok).explain("the movie was great", method="lrp", composite="cp-lrp",
-                                              site="blocks.0")
+            r = Explainer(model, tok).explain("the movie was great", method="lrp", composite="cp-lrp", site="blocks.0")
         finally:
             h.remove()
         out.append(r)
-    torch.testing.assert_close(out[0].extras["site_relevance"]["blocks.0"],
-                               out[1].extras["site_relevance"]["blocks.0"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        out[0].extras["site_relevance"]["blocks.0"], out[1].extras["site_relevance"]["blocks.0"], atol=1e-6, rtol=1e-5
+    )
     torch.testing.assert_close(out[0].scores, out[1].scores, atol=1e-6, rtol=1e-5)

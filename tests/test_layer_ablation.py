@@ -24,6 +24,7 @@ CaptumLFA = captum_attr.LayerFeatureAblation
 
 from layer_helpers import ATOL, DT, _gen, _init, _randn, assert_close, one_thread  # noqa: F401
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     yield
@@ -118,9 +119,7 @@ X = _randn(4, 5, seed=10)
 @pytest.mark.parametrize("ppe", [1, 2, 3, 4, 5])
 def test_default_mask_matches_captum(to_input, ppe):
     net = Net()
-    ours, theirs = _both(
-        net, net.fc1, X, target=1, attribute_to_layer_input=to_input, perturbations_per_eval=ppe
-    )
+    ours, theirs = _both(net, net.fc1, X, target=1, attribute_to_layer_input=to_input, perturbations_per_eval=ppe)
     assert_close(ours, theirs)
     assert ours.shape == ((4, 5) if to_input else (4, 7))
     # and the captum result is itself a genuine drop: zeroing fc1's output unit 0
@@ -176,7 +175,12 @@ def test_layer_baselines_match_captum(baseline, ppe):
     net = Net()
     mask = torch.tensor([[0, 1, 1, 2, 3, 3, 4]])
     ours, theirs = _both(
-        net, net.fc1, X, target=0, layer_baselines=baseline, layer_mask=mask,
+        net,
+        net.fc1,
+        X,
+        target=0,
+        layer_baselines=baseline,
+        layer_mask=mask,
         perturbations_per_eval=ppe,
     )
     assert_close(ours, theirs)
@@ -207,16 +211,19 @@ def test_per_example_targets_match_captum_ppe1(target, ppe):
     assert_close(ours, theirs)
 
 
-@pytest.mark.parametrize(
-    "target", [(2, 4), [(0, 1), (3, 0), (1, 4)]], ids=["tuple", "list-of-tuples"]
-)
+@pytest.mark.parametrize("target", [(2, 4), [(0, 1), (3, 0), (1, 4)]], ids=["tuple", "list-of-tuples"])
 @pytest.mark.parametrize("ppe", [1, 2, 3])
 def test_tuple_targets_on_3d_output_match_captum(target, ppe):
     net = SeqNet()
     x = _randn(3, 4, 4, seed=6)
     mask = torch.arange(4).view(1, 4, 1)  # one group per position
     ours, theirs = _both(
-        net, net.proj, x, target=target, layer_mask=mask, perturbations_per_eval=ppe,
+        net,
+        net.proj,
+        x,
+        target=target,
+        layer_mask=mask,
+        perturbations_per_eval=ppe,
         captum_ppe=1 if isinstance(target, list) else None,
     )
     assert_close(ours, theirs)
@@ -229,13 +236,17 @@ def test_additional_forward_args_match_captum(ppe, to_input):
     net = Net()
     scale = _randn(4, 1, seed=7)  # per-example tensor arg: must be expanded with the batch
     ours, theirs = _both(
-        net, net.fc1, X, target=1, additional_forward_args=(scale, 0.3),
-        attribute_to_layer_input=to_input, perturbations_per_eval=ppe,
+        net,
+        net.fc1,
+        X,
+        target=1,
+        additional_forward_args=(scale, 0.3),
+        attribute_to_layer_input=to_input,
+        perturbations_per_eval=ppe,
     )
     assert_close(ours, theirs)
     # a single non-tuple additional arg
-    ours1, theirs1 = _both(net, net.fc1, X, target=1, additional_forward_args=scale,
-                           perturbations_per_eval=ppe)
+    ours1, theirs1 = _both(net, net.fc1, X, target=1, additional_forward_args=scale, perturbations_per_eval=ppe)
     assert_close(ours1, theirs1)
     # the extra arguments really reach the model
     plain = LayerFeatureAblation(net, net.fc1).attribute(X, target=1, perturbations_per_eval=ppe)
@@ -271,8 +282,9 @@ def test_layer_returning_two_tensors_gives_tuple(ppe):
     # grouped, with tuple masks and tuple baselines
     masks = (torch.tensor([[0, 1, 1]]), torch.tensor([[2, 3]]))
     base = (0.25, _randn(1, 2, seed=3))
-    ours, theirs = _both(net, net.split, x, target=1, layer_mask=masks, layer_baselines=base,
-                         perturbations_per_eval=ppe)
+    ours, theirs = _both(
+        net, net.split, x, target=1, layer_mask=masks, layer_baselines=base, perturbations_per_eval=ppe
+    )
     assert_close(ours, theirs)
 
 
@@ -282,9 +294,12 @@ def test_ppe_1_to_5_identical(to_input):
     scale = _randn(4, 1, seed=11)
     results = [
         LayerFeatureAblation(net, net.fc1).attribute(
-            X, target=[0, 1, 2, 0], additional_forward_args=(scale,),
+            X,
+            target=[0, 1, 2, 0],
+            additional_forward_args=(scale,),
             layer_mask=torch.tensor([[0, 1, 2, 0, 1]]) if to_input else torch.tensor([[0, 1, 2, 3, 4, 5, 6]]),
-            attribute_to_layer_input=to_input, perturbations_per_eval=ppe,
+            attribute_to_layer_input=to_input,
+            perturbations_per_eval=ppe,
         )
         for ppe in range(1, 6)
     ]
@@ -316,10 +331,12 @@ def test_in_place_use_of_the_layer_value_does_not_corrupt_attributions(ppe):
         base = net(X)[:, 0]
         drops = []
         for j in range(7):
+
             def hook(m, a, out, j=j):
                 out = out.clone()
                 out[:, j] = 0
                 return out
+
             h = net.fc1.register_forward_hook(hook)
             try:
                 drops.append(base - net(X)[:, 0])

@@ -27,9 +27,11 @@ CaptumLFA = captum_attr.LayerFeatureAblation
 
 from layer_helpers import ATOL, DT, _gen, _init, _randn, assert_close, one_thread  # noqa: F401
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     yield
+
 
 # ---------------------------------------------------------------------------------------------
 # 2. every zoo architecture against a direct computation
@@ -41,28 +43,52 @@ TOKEN = 17  # an arbitrary vocabulary id used as the next-token target
 
 # label -> attribute path, per family; t5 layer[0] / block return (hidden, position_bias, None)
 PARTS = {
-    "bert": {"attn": "bert.encoder.layer.0.attention", "mlp": "bert.encoder.layer.0.intermediate",
-             "mlp_out": "bert.encoder.layer.0.output", "block": "bert.encoder.layer.0"},
-    "roberta": {"attn": "roberta.encoder.layer.1.attention", "mlp": "roberta.encoder.layer.1.intermediate",
-                "block": "roberta.encoder.layer.1"},
-    "distilbert": {"attn": "distilbert.transformer.layer.0.attention",
-                   "mlp": "distilbert.transformer.layer.0.ffn", "block": "distilbert.transformer.layer.0"},
+    "bert": {
+        "attn": "bert.encoder.layer.0.attention",
+        "mlp": "bert.encoder.layer.0.intermediate",
+        "mlp_out": "bert.encoder.layer.0.output",
+        "block": "bert.encoder.layer.0",
+    },
+    "roberta": {
+        "attn": "roberta.encoder.layer.1.attention",
+        "mlp": "roberta.encoder.layer.1.intermediate",
+        "block": "roberta.encoder.layer.1",
+    },
+    "distilbert": {
+        "attn": "distilbert.transformer.layer.0.attention",
+        "mlp": "distilbert.transformer.layer.0.ffn",
+        "block": "distilbert.transformer.layer.0",
+    },
     "gpt2": {"attn": "transformer.h.0.attn", "mlp": "transformer.h.0.mlp", "block": "transformer.h.0"},
     "llama": {"attn": "model.layers.0.self_attn", "mlp": "model.layers.0.mlp", "block": "model.layers.0"},
     "qwen2": {"attn": "model.layers.1.self_attn", "mlp": "model.layers.1.mlp", "block": "model.layers.1"},
-    "bart": {"attn": "model.encoder.layers.0.self_attn", "mlp": "model.encoder.layers.0.fc2",
-             "block": "model.encoder.layers.0", "dec_cross": "model.decoder.layers.0.encoder_attn",
-             "dec_block": "model.decoder.layers.1"},
-    "t5": {"attn": "encoder.block.0.layer.0", "attn_core": "encoder.block.0.layer.0.SelfAttention",
-           "mlp": "encoder.block.0.layer.1", "block": "encoder.block.0",
-           "dec_cross": "decoder.block.0.layer.1", "dec_mlp": "decoder.block.1.layer.2"},
+    "bart": {
+        "attn": "model.encoder.layers.0.self_attn",
+        "mlp": "model.encoder.layers.0.fc2",
+        "block": "model.encoder.layers.0",
+        "dec_cross": "model.decoder.layers.0.encoder_attn",
+        "dec_block": "model.decoder.layers.1",
+    },
+    "t5": {
+        "attn": "encoder.block.0.layer.0",
+        "attn_core": "encoder.block.0.layer.0.SelfAttention",
+        "mlp": "encoder.block.0.layer.1",
+        "block": "encoder.block.0",
+        "dec_cross": "decoder.block.0.layer.1",
+        "dec_mlp": "decoder.block.1.layer.2",
+    },
 }
 
 # where each family's attention module receives its hidden states: positional 0 or a kwarg
 ATTN_INPUT = {
-    "bert": ("attn", 0), "roberta": ("attn", 0), "distilbert": ("attn", 0), "gpt2": ("attn", 0),
-    "llama": ("attn", "hidden_states"), "qwen2": ("attn", "hidden_states"),
-    "bart": ("attn", 0), "t5": ("attn_core", 0),
+    "bert": ("attn", 0),
+    "roberta": ("attn", 0),
+    "distilbert": ("attn", 0),
+    "gpt2": ("attn", 0),
+    "llama": ("attn", "hidden_states"),
+    "qwen2": ("attn", "hidden_states"),
+    "bart": ("attn", 0),
+    "t5": ("attn_core", 0),
 }
 
 CASES = [(arch, label) for arch, parts in PARTS.items() for label in parts]
@@ -113,7 +139,6 @@ class TwiceNet(nn.Module):
         return self.head(self.lin(torch.tanh(self.lin(x))))
 
 
-
 @functools.lru_cache(maxsize=None)
 def _zoo(arch: str):
     """(model in float64, tokenizer); shared between tests, never mutated."""
@@ -129,8 +154,9 @@ class Seq2SeqLogits(nn.Module):
         self.model = model
 
     def forward(self, input_ids: Tensor, decoder_input_ids: Tensor, attention_mask=None) -> Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                         decoder_input_ids=decoder_input_ids, use_cache=False)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, use_cache=False
+        )
         return out.logits[:, -1]
 
 
@@ -144,12 +170,15 @@ def _setup(arch: str, texts=(TEXT,)):
         dec = torch.tensor([[start, 9, 23, 40]]).expand(ids.shape[0], 4).contiguous()
         return Seq2SeqLogits(model), ids, (dec,), TOKEN
     if hasattr(model, "lm_head"):
+
         def causal(x, mask=None):
             return model(input_ids=x, attention_mask=mask, use_cache=False).logits[:, -1]
+
         return causal, ids, None, TOKEN
 
     def classify(x, mask=None):
         return model(input_ids=x, attention_mask=mask).logits
+
     return classify, ids, None, 1
 
 
@@ -167,6 +196,7 @@ def _zero_at(p: int, baseline: float):
         t = t.clone()
         t[:, p] = baseline
         return t
+
     return fn
 
 
@@ -175,12 +205,16 @@ def _layer_first_tensor(fn, args, module, *, where=None) -> Tensor:
     seen = []
 
     if where is None:
+
         def hook(m, a, out):
             seen.append(out if isinstance(out, Tensor) else next(v for v in out if isinstance(v, Tensor)))
+
         h = module.register_forward_hook(hook)
     else:
+
         def hook(m, a, kw):
             seen.append(a[where] if isinstance(where, int) else kw[where])
+
         h = module.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
@@ -212,12 +246,14 @@ def direct_position_drops(fn, args, target, module, n_pos, *, where=None, baseli
             if where is None:
                 h = module.register_forward_hook(lambda m, a, out, edit=edit: _edit_first_tensor(out, edit))
             else:
+
                 def pre(m, a, kw, edit=edit):
                     if isinstance(where, int):
-                        a = a[:where] + (edit(a[where]),) + a[where + 1:]
+                        a = a[:where] + (edit(a[where]),) + a[where + 1 :]
                     else:
                         kw = {**kw, where: edit(kw[where])}
                     return a, kw
+
                 h = module.register_forward_pre_hook(pre, with_kwargs=True)
             try:
                 cols.append(base - pick(fn(*args)))
@@ -246,8 +282,12 @@ def test_zoo_position_ablation_matches_direct(arch, label):
     assert drops.abs().max() > 1e-6, "the module should matter for the target"
     for ppe in (1, 4):
         attr = LayerFeatureAblation(fn, module).attribute(
-            ids, target=target, additional_forward_args=extra, layer_mask=mask,
-            layer_baselines=0.0, perturbations_per_eval=ppe,
+            ids,
+            target=target,
+            additional_forward_args=extra,
+            layer_mask=mask,
+            layer_baselines=0.0,
+            perturbations_per_eval=ppe,
         )
         assert attr.shape == value.shape
         _check_against_direct(attr, drops)
@@ -267,8 +307,12 @@ def test_zoo_attention_input_matches_direct(arch):
     assert drops.abs().max() > 1e-6
     for ppe in (1, 3):
         attr = LayerFeatureAblation(fn, module).attribute(
-            ids, target=target, additional_forward_args=extra, layer_mask=mask,
-            attribute_to_layer_input=True, perturbations_per_eval=ppe,
+            ids,
+            target=target,
+            additional_forward_args=extra,
+            layer_mask=mask,
+            attribute_to_layer_input=True,
+            perturbations_per_eval=ppe,
         )
         assert attr.shape == value.shape
         _check_against_direct(attr, drops)
@@ -282,6 +326,7 @@ def test_llama_attention_input_is_a_kwarg():
 
     def pre(m, a, kw):
         seen["args"], seen["kw"] = a, kw
+
     h = model.model.layers[0].self_attn.register_forward_pre_hook(pre, with_kwargs=True)
     try:
         with torch.no_grad():
@@ -299,7 +344,10 @@ def test_zoo_nonzero_baseline_matches_direct():
     n = ids.shape[1]
     drops = direct_position_drops(fn, (ids,), target, module, n, baseline=0.5)
     attr = LayerFeatureAblation(fn, module).attribute(
-        ids, target=target, layer_mask=torch.arange(n).view(1, n, 1), layer_baselines=0.5,
+        ids,
+        target=target,
+        layer_mask=torch.arange(n).view(1, n, 1),
+        layer_baselines=0.5,
         perturbations_per_eval=2,
     )
     _check_against_direct(attr, drops)
@@ -323,14 +371,18 @@ def test_t5_decoder_block_attributes_to_hidden_state_only():
     drops = direct_position_drops(fn, args, TOKEN, module, 4)
     for ppe in (1, 2):
         attr = LayerFeatureAblation(fn, module).attribute(
-            ids, target=TOKEN, additional_forward_args=(dec, am),
-            layer_mask=torch.arange(4).view(1, 4, 1), perturbations_per_eval=ppe,
+            ids,
+            target=TOKEN,
+            additional_forward_args=(dec, am),
+            layer_mask=torch.arange(4).view(1, 4, 1),
+            perturbations_per_eval=ppe,
         )
         _check_against_direct(attr, drops)
 
 
-@pytest.mark.parametrize("arch,path", [("bert", "bert.encoder.layer.0.attention"),
-                                       ("llama", "model.layers.0.self_attn")])
+@pytest.mark.parametrize(
+    "arch,path", [("bert", "bert.encoder.layer.0.attention"), ("llama", "model.layers.0.self_attn")]
+)
 def test_eager_attention_two_tensors_like_captum_and_same_hidden_part(arch, path):
     """Eager attention returns (hidden, attention probabilities): two tensors, so (as in captum)
     both are attributed and the result is a tuple; its hidden-state part equals the sdpa
@@ -341,31 +393,42 @@ def test_eager_attention_two_tensors_like_captum_and_same_hidden_part(arch, path
     ids = tok([TEXT], return_tensors="pt")["input_ids"]
     n = ids.shape[1]
     if hasattr(eager, "lm_head"):
+
         def fe(x):
             return eager(input_ids=x, use_cache=False).logits[:, -1]
+
         def fs(x):
             return sdpa(input_ids=x, use_cache=False).logits[:, -1]
+
         target = TOKEN
     else:
+
         def fe(x):
             return eager(input_ids=x).logits
+
         def fs(x):
             return sdpa(input_ids=x).logits
+
         target = 1
     pos = torch.arange(n).view(1, n, 1)
     masks = (pos, torch.arange(n).view(1, 1, n, 1) + n)  # probabilities: one group per query row
-    ours, theirs = _both(fe, eager.get_submodule(path), ids, target=target, layer_mask=masks,
-                         perturbations_per_eval=3)
+    ours, theirs = _both(fe, eager.get_submodule(path), ids, target=target, layer_mask=masks, perturbations_per_eval=3)
     assert isinstance(ours, tuple) and len(ours) == 2
     assert_close(ours, theirs)
-    single = LayerFeatureAblation(fs, sdpa.get_submodule(path)).attribute(
-        ids, target=target, layer_mask=pos)
+    single = LayerFeatureAblation(fs, sdpa.get_submodule(path)).attribute(ids, target=target, layer_mask=pos)
     torch.testing.assert_close(ours[0], single, atol=ATOL, rtol=0)
 
 
 # modules returning a single tensor, where captum works too
-CAPTUM_OK = [("bert", "mlp"), ("bert", "block"), ("distilbert", "mlp"), ("gpt2", "mlp"),
-             ("llama", "block"), ("bart", "mlp"), ("t5", "mlp")]
+CAPTUM_OK = [
+    ("bert", "mlp"),
+    ("bert", "block"),
+    ("distilbert", "mlp"),
+    ("gpt2", "mlp"),
+    ("llama", "block"),
+    ("bart", "mlp"),
+    ("t5", "mlp"),
+]
 
 
 @pytest.mark.parametrize("arch,label", CAPTUM_OK)
@@ -375,8 +438,9 @@ def test_zoo_single_tensor_modules_match_captum(arch, label):
     module = model.get_submodule(PARTS[arch][label])
     n = _layer_first_tensor(fn, (ids,) + (extra or ()), module).shape[1]
     mask = torch.arange(n).view(1, n, 1)
-    ours, theirs = _both(fn, module, ids, target=target, additional_forward_args=extra,
-                         layer_mask=mask, perturbations_per_eval=2)
+    ours, theirs = _both(
+        fn, module, ids, target=target, additional_forward_args=extra, layer_mask=mask, perturbations_per_eval=2
+    )
     assert_close(ours, theirs)
 
 
@@ -387,8 +451,9 @@ def test_bert_output_inputs_are_a_tuple_of_two_like_captum():
     module = model.bert.encoder.layer[0].output
     n = ids.shape[1]
     masks = (torch.arange(n).view(1, n, 1), torch.arange(n).view(1, n, 1) + n)
-    ours, theirs = _both(fn, module, ids, target=target, layer_mask=masks,
-                         attribute_to_layer_input=True, perturbations_per_eval=3)
+    ours, theirs = _both(
+        fn, module, ids, target=target, layer_mask=masks, attribute_to_layer_input=True, perturbations_per_eval=3
+    )
     assert isinstance(ours, tuple) and len(ours) == 2
     assert ours[0].shape[-1] == 64 and ours[1].shape[-1] == 32
     assert_close(ours, theirs)
@@ -415,8 +480,11 @@ def test_per_example_targets_batch_with_attention_mask(target):
     results = []
     for ppe in (1, 2, 3):
         attr = LayerFeatureAblation(fn, module).attribute(
-            ids, target=target, additional_forward_args=(am,),
-            layer_mask=torch.arange(n).view(1, n, 1), perturbations_per_eval=ppe,
+            ids,
+            target=target,
+            additional_forward_args=(am,),
+            layer_mask=torch.arange(n).view(1, n, 1),
+            perturbations_per_eval=ppe,
         )
         _check_against_direct(attr, drops)
         results.append(attr)
@@ -446,8 +514,12 @@ def test_per_example_targets_kwarg_layer_input_left_padded_batch(target):
     results = []
     for ppe in (1, 2, 3):
         attr = LayerFeatureAblation(fn, module).attribute(
-            ids, target=target, additional_forward_args=(am,), attribute_to_layer_input=True,
-            layer_mask=torch.arange(n).view(1, n, 1), perturbations_per_eval=ppe,
+            ids,
+            target=target,
+            additional_forward_args=(am,),
+            attribute_to_layer_input=True,
+            layer_mask=torch.arange(n).view(1, n, 1),
+            perturbations_per_eval=ppe,
         )
         _check_against_direct(attr, drops)
         results.append(attr)
@@ -473,8 +545,11 @@ def test_per_example_tuple_targets_on_lm_logits():
         base = fn(ids, am)
     for ppe in (1, 2, 3):
         attr = LayerFeatureAblation(fn, module).attribute(
-            ids, target=target, additional_forward_args=(am,),
-            layer_mask=torch.arange(n).view(1, n, 1), perturbations_per_eval=ppe,
+            ids,
+            target=target,
+            additional_forward_args=(am,),
+            layer_mask=torch.arange(n).view(1, n, 1),
+            perturbations_per_eval=ppe,
         )
         base_results.append(attr)
     for r in base_results[1:]:
@@ -482,10 +557,12 @@ def test_per_example_tuple_targets_on_lm_logits():
     # direct check of one position per example
     for b, (pos, tok_id) in enumerate(target):
         for p in (0, pos):
+
             def hook(m, a, out, p=p):
                 out = out.clone()
                 out[:, p] = 0
                 return out
+
             h = module.register_forward_hook(hook)
             try:
                 with torch.no_grad():
@@ -556,6 +633,7 @@ def test_bad_arguments_have_clear_errors(kwargs, exc, match):
 def _llama_fn(model):
     def fn(x):
         return model(input_ids=x, use_cache=False).logits[:, -1]
+
     return fn
 
 
@@ -568,23 +646,34 @@ def test_accelerate_dispatch_with_offload_matches_plain_model():
     fresh = fresh.double().eval()
     n = ids.shape[1]
     mask = torch.arange(n).view(1, n, 1)
-    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "cpu",
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        dispatched = dispatch_model(fresh, device_map=device_map, main_device="cpu",
-                                    offload_dir=tmp, offload_buffers=True)
+        dispatched = dispatch_model(
+            fresh, device_map=device_map, main_device="cpu", offload_dir=tmp, offload_buffers=True
+        )
         assert dispatched.model.layers[1].self_attn.q_proj.weight.device.type == "meta"
         assert hasattr(dispatched.model.layers[1], "_hf_hook")
         for path in ("model.layers.0.self_attn", "model.layers.1.self_attn", "model.layers.1.mlp"):
             expected = LayerFeatureAblation(_llama_fn(plain), plain.get_submodule(path)).attribute(
-                ids, target=target, layer_mask=mask)
+                ids, target=target, layer_mask=mask
+            )
             got = LayerFeatureAblation(_llama_fn(dispatched), dispatched.get_submodule(path)).attribute(
-                ids, target=target, layer_mask=mask, perturbations_per_eval=3)
+                ids, target=target, layer_mask=mask, perturbations_per_eval=3
+            )
             torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
         got_in = LayerFeatureAblation(_llama_fn(dispatched), dispatched.model.layers[1].self_attn).attribute(
-            ids, target=target, layer_mask=mask, attribute_to_layer_input=True, perturbations_per_eval=2)
+            ids, target=target, layer_mask=mask, attribute_to_layer_input=True, perturbations_per_eval=2
+        )
     exp_in = LayerFeatureAblation(_llama_fn(plain), plain.model.layers[1].self_attn).attribute(
-        ids, target=target, layer_mask=mask, attribute_to_layer_input=True)
+        ids, target=target, layer_mask=mask, attribute_to_layer_input=True
+    )
     torch.testing.assert_close(got_in, exp_in, atol=ATOL, rtol=0)
 
 
@@ -601,9 +690,11 @@ def test_accelerate_cpu_offload_matches_plain_model():
     mask = torch.arange(n).view(1, n, 1)
     for path in ("bert.encoder.layer.0.attention", "bert.encoder.layer.1"):
         expected = LayerFeatureAblation(fn_plain, plain.get_submodule(path)).attribute(
-            ids, target=target, layer_mask=mask)
+            ids, target=target, layer_mask=mask
+        )
         got = LayerFeatureAblation(lambda x: fresh(input_ids=x).logits, fresh.get_submodule(path)).attribute(
-            ids, target=target, layer_mask=mask, perturbations_per_eval=2)
+            ids, target=target, layer_mask=mask, perturbations_per_eval=2
+        )
         torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
 
 
@@ -626,7 +717,8 @@ def test_data_parallel_on_cpu():
     expected = CaptumLFA(net, net.fc1).attribute(X, target=2, layer_mask=mask)
     for ppe in (1, 3):
         got = LayerFeatureAblation(dp, dp.module.fc1).attribute(
-            X, target=2, layer_mask=mask, perturbations_per_eval=ppe)
+            X, target=2, layer_mask=mask, perturbations_per_eval=ppe
+        )
         torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
 
 
@@ -638,7 +730,8 @@ def test_data_parallel_hf_model_on_cpu():
     mask = torch.arange(n).view(1, n, 1)
     module = model.distilbert.transformer.layer[0].attention
     expected = LayerFeatureAblation(fn, module).attribute(ids, target=target, layer_mask=mask)
-    lfa = LayerFeatureAblation(lambda x: dp(input_ids=x).logits,
-                               dp.module.distilbert.transformer.layer[0].attention, device_ids=[])
+    lfa = LayerFeatureAblation(
+        lambda x: dp(input_ids=x).logits, dp.module.distilbert.transformer.layer[0].attention, device_ids=[]
+    )
     got = lfa.attribute(ids, target=target, layer_mask=mask, perturbations_per_eval=2)
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)

@@ -139,17 +139,27 @@ C = captum_rules
 RULE_SETS = {
     "defaults": {},
     "gamma-conv1": {"conv1": (C.GammaRule, GammaRule)},
-    "gamma-zero-bias": {"conv2": (lambda: C.GammaRule(gamma=0.7, set_bias_to_zero=True),
-                                  lambda: GammaRule(gamma=0.7, set_bias_to_zero=True))},
+    "gamma-zero-bias": {
+        "conv2": (
+            lambda: C.GammaRule(gamma=0.7, set_bias_to_zero=True),
+            lambda: GammaRule(gamma=0.7, set_bias_to_zero=True),
+        )
+    },
     "alpha1beta0-fc1": {"fc1": (C.Alpha1_Beta0_Rule, Alpha1_Beta0_Rule)},
-    "alpha1beta0-zero-bias": {"fc2": (lambda: C.Alpha1_Beta0_Rule(set_bias_to_zero=True),
-                                      lambda: Alpha1_Beta0_Rule(set_bias_to_zero=True))},
+    "alpha1beta0-zero-bias": {
+        "fc2": (lambda: C.Alpha1_Beta0_Rule(set_bias_to_zero=True), lambda: Alpha1_Beta0_Rule(set_bias_to_zero=True))
+    },
     "identity-bn": {"bn": (C.IdentityRule, IdentityRule)},
-    "epsilon-large": {"conv2": (lambda: C.EpsilonRule(0.1), lambda: EpsilonRule(0.1)),
-                      "fc1": (lambda: C.EpsilonRule(1.0), lambda: EpsilonRule(1.0))},
-    "mixed": {"conv1": (lambda: C.GammaRule(0.1), lambda: GammaRule(0.1)), "bn": (C.IdentityRule, IdentityRule),
-              "conv2": (lambda: C.EpsilonRule(0.01), lambda: EpsilonRule(0.01)),
-              "fc1": (C.Alpha1_Beta0_Rule, Alpha1_Beta0_Rule)},
+    "epsilon-large": {
+        "conv2": (lambda: C.EpsilonRule(0.1), lambda: EpsilonRule(0.1)),
+        "fc1": (lambda: C.EpsilonRule(1.0), lambda: EpsilonRule(1.0)),
+    },
+    "mixed": {
+        "conv1": (lambda: C.GammaRule(0.1), lambda: GammaRule(0.1)),
+        "bn": (C.IdentityRule, IdentityRule),
+        "conv2": (lambda: C.EpsilonRule(0.01), lambda: EpsilonRule(0.01)),
+        "fc1": (C.Alpha1_Beta0_Rule, Alpha1_Beta0_Rule),
+    },
 }
 
 
@@ -182,8 +192,11 @@ def test_convergence_delta_equals_captum():
 def test_tanh_dropout_net_equals_captum():
     net = TanhNet()
     x = torch.randn(5, 7, generator=torch.Generator().manual_seed(8), dtype=D64)
-    for rules in ({}, {"fc1": (lambda: C.EpsilonRule(0.25), lambda: EpsilonRule(0.25))},
-                  {"fc2": (C.GammaRule, GammaRule)}):
+    for rules in (
+        {},
+        {"fc1": (lambda: C.EpsilonRule(0.25), lambda: EpsilonRule(0.25))},
+        {"fc2": (C.GammaRule, GammaRule)},
+    ):
         got, want = _both(net, rules, x, target=[0, 1, 2, 1, 0])
         _close(got, want)
 
@@ -195,8 +208,9 @@ def test_tuple_inputs_and_additional_args_equal_captum():
     b = torch.randn(2, 5, generator=g, dtype=D64)
     rules = {"fc_b": (C.GammaRule, GammaRule)}
     for flag in (False, True):
-        (got, d_got), (want, d_want) = _both(net, rules, (a, b), target=1, additional_forward_args=(flag,),
-                                             return_convergence_delta=True)
+        (got, d_got), (want, d_want) = _both(
+            net, rules, (a, b), target=1, additional_forward_args=(flag,), return_convergence_delta=True
+        )
         _close(got, want)
         torch.testing.assert_close(d_got, d_want.detach(), **TOL)
 

@@ -134,8 +134,9 @@ def test_identity_rule_passes_relevance_unchanged(act):
             return self.post(self.act(self.pre(x)))
 
     m = Wrap()
-    r_in, r_out, r_x = _relevance_around(m.act, m, _randn(5, 4, seed=4), composite="attnlrp",
-                                         rules={type(act): IdentityRule()})
+    r_in, r_out, r_x = _relevance_around(
+        m.act, m, _randn(5, 4, seed=4), composite="attnlrp", rules={type(act): IdentityRule()}
+    )
     torch.testing.assert_close(r_in, r_out, atol=1e-12, rtol=1e-10)
     # bias-free linear maps with ε -> 0 conserve: input relevance sums to the same total
     torch.testing.assert_close(r_x.sum(), r_out.sum(), atol=1e-6, rtol=1e-6)
@@ -383,8 +384,9 @@ def test_rules_keys_by_type_name_glob_and_precedence():
     net = TwoLayer()
     net.fc1.rule = EpsilonRule(0.5)  # module.rule wins over rules=
     net.fc2.rule = EpsilonRule(0.5)
-    torch.testing.assert_close(LRP(net, rules={nn.Linear: EpsilonRule(3.0)}).attribute(x, target=0), base,
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        LRP(net, rules={nn.Linear: EpsilonRule(3.0)}).attribute(x, target=0), base, atol=0, rtol=0
+    )
     assert not torch.allclose(LRP(TwoLayer(), rules={nn.Linear: EpsilonRule(3.0)}).attribute(x, target=0), base)
 
 

@@ -25,8 +25,9 @@ def _registered():
     handle = hfattr.register_method("lrp", lrp, overwrite=True, needs_grad=True)
     yield
     handle.remove()
-    hfattr.register_method(before.name, before.fn, description=before.description, batched=before.batched,
-                           needs_grad=before.needs_grad)
+    hfattr.register_method(
+        before.name, before.fn, description=before.description, batched=before.batched, needs_grad=before.needs_grad
+    )
 
 
 def _bias_free(name: str, *, dtype=D64, **kw):
@@ -143,8 +144,10 @@ def capture_impl():
 
 
 # (OPT is left out: its learned position embeddings take relevance too; the CP-LRP test counts them)
-@pytest.mark.parametrize("name,bound", [("llama", 0.05), ("qwen2", 0.05), ("mistral", 0.05), ("gpt_neox", 0.05),
-                                        ("phi3", 0.1), ("gemma2", 0.8)])
+@pytest.mark.parametrize(
+    "name,bound",
+    [("llama", 0.05), ("qwen2", 0.05), ("mistral", 0.05), ("gpt_neox", 0.05), ("phi3", 0.1), ("gemma2", 0.8)],
+)
 def test_attnlrp_conservation(name, bound, capture_impl):
     """AttnLRP loses exactly the softmax rule's bias term; at the standard init (0.02) that is within
     5% of the logit for most families (observed: Phi-3 8%, Gemma-2 66%: its attention is flatter).
@@ -160,8 +163,10 @@ def test_attnlrp_conservation(name, bound, capture_impl):
         total = rel.sum(-1)
         # relevance the softmax rule absorbs, per example (kernel gradients are 2x AttnLRP's here,
         # the q/k/v scalings sit at the kernel inputs)
-        absorbed = sum(0.5 * ((a * a.grad).sum((1, 2, 3)) - torch.where(a > 0, s * s.grad, 0.0).sum((1, 2, 3)))
-                       for s, a in CAPTURED)
+        absorbed = sum(
+            0.5 * ((a * a.grad).sum((1, 2, 3)) - torch.where(a > 0, s * s.grad, 0.0).sum((1, 2, 3)))
+            for s, a in CAPTURED
+        )
         assert len(CAPTURED) == m.config.num_hidden_layers
         torch.testing.assert_close(total + absorbed, score, rtol=1e-5, atol=0)
         if limit is not None:
@@ -174,8 +179,9 @@ def test_site_relevance_is_conserved_layer_by_layer():
         for n, p in m.named_parameters():
             if n.endswith("bias"):
                 p.zero_()
-    r = Explainer(m, tok).explain("the movie was great", method="lrp", composite="cp-lrp", target=" fun",
-                                  site=["blocks.0", "blocks.1"])
+    r = Explainer(m, tok).explain(
+        "the movie was great", method="lrp", composite="cp-lrp", target=" fun", site=["blocks.0", "blocks.1"]
+    )
     score = r.scores.nansum() + r.delta  # a one-token continuation: (1, P + 1), the last entry empty
     for site in ("blocks.0", "blocks.1"):
         torch.testing.assert_close(r.extras["site_relevance"][site].sum(), score, rtol=1e-4, atol=1e-6)
@@ -431,12 +437,14 @@ def test_verbose_lists_layers_and_attention_kernels(capsys):
     m = tiny_model("llama", num_layers=1)
     LRP(m, composite="cp-lrp").attribute(_ids(m, B=1, L=4), target=(-1, 3), verbose=True)
     out = capsys.readouterr().out
-    for line in ("NormRule() on layer model.layers.0.input_layernorm (LlamaRMSNorm)",
-                 "IdentityRule() on layer model.layers.0.mlp.act_fn",
-                 "ProductRule(kind='detach_gate') on layer model.layers.0.mlp (gated product)",
-                 "EpsilonRule(epsilon=0.0) on layer lm_head (Linear)",
-                 "no rule (plain gradient) on layer model.embed_tokens (Embedding)",
-                 "AttentionRule(kind='cp') on layer model.layers.0.self_attn (LlamaAttention, attention kernel)"):
+    for line in (
+        "NormRule() on layer model.layers.0.input_layernorm (LlamaRMSNorm)",
+        "IdentityRule() on layer model.layers.0.mlp.act_fn",
+        "ProductRule(kind='detach_gate') on layer model.layers.0.mlp (gated product)",
+        "EpsilonRule(epsilon=0.0) on layer lm_head (Linear)",
+        "no rule (plain gradient) on layer model.embed_tokens (Embedding)",
+        "AttentionRule(kind='cp') on layer model.layers.0.self_attn (LlamaAttention, attention kernel)",
+    ):
         assert "Applied " + line in out, line
 
 
@@ -449,6 +457,7 @@ def test_functional_tanh_in_classification_head_gets_the_identity_rule():
             t = args[0] if name == "out_in" else out
             t.retain_grad()
             seen[name] = t
+
         return hook
 
     x = m.get_input_embeddings()(_ids(m, B=2, L=6)).detach().requires_grad_(True)

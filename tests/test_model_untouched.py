@@ -72,8 +72,13 @@ def _module_hooks(m: nn.Module) -> tuple[int, ...]:
 
 def _global_hooks() -> tuple[int, ...]:
     mod = torch.nn.modules.module
-    names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-             "_global_backward_pre_hooks", "_global_forward_hooks_always_called")
+    names = (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+        "_global_forward_hooks_always_called",
+    )
     return tuple(len(getattr(mod, n, {})) for n in names)
 
 
@@ -150,6 +155,7 @@ def test_snapshot_detects_every_kind_of_change():
         def undo():
             with torch.no_grad():
                 w.copy_(old)
+
         return undo
 
     def tamper_grad():
@@ -167,8 +173,16 @@ def test_snapshot_detects_every_kind_of_change():
         return lambda: torch.set_grad_enabled(True)
 
     before = snapshot(model)
-    for tamper in (tamper_hook, tamper_kwargs_pre_hook, tamper_eval, tamper_requires_grad,
-                   tamper_value, tamper_grad, tamper_attn, tamper_grad_mode):
+    for tamper in (
+        tamper_hook,
+        tamper_kwargs_pre_hook,
+        tamper_eval,
+        tamper_requires_grad,
+        tamper_value,
+        tamper_grad,
+        tamper_attn,
+        tamper_grad_mode,
+    ):
         undo = tamper()
         try:
             with pytest.raises(AssertionError):
@@ -226,13 +240,16 @@ def _forwards(model):
 
         def on_emb(e, d):
             return model(inputs_embeds=e, decoder_input_ids=d, use_cache=False).logits[:, -1]
+
         return on_ids, on_emb, (dec,), TOKEN
     if _is_lm(model):
+
         def on_ids(x):
             return model(input_ids=x, use_cache=False).logits[:, -1]
 
         def on_emb(e):
             return model(inputs_embeds=e, use_cache=False).logits[:, -1]
+
         return on_ids, on_emb, None, TOKEN
 
     def on_ids(x):
@@ -240,6 +257,7 @@ def _forwards(model):
 
     def on_emb(e):
         return model(inputs_embeds=e).logits
+
     return on_ids, on_emb, None, 1
 
 
@@ -267,26 +285,44 @@ def _calls(model, arch: str):
         selector = lambda v: v[0][:, 1, 3]  # noqa: E731
     return {
         "feature_ablation_ids": lambda: FeatureAblation(on_ids).attribute(
-            ids, baselines=pad, target=target, additional_forward_args=extra,
-            feature_mask=torch.arange(n).view(1, n), perturbations_per_eval=3),
+            ids,
+            baselines=pad,
+            target=target,
+            additional_forward_args=extra,
+            feature_mask=torch.arange(n).view(1, n),
+            perturbations_per_eval=3,
+        ),
         "feature_ablation_embeds": lambda: FeatureAblation(on_emb).attribute(
-            emb, target=target, additional_forward_args=extra,
-            feature_mask=torch.arange(n).view(1, n, 1), perturbations_per_eval=2),
+            emb,
+            target=target,
+            additional_forward_args=extra,
+            feature_mask=torch.arange(n).view(1, n, 1),
+            perturbations_per_eval=2,
+        ),
         "layer_ablation_output": lambda: LayerFeatureAblation(on_ids, attn).attribute(
-            ids, target=target, additional_forward_args=extra,
-            layer_mask=attn_mask, perturbations_per_eval=4),
+            ids, target=target, additional_forward_args=extra, layer_mask=attn_mask, perturbations_per_eval=4
+        ),
         "layer_ablation_input": lambda: LayerFeatureAblation(on_ids, attn).attribute(
-            ids, target=target, additional_forward_args=extra,
-            layer_mask=torch.arange(n).view(1, n, 1), attribute_to_layer_input=True),
+            ids,
+            target=target,
+            additional_forward_args=extra,
+            layer_mask=torch.arange(n).view(1, n, 1),
+            attribute_to_layer_input=True,
+        ),
         "layer_ablation_later_block": lambda: LayerFeatureAblation(on_ids, later).attribute(
-            ids, target=target, additional_forward_args=extra, layer_mask=torch.tensor(0)
-            .view(1, 1, 1), perturbations_per_eval=2),
-        "neuron_gradient": lambda: NeuronGradient(on_emb, attn).attribute(
-            emb, selector, additional_forward_args=extra),
+            ids,
+            target=target,
+            additional_forward_args=extra,
+            layer_mask=torch.tensor(0).view(1, 1, 1),
+            perturbations_per_eval=2,
+        ),
+        "neuron_gradient": lambda: NeuronGradient(on_emb, attn).attribute(emb, selector, additional_forward_args=extra),
         "neuron_gradient_input": lambda: NeuronGradient(on_emb, attn).attribute(
-            emb, (0, 2), additional_forward_args=extra, attribute_to_neuron_input=True),
+            emb, (0, 2), additional_forward_args=extra, attribute_to_neuron_input=True
+        ),
         "neuron_gradient_later_block": lambda: NeuronGradient(on_emb, later).attribute(
-            emb, lambda v: v[:, 0].sum(-1), additional_forward_args=extra),
+            emb, lambda v: v[:, 0].sum(-1), additional_forward_args=extra
+        ),
     }
 
 
@@ -345,8 +381,7 @@ class Boom(Exception):
 class _RaiseOnCall:
     """A forward (pre-)hook raising ``exc`` at the module's ``k``-th call."""
 
-    def __init__(self, module: nn.Module, k: int, exc: type[BaseException] = Boom, *,
-                 pre: bool = False) -> None:
+    def __init__(self, module: nn.Module, k: int, exc: type[BaseException] = Boom, *, pre: bool = False) -> None:
         self.module, self.k, self.exc, self.calls, self.pre = module, k, exc, 0, pre
 
     def __enter__(self):
@@ -354,6 +389,7 @@ class _RaiseOnCall:
             self.calls += 1
             if self.calls == self.k:
                 raise self.exc(f"boom at call {self.k}")
+
         if self.pre:
             self.handle = self.module.register_forward_pre_hook(hook)
         else:
@@ -365,9 +401,13 @@ class _RaiseOnCall:
 
 
 RAISING = [
-    ("feature_ablation_ids", 1), ("feature_ablation_ids", 3),
-    ("layer_ablation_output", 1), ("layer_ablation_output", 2), ("layer_ablation_output", 3),
-    ("layer_ablation_input", 3), ("layer_ablation_later_block", 3),
+    ("feature_ablation_ids", 1),
+    ("feature_ablation_ids", 3),
+    ("layer_ablation_output", 1),
+    ("layer_ablation_output", 2),
+    ("layer_ablation_output", 3),
+    ("layer_ablation_input", 3),
+    ("layer_ablation_later_block", 3),
 ]
 
 
@@ -403,8 +443,7 @@ def test_neuron_gradient_raising_leaves_model_untouched(arch):
     calls = _calls(model, arch)
     attn = model.get_submodule(ATTN[arch][0])
     before = snapshot(model)
-    for name in ("neuron_gradient", "neuron_gradient_input", "layer_ablation_output",
-                 "layer_ablation_input"):
+    for name in ("neuron_gradient", "neuron_gradient_input", "layer_ablation_output", "layer_ablation_input"):
         with _RaiseOnCall(attn, 1, pre=True) as r:
             with pytest.raises(Boom):
                 calls[name]()
@@ -424,14 +463,28 @@ def test_bad_arguments_leave_model_untouched(arch):
     vocab = model.config.vocab_size
     bad = [
         (lambda: FeatureAblation(on_ids).attribute(ids, target=vocab + 5), IndexError),
-        (lambda: LayerFeatureAblation(on_ids, attn).attribute(
-            ids, target=vocab + 5, layer_mask=torch.arange(n).view(1, n, 1)), IndexError),
-        (lambda: LayerFeatureAblation(on_ids, attn).attribute(
-            ids, target=[0, 1, 2], layer_mask=torch.arange(n).view(1, n, 1)), ValueError),
-        (lambda: LayerFeatureAblation(on_ids, attn).attribute(
-            ids, target=0, layer_mask=torch.arange(n + 1).view(1, n + 1, 1)), ValueError),
-        (lambda: LayerFeatureAblation(on_ids, attn).attribute(
-            ids, target=0, layer_baselines=torch.zeros(3, 3)), ValueError),
+        (
+            lambda: LayerFeatureAblation(on_ids, attn).attribute(
+                ids, target=vocab + 5, layer_mask=torch.arange(n).view(1, n, 1)
+            ),
+            IndexError,
+        ),
+        (
+            lambda: LayerFeatureAblation(on_ids, attn).attribute(
+                ids, target=[0, 1, 2], layer_mask=torch.arange(n).view(1, n, 1)
+            ),
+            ValueError,
+        ),
+        (
+            lambda: LayerFeatureAblation(on_ids, attn).attribute(
+                ids, target=0, layer_mask=torch.arange(n + 1).view(1, n + 1, 1)
+            ),
+            ValueError,
+        ),
+        (
+            lambda: LayerFeatureAblation(on_ids, attn).attribute(ids, target=0, layer_baselines=torch.zeros(3, 3)),
+            ValueError,
+        ),
         (lambda: LayerFeatureAblation(on_ids, nn.Linear(2, 2)).attribute(ids, target=0), ValueError),
         (lambda: NeuronGradient(on_emb, attn).attribute(emb, (n + 3, 0)), IndexError),
         (lambda: NeuronGradient(on_emb, attn).attribute(emb, "x"), TypeError),

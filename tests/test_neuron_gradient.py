@@ -56,11 +56,9 @@ def _direct_grad(forward, layer, inputs, pick, *, to_input=False, args=()):
 
 
 def test_signatures_match_the_reference():
-    for ours, ref in [(NeuronGradient.__init__, CaptumNG.__init__),
-                      (NeuronGradient.attribute, CaptumNG.attribute)]:
+    for ours, ref in [(NeuronGradient.__init__, CaptumNG.__init__), (NeuronGradient.attribute, CaptumNG.attribute)]:
         a = [(p.name, p.kind, p.default) for p in inspect.signature(ours).parameters.values()]
-        b = [(p.name, p.kind, p.default)
-             for p in inspect.signature(inspect.unwrap(ref)).parameters.values()]
+        b = [(p.name, p.kind, p.default) for p in inspect.signature(inspect.unwrap(ref)).parameters.values()]
         assert a == b
 
 
@@ -213,8 +211,7 @@ def _load(name):
     from hfattr.testing import tiny
 
     model, tok = tiny(name, dtype=torch.float64)
-    enc = tok(["a great movie , i love it", "the plot was boring"], return_tensors="pt",
-              padding=True)
+    enc = tok(["a great movie , i love it", "the plot was boring"], return_tensors="pt", padding=True)
     with torch.no_grad():
         embeds = model.get_input_embeddings()(enc["input_ids"])
     if name == "bert":
@@ -339,7 +336,8 @@ def test_error_integer_inputs(nets):
         NeuronGradient(net, net.head).attribute(torch.tensor([[1, 2, 3]]), 0)
     with pytest.raises(TypeError, match=r"inputs\[1\].*floating point"):
         NeuronGradient(lambda a, b: net(b), net.head).attribute(
-            (nets.randn(1, 3, seed=26), torch.tensor([[1, 2, 3]])), 0)
+            (nets.randn(1, 3, seed=26), torch.tensor([[1, 2, 3]])), 0
+        )
 
 
 def test_error_layer_not_in_model(nets):
@@ -381,13 +379,13 @@ def test_no_hooks_left_after_success(nets):
     net = nets.MLP()
     before = _all_hooks(net)
     for to_input in (False, True):
-        NeuronGradient(net, net.fc2).attribute(nets.randn(2, 5, seed=32), 1,
-                                               attribute_to_neuron_input=to_input)
+        NeuronGradient(net, net.fc2).attribute(nets.randn(2, 5, seed=32), 1, attribute_to_neuron_input=to_input)
     assert _all_hooks(net) == before == {n: (0, 0, 0, 0) for n in before}
 
 
 @pytest.mark.parametrize(
-    "selector", [9, (1, 2), "x", lambda out: 1.0, lambda out: out[:, 99]],
+    "selector",
+    [9, (1, 2), "x", lambda out: 1.0, lambda out: out[:, 99]],
     ids=["out-of-range", "too-many", "bad-type", "callable-non-tensor", "callable-raises"],
 )
 @pytest.mark.parametrize("to_input", [False, True])

@@ -41,18 +41,23 @@ def _restore(model, saved):
             p.copy_(saved[n])
 
 
-@pytest.mark.parametrize("method,fragment", [
-    ("ablation", "output at the unperturbed input is not finite"),
-    ("layer_ablation", "output at the unperturbed input is not finite"),
-    ("lrp", "prediction (the explained logits) is not finite"),
-    ("sig", "SIG path gradient of inputs[0] is not finite"),
-])
+@pytest.mark.parametrize(
+    "method,fragment",
+    [
+        ("ablation", "output at the unperturbed input is not finite"),
+        ("layer_ablation", "output at the unperturbed input is not finite"),
+        ("lrp", "prediction (the explained logits) is not finite"),
+        ("sig", "SIG path gradient of inputs[0] is not finite"),
+    ],
+)
 def test_nan_weight_in_the_head(bert, method, fragment):
     model, tok, saved = _poisoned(bert, ("classifier.weight", (0, 0)))
     try:
         before = ModelState.of(model)
-        with pytest.raises(NonFiniteError, match=fragment.replace("(", r"\(").replace(")", r"\)")
-                           .replace("[", r"\[").replace("]", r"\]")):
+        with pytest.raises(
+            NonFiniteError,
+            match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
+        ):
             Explainer(model, tok).explain("a good movie", method=method, target=0)
         assert ModelState.of(model) == before
     finally:
@@ -97,13 +102,13 @@ def test_inf_input_to_sig_and_lrp():
     net = nn.Sequential(nn.Linear(3, 2)).double()
     x = torch.tensor([[1.0, float("inf"), 0.0]], dtype=torch.float64)
     with pytest.raises(NonFiniteError, match=r"inputs\[0\] is not finite"):
-        SequentialIntegratedGradients(net).attribute(x.unsqueeze(1).expand(1, 2, 3).contiguous(), target=0,
-                                                     n_steps=2)
+        SequentialIntegratedGradients(net).attribute(x.unsqueeze(1).expand(1, 2, 3).contiguous(), target=0, n_steps=2)
     with pytest.raises(NonFiniteError, match="the explained output is not finite"):
         LRP(net).attribute(x, target=0)
     with pytest.raises(NonFiniteError, match=r"baselines\[0\] is not finite"):
-        SequentialIntegratedGradients(net).attribute(torch.ones(1, 2, 3, dtype=torch.float64), target=0,
-                                                     baselines=float("nan"), n_steps=2)
+        SequentialIntegratedGradients(net).attribute(
+            torch.ones(1, 2, 3, dtype=torch.float64), target=0, baselines=float("nan"), n_steps=2
+        )
 
 
 def test_nan_scores_from_a_method_name_it(bert):
@@ -123,8 +128,12 @@ def test_nan_scores_from_a_method_name_it(bert):
 
 
 def _generation_fields(scores):
-    return {"scores": scores, "target": {"kind": "generation", "prompt_length": 3}, "probability": [0.5, 0.5],
-            "text": "x"}
+    return {
+        "scores": scores,
+        "target": {"kind": "generation", "prompt_length": 3},
+        "probability": [0.5, 0.5],
+        "text": "x",
+    }
 
 
 def test_generation_empty_entries_are_not_an_error():

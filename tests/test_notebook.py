@@ -27,8 +27,9 @@ def test_committed_notebook_has_no_outputs():
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code, "the notebook has no code cells"
-    assert all(c.outputs == [] and c.execution_count is None for c in code), \
+    assert all(c.outputs == [] and c.execution_count is None for c in code), (
         "clear the notebook's outputs before committing"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,9 @@ def executed(tmp_path_factory):
     os.environ["MPLBACKEND"] = "Agg"  # the kernel inherits this environment
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p)
     try:
-        client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                                         resources={"metadata": {"path": str(workdir)}})
+        client = nbclient.NotebookClient(
+            nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+        )
         client.execute()  # raises CellExecutionError on the first failing cell
     finally:
         for key, value in saved.items():
@@ -56,8 +58,9 @@ def _outputs(nb):
 
 
 def _stdout(nb) -> str:
-    return "".join(out.get("text", "") for out in _outputs(nb)
-                   if out.output_type == "stream" and out.get("name") == "stdout")
+    return "".join(
+        out.get("text", "") for out in _outputs(nb) if out.output_type == "stream" and out.get("name") == "stdout"
+    )
 
 
 def test_notebook_runs_without_errors(executed):
@@ -70,8 +73,11 @@ def test_notebook_runs_without_errors(executed):
 
 def test_notebook_shows_html_for_every_method(executed):
     nb, _ = executed
-    htmls = [out["data"]["text/html"] for out in _outputs(nb)
-             if out.output_type in ("display_data", "execute_result") and "text/html" in out.get("data", {})]
+    htmls = [
+        out["data"]["text/html"]
+        for out in _outputs(nb)
+        if out.output_type in ("display_data", "execute_result") and "text/html" in out.get("data", {})
+    ]
     heatmaps = [h for h in htmls if 'class="hfattr"' in h and "hfattr-tok" in h]
     assert heatmaps, "no hfattr HTML output"
     import hfattr

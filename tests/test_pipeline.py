@@ -136,8 +136,7 @@ def test_defaults_and_per_call_overrides(bert):
 
 def test_neuron_gradient_matches_autograd_even_inside_no_grad(bert):
     model, tok = bert
-    pipe = pipeline(model=model, tokenizer=tok, method="neuron_gradient", site="blocks.0.mlp", neuron=2,
-                    reduce="sum")
+    pipe = pipeline(model=model, tokenizer=tok, method="neuron_gradient", site="blocks.0.mlp", neuron=2, reduce="sum")
     outside = pipe(TEXT)
     with torch.no_grad():
         inside = pipe(TEXT)
@@ -151,8 +150,7 @@ def test_neuron_gradient_matches_autograd_even_inside_no_grad(bert):
     handle = site.register_forward_hook(lambda m, i, o: box.__setitem__("v", o))
     try:
         with torch.enable_grad():
-            model(inputs_embeds=emb, attention_mask=enc["attention_mask"],
-                  token_type_ids=enc["token_type_ids"])
+            model(inputs_embeds=emb, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"])
             last = int(enc["attention_mask"][0].sum()) - 1
             (grad,) = torch.autograd.grad(box["v"][0, last, 2], emb)
     finally:

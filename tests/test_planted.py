@@ -7,8 +7,15 @@ import torch
 
 import hfattr
 from hfattr import evaluate as ev
-from hfattr.planted import (DISTRACTOR_WORDS, SIGNAL_WORDS, PlantedTask, gradient_x_input, hit_rate,
-                            planted_tokens, train_planted_model)
+from hfattr.planted import (
+    DISTRACTOR_WORDS,
+    SIGNAL_WORDS,
+    PlantedTask,
+    gradient_x_input,
+    hit_rate,
+    planted_tokens,
+    train_planted_model,
+)
 from hfattr.result import Result
 
 N_HELD_OUT = 200
@@ -94,16 +101,18 @@ def test_model_learns_the_task(planted):
 
 
 def _explain(explainer, examples, method, **options):
-    return explainer.explain([e.text for e in examples], method=method, target=[e.label for e in examples],
-                             **options)
+    return explainer.explain([e.text for e in examples], method=method, target=[e.label for e in examples], **options)
 
 
-@pytest.mark.parametrize("method,options", [
-    ("ablation", {}),
-    ("sig", {"n_steps": 10}),
-    ("lrp", {}),
-    ("lrp", {"composite": "cp-lrp"}),
-])
+@pytest.mark.parametrize(
+    "method,options",
+    [
+        ("ablation", {}),
+        ("sig", {"n_steps": 10}),
+        ("lrp", {}),
+        ("lrp", {"composite": "cp-lrp"}),
+    ],
+)
 def test_method_ranks_the_planted_tokens_first(planted, method, options):
     if method not in hfattr.list_methods():
         pytest.skip(f"method {method!r} is not registered in this build (hfattr.list_methods())")
@@ -147,8 +156,16 @@ def test_random_scores_fail_the_test(planted):
     shuffled = []
     for r in results:
         s = torch.rand(r.n_tokens, generator=g, dtype=torch.float64)
-        shuffled.append(Result(tokens=r.tokens, token_ids=r.token_ids, scores=s, special_mask=r.special_mask,
-                               word_ids=r.word_ids, target=r.target))
+        shuffled.append(
+            Result(
+                tokens=r.tokens,
+                token_ids=r.token_ids,
+                scores=s,
+                special_mask=r.special_mask,
+                word_ids=r.word_ids,
+                target=r.target,
+            )
+        )
     assert hit_rate(shuffled, examples) < 0.5
     assert hit_rate(shuffled, examples, by="abs") < 0.5
     comp_random = ev.comprehensiveness(explainer, shuffled).mean().item()

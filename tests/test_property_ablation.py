@@ -66,7 +66,7 @@ def baseline_for(draw, x, gen):
         return _rand((1,) + feat, gen)
     if kind == "trailing":
         k = draw(st.integers(1, len(feat)))
-        return _rand(feat[len(feat) - k:], gen)
+        return _rand(feat[len(feat) - k :], gen)
     # broadcast with some size-1 feature dims
     return _rand((1,) + tuple(1 if draw(st.booleans()) else f for f in feat), gen)
 
@@ -114,17 +114,20 @@ def cases(draw):
     if extra == "none":
         forward = net
     else:
+
         def forward(*args):
             out = net(*args[: len(shapes)])
-            for a in args[len(shapes):]:
+            for a in args[len(shapes) :]:
                 out = out * a
             return out
 
         kw["additional_forward_args"] = {"tensor": scale, "float": 0.5, "both": (scale, -1.5)}[extra]
 
-    n_features = max(
-        len(torch.unique(m)) for m in kw["feature_mask"]
-    ) if "feature_mask" in kw else max(math.prod(s) for s in shapes)
+    n_features = (
+        max(len(torch.unique(m)) for m in kw["feature_mask"])
+        if "feature_mask" in kw
+        else max(math.prod(s) for s in shapes)
+    )
     kw["perturbations_per_eval"] = draw(st.integers(1, n_features + 2))
 
     inputs = xs
@@ -246,5 +249,4 @@ def test_linear_closed_form_and_ppe_invariance(case, data):
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
     n_groups = len(mask.unique())
     ppe = data.draw(st.integers(2, n_groups + 2), label="perturbations_per_eval")
-    assert_same(fa.attribute(x, baselines=baseline, feature_mask=mask, perturbations_per_eval=ppe),
-                out, atol=ATOL)
+    assert_same(fa.attribute(x, baselines=baseline, feature_mask=mask, perturbations_per_eval=ppe), out, atol=ATOL)

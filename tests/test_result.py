@@ -39,16 +39,19 @@ def test_defaults_and_version():
     assert r.n_tokens == 9 and r.rows is None and r.extras == {} and r.options == {}
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(scores=torch.zeros(8)), "scores"),
-    (dict(scores=torch.zeros(2, 3, 9)), "scores"),
-    (dict(token_ids=[1, 2]), "token_ids"),
-    (dict(offsets=[(0, 1)]), "offsets"),
-    (dict(special_mask=[False]), "special_mask"),
-    (dict(word_ids=[0]), "word_ids"),
-    (dict(rows=["a"]), "rows"),
-    (dict(scores=torch.zeros(2, 9), rows=["a"]), "rows"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(scores=torch.zeros(8)), "scores"),
+        (dict(scores=torch.zeros(2, 3, 9)), "scores"),
+        (dict(token_ids=[1, 2]), "token_ids"),
+        (dict(offsets=[(0, 1)]), "offsets"),
+        (dict(special_mask=[False]), "special_mask"),
+        (dict(word_ids=[0]), "word_ids"),
+        (dict(rows=["a"]), "rows"),
+        (dict(scores=torch.zeros(2, 9), rows=["a"]), "rows"),
+    ],
+)
 def test_validation_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         make_result(**kw)
@@ -68,8 +71,7 @@ def test_scores_are_detached():
 def test_aggregate_sum_words_and_specials():
     w = make_result().aggregate("word")
     assert w.tokens == ["[CLS]", "Hello", "worldwide", "<b>", "!", "[SEP]"]
-    torch.testing.assert_close(w.scores, torch.tensor([0.5, 1.0, 1.0, -0.625, -0.5, 4.0]),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(w.scores, torch.tensor([0.5, 1.0, 1.0, -0.625, -0.5, 4.0]), rtol=0, atol=0)
     assert w.special_mask == [True, False, False, False, False, True]
     assert w.word_ids == [None, 0, 1, 2, 3, None]
     assert w.offsets == [(0, 0), (0, 5), (6, 15), (16, 19), (19, 20), (0, 0)]
@@ -81,11 +83,14 @@ def test_aggregate_sum_words_and_specials():
     assert w.method == "feature_ablation" and w.target == {"id": 1, "label": "POSITIVE"}
 
 
-@pytest.mark.parametrize("reduce, expected", [
-    ("mean", [0.5, 1.0, 0.5, -0.625 / 3, -0.5, 4.0]),
-    ("max", [0.5, 1.0, 3.0, 0.25, -0.5, 4.0]),
-    ("absmax", [0.5, 1.0, 3.0, -1.0, -0.5, 4.0]),
-])
+@pytest.mark.parametrize(
+    "reduce, expected",
+    [
+        ("mean", [0.5, 1.0, 0.5, -0.625 / 3, -0.5, 4.0]),
+        ("max", [0.5, 1.0, 3.0, 0.25, -0.5, 4.0]),
+        ("absmax", [0.5, 1.0, 3.0, -1.0, -0.5, 4.0]),
+    ],
+)
 def test_aggregate_reductions(reduce, expected):
     w = make_result().aggregate(reduce=reduce)
     torch.testing.assert_close(w.scores, torch.tensor(expected), rtol=1e-6, atol=0)
@@ -99,8 +104,9 @@ def test_absmax_keeps_sign_of_negative_winner():
 def test_aggregate_2d_per_row_and_rows_kept():
     s = torch.arange(18, dtype=torch.float64).reshape(2, 9)
     w = make_result(scores=s, rows=["t0", "t1"]).aggregate()
-    expected = torch.stack([torch.tensor([r[0], r[1], r[2] + r[3], r[4] + r[5] + r[6], r[7], r[8]])
-                            for r in s.tolist()]).double()
+    expected = torch.stack(
+        [torch.tensor([r[0], r[1], r[2] + r[3], r[4] + r[5] + r[6], r[7], r[8]]) for r in s.tolist()]
+    ).double()
     assert w.scores.dtype == torch.float64 and w.rows == ["t0", "t1"]
     assert torch.equal(w.scores, expected)
 
@@ -114,8 +120,12 @@ def test_aggregate_total_preserved_by_sum():
 
 def test_aggregate_pair_word_ids_restart():
     # [CLS] a b [SEP] a c [SEP]: word ids restart in the second segment
-    r = Result(tokens=["[CLS]", "a", "b", "[SEP]", "a", "c", "[SEP]"], token_ids=list(range(7)),
-               scores=torch.arange(7.0), word_ids=[None, 0, 1, None, 0, 0, None])
+    r = Result(
+        tokens=["[CLS]", "a", "b", "[SEP]", "a", "c", "[SEP]"],
+        token_ids=list(range(7)),
+        scores=torch.arange(7.0),
+        word_ids=[None, 0, 1, None, 0, 0, None],
+    )
     w = r.aggregate()
     assert w.tokens == ["[CLS]", "a", "b", "[SEP]", "ac", "[SEP]"]
     assert w.scores.tolist() == [0.0, 1.0, 2.0, 3.0, 9.0, 6.0]
@@ -186,8 +196,12 @@ def test_top_k_bad_args():
 
 # ----------------------------------------------------------------------------- JSON round trip
 def _bits(t):
-    view = {torch.float32: torch.int32, torch.float64: torch.int64,
-            torch.float16: torch.int16, torch.bfloat16: torch.int16}
+    view = {
+        torch.float32: torch.int32,
+        torch.float64: torch.int64,
+        torch.float16: torch.int16,
+        torch.bfloat16: torch.int16,
+    }
     return t.view(view[t.dtype]) if t.dtype in view else t
 
 
@@ -200,8 +214,9 @@ def _assert_same_tensor(a, b):
 def _awkward(shape, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     span = 30 if torch.finfo(dtype).bits >= 32 else 4
-    t = (torch.randn(shape, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(
-        -span, span, shape, generator=g)).to(dtype)
+    t = (
+        torch.randn(shape, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-span, span, shape, generator=g)
+    ).to(dtype)
     flat = t.view(-1)
     flat[0] = -0.0
     flat[1] = float("inf")
@@ -217,21 +232,40 @@ def test_round_trip_exact(tmp_path, dtype, two_d):
     scores = _awkward(shape, dtype, seed=1)
     delta = _awkward((4,), dtype, seed=2)
     r = make_result(
-        scores=scores, rows=["a", "b<", "blocks.0.attention"] if two_d else None,
-        probability=[0.1, 0.2, 1 / 3] if two_d else 1 / 3, delta=delta,
+        scores=scores,
+        rows=["a", "b<", "blocks.0.attention"] if two_d else None,
+        probability=[0.1, 0.2, 1 / 3] if two_d else 1 / 3,
+        delta=delta,
         options={"baseline": "pad", "window": [1, 2], "nested": {"x": None, "y": True}},
         model_name="tiny-bert",
-        extras={"site_scores": _awkward((2, 4), torch.float32, seed=3),
-                "ids": torch.tensor([[1, -2], [2**40, 0]]), "flags": torch.tensor([True, False]),
-                "plain": [1.5, -0.0, 7], "bad": float("nan")},
+        extras={
+            "site_scores": _awkward((2, 4), torch.float32, seed=3),
+            "ids": torch.tensor([[1, -2], [2**40, 0]]),
+            "flags": torch.tensor([True, False]),
+            "plain": [1.5, -0.0, 7],
+            "bad": float("nan"),
+        },
     )
     path = r.save(tmp_path / "r.json")
     raw = path.read_text()
     json.loads(raw)  # plain, strict JSON
     assert "NaN" not in raw and "Infinity" not in raw
     back = Result.load(path)
-    for name in ("tokens", "token_ids", "text", "offsets", "special_mask", "word_ids", "rows",
-                 "target", "probability", "method", "options", "model_name", "hfattr_version"):
+    for name in (
+        "tokens",
+        "token_ids",
+        "text",
+        "offsets",
+        "special_mask",
+        "word_ids",
+        "rows",
+        "target",
+        "probability",
+        "method",
+        "options",
+        "model_name",
+        "hfattr_version",
+    ):
         assert getattr(back, name) == getattr(r, name), name
     assert all(isinstance(o, tuple) for o in back.offsets)
     _assert_same_tensor(r.scores, back.scores)
@@ -246,8 +280,13 @@ def test_round_trip_exact(tmp_path, dtype, two_d):
 
 
 def test_round_trip_float_delta_and_minimal(tmp_path):
-    r = Result(tokens=["x"], token_ids=[5], scores=torch.tensor([0.1], dtype=torch.float64),
-               delta=1e-300, hfattr_version="0.0.1")
+    r = Result(
+        tokens=["x"],
+        token_ids=[5],
+        scores=torch.tensor([0.1], dtype=torch.float64),
+        delta=1e-300,
+        hfattr_version="0.0.1",
+    )
     back = Result.load(r.save(tmp_path / "m.json"))
     assert back.delta == 1e-300 and back.hfattr_version == "0.0.1"
     assert back.text is None and back.offsets is None and back.word_ids is None
@@ -297,14 +336,16 @@ def test_views_delegate_to_viz():
     assert "feature_ablation" in repr(r) and "(9,)" in repr(r)
 
 
-@pytest.mark.parametrize("patch", [
-    {"text": 123},
-    {"token_ids": "12"},
-    {"word_ids": [0.5, 1]},
-])
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"text": 123},
+        {"token_ids": "12"},
+        {"word_ids": [0.5, 1]},
+    ],
+)
 def test_load_rejects_fields_of_the_wrong_type(tmp_path, patch):
-    r = Result(tokens=["a", "b"], token_ids=[1, 2], scores=torch.tensor([0.5, -0.5]), text="a b",
-               word_ids=[0, 1])
+    r = Result(tokens=["a", "b"], token_ids=[1, 2], scores=torch.tensor([0.5, -0.5]), text="a b", word_ids=[0, 1])
     d = r.to_dict()
     d.update(patch)
     path = tmp_path / "bad.json"

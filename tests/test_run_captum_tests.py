@@ -28,12 +28,14 @@ def _fake_tree(root: Path) -> None:
         (helpers / name).write_text("from captum.testing.helpers.basic import BaseTest\n")
     heads = {
         "tests/attr/test_feature_ablation.py": "from captum.attr._core.feature_ablation import FeatureAblation\n",
-        "tests/attr/layer/test_layer_ablation.py":
-            "from captum.attr._core.layer.layer_feature_ablation import LayerFeatureAblation\n",
-        "tests/attr/neuron/test_neuron_gradient.py":
-            "from captum.attr._core.neuron.neuron_gradient import NeuronGradient\n",
+        "tests/attr/layer/test_layer_ablation.py": (
+            "from captum.attr._core.layer.layer_feature_ablation import LayerFeatureAblation\n"
+        ),
+        "tests/attr/neuron/test_neuron_gradient.py": (
+            "from captum.attr._core.neuron.neuron_gradient import NeuronGradient\n"
+        ),
         "tests/attr/test_lrp.py": "from captum.attr import InputXGradient, LRP\n"
-                                  "from captum.attr._utils.lrp_rules import (\n    EpsilonRule,\n)\n",
+        "from captum.attr._utils.lrp_rules import (\n    EpsilonRule,\n)\n",
     }
     for rel, head in heads.items():
         path = root / rel

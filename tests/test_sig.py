@@ -156,8 +156,9 @@ def test_oracle_non_tensor_additional_arg(TSIG):
 
 
 @pytest.mark.parametrize(
-    "baselines", [None, (0.5, rnd(1, L, 2, seed=6)), (rnd(B, L, DIM, seed=7), -1.0)],
-    ids=["none", "scalar+bcast", "tensor+scalar"]
+    "baselines",
+    [None, (0.5, rnd(1, L, 2, seed=6)), (rnd(B, L, DIM, seed=7), -1.0)],
+    ids=["none", "scalar+bcast", "tensor+scalar"],
 )
 def test_oracle_tuple_inputs(TSIG, baselines):
     model = MixNet(L * DIM + L * 2)
@@ -316,8 +317,9 @@ def test_completeness_error_reflects_quadrature_error(net):
 
 def test_core_reports_completeness_error(net):
     base = rnd(B, L, DIM, seed=14)
-    (attr,), info = sequential_integrated_gradients(net, (X,), baselines=base, target=1, n_steps=6,
-                                                    with_completeness=True)
+    (attr,), info = sequential_integrated_gradients(
+        net, (X,), baselines=base, target=1, n_steps=6, with_completeness=True
+    )
     want = attr.sum(-1) - _closed_form(net, (X,), (base,), 1)
     torch.testing.assert_close(info.completeness_error, want, atol=1e-12, rtol=0)
     assert (info.steps == 6).all()
@@ -342,8 +344,9 @@ def test_position_additive_model_equals_ig(net):
 def test_equals_captum_ig_with_per_position_baseline(net, method, n_steps):
     captum_attr = oracle("captum.attr")
     base = rnd(B, L, DIM, seed=16)
-    sig = SequentialIntegratedGradients(net).attribute(X, baselines=base, target=[2, 0, 1], method=method,
-                                                       n_steps=n_steps)
+    sig = SequentialIntegratedGradients(net).attribute(
+        X, baselines=base, target=[2, 0, 1], method=method, n_steps=n_steps
+    )
     ig = captum_attr.IntegratedGradients(net)
     for i in range(L):
         (xi,) = _replaced((X,), (base,), i)
@@ -351,7 +354,7 @@ def test_equals_captum_ig_with_per_position_baseline(net, method, n_steps):
         torch.testing.assert_close(sig[:, i], col, **ORACLE)
         # IG with that baseline gives nothing to the other positions
         others = ig.attribute(X, baselines=xi, target=[2, 0, 1], method=method, n_steps=n_steps)
-        assert not torch.cat([others[:, :i], others[:, i + 1:]], 1).any()
+        assert not torch.cat([others[:, :i], others[:, i + 1 :]], 1).any()
 
 
 # --------------------------------------------------------------------------- batched == per-position loop
@@ -371,7 +374,7 @@ def test_batched_equals_per_position_loop(net, ibs):
         part, pinfo = sequential_integrated_gradients(model, inputs, positions=onehot, **kw)
         assert pinfo.rows == B * 12
         for k, p in enumerate(part):
-            assert not torch.cat([p[:, :i], p[:, i + 1:]], 1).any()  # only position i
+            assert not torch.cat([p[:, :i], p[:, i + 1 :]], 1).any()  # only position i
             loop[k][:, i] = p[:, i]
     for b_, l_ in zip(batched, loop):
         torch.testing.assert_close(b_, l_, atol=1e-12, rtol=0)
@@ -525,8 +528,7 @@ def test_auto_without_multiply_by_inputs():
 
 def test_show_progress_prints_a_tqdm_bar(net, capsys):
     pytest.importorskip("tqdm")
-    SequentialIntegratedGradients(net).attribute(X, target=0, n_steps=4, internal_batch_size=10,
-                                                 show_progress=True)
+    SequentialIntegratedGradients(net).attribute(X, target=0, n_steps=4, internal_batch_size=10, show_progress=True)
     err = capsys.readouterr().err
     assert "SIG" in err and "6/6" in err  # 3*5*4 = 60 rows in chunks of 10
     SequentialIntegratedGradients(net).attribute(X, target=0, n_steps=4)

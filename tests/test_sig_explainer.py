@@ -133,8 +133,8 @@ def test_continuation_one_row_per_token(name):
     positions = res.target["positions"]
     assert positions == [n - 3, n - 2]
     # causal: the entries after a row's read position are empty and never evaluated
-    assert torch.isnan(res.scores[0, n - 2:]).all() and torch.isnan(res.scores[1, n - 1])
-    assert steps[0, n - 2:].eq(0).all() and steps[1, n - 1] == 0
+    assert torch.isnan(res.scores[0, n - 2 :]).all() and torch.isnan(res.scores[1, n - 1])
+    assert steps[0, n - 2 :].eq(0).all() and steps[1, n - 1] == 0
     # each row is the next-token explanation of its prefix
     first = ex.explain(prompt, method="sig", target=cont_ids[0], n_steps=8)
     torch.testing.assert_close(res.scores[0, : n - 2], first.scores, atol=1e-10, rtol=0)
@@ -158,8 +158,12 @@ def test_batched_equals_one_by_one(name):
         assert got.tokens == one.tokens and got.target == one.target
         torch.testing.assert_close(got.scores, one.scores, atol=1e-10, rtol=0)
         assert got.extras["steps"] == one.extras["steps"]
-        torch.testing.assert_close(torch.tensor(got.extras["completeness_error"]),
-                                   torch.tensor(one.extras["completeness_error"]), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(got.extras["completeness_error"]),
+            torch.tensor(one.extras["completeness_error"]),
+            atol=1e-10,
+            rtol=0,
+        )
 
 
 # --------------------------------------------------------------------------- baseline token
@@ -290,8 +294,15 @@ def test_every_sig_option_is_reachable_from_explain():
 @pytest.mark.parametrize("name", CAUSAL)
 @pytest.mark.parametrize(
     "integration,ibs",
-    [("gausslegendre", None), ("gausslegendre", 3), ("riemann_middle", 5), ("riemann_left", 7),
-     ("riemann_right", 3), ("riemann_right", 7), ("riemann_trapezoid", 5)],
+    [
+        ("gausslegendre", None),
+        ("gausslegendre", 3),
+        ("riemann_middle", 5),
+        ("riemann_left", 7),
+        ("riemann_right", 3),
+        ("riemann_right", 7),
+        ("riemann_trapezoid", 5),
+    ],
 )
 def test_prefix_reuse_equals_full_computation(name, integration, ibs):
     """On causal LMs the default (fast) path reuses the prefix's key/value cache; it must give the
@@ -302,8 +313,12 @@ def test_prefix_reuse_equals_full_computation(name, integration, ibs):
     full = ex.explain(TEXT, fast=False, **kw)
     fast = ex.explain(TEXT, **kw)
     torch.testing.assert_close(fast.scores, full.scores, atol=1e-10, rtol=0)
-    torch.testing.assert_close(torch.tensor(fast.extras["completeness_error"]),
-                               torch.tensor(full.extras["completeness_error"]), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(fast.extras["completeness_error"]),
+        torch.tensor(full.extras["completeness_error"]),
+        atol=1e-10,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("name", CAUSAL)

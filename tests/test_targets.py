@@ -70,9 +70,16 @@ def test_label_id_and_label_name_name_the_same_class():
     assert not torch.allclose(scores[0], scores[1])
 
 
-@pytest.mark.parametrize("name, task", [("bert", "auto"), ("roberta", "auto"), ("distilbert", "auto"),
-                                        ("gpt2", "sequence-classification"),
-                                        ("llama", "sequence-classification")])
+@pytest.mark.parametrize(
+    "name, task",
+    [
+        ("bert", "auto"),
+        ("roberta", "auto"),
+        ("distilbert", "auto"),
+        ("gpt2", "sequence-classification"),
+        ("llama", "sequence-classification"),
+    ],
+)
 def test_class_default_is_the_prediction_and_probability_is_its_softmax(name, task):
     model, tok = zoo(name, task)
     logits = logits_of(model, tok, TEXT)
@@ -88,8 +95,14 @@ def test_class_default_is_the_prediction_and_probability_is_its_softmax(name, ta
 def test_class_ablation_values_for_an_explicit_label():
     model, tok = zoo("bert", "auto", F64)
     r = Explainer(model, tok).explain(TEXT, target="NEGATIVE")
-    expected = ablation_oracle(model, tok, TEXT, lambda e, enc: model(
-        inputs_embeds=e, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"]).logits[0, [0]])
+    expected = ablation_oracle(
+        model,
+        tok,
+        TEXT,
+        lambda e, enc: model(
+            inputs_embeds=e, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"]
+        ).logits[0, [0]],
+    )
     close(r.scores, expected[0])
 
 
@@ -110,8 +123,12 @@ def test_next_token_default_is_the_argmax(name):
     logits = logits_of(model, tok, TEXT)[-1]
     pred = int(logits.argmax())
     r = Explainer(model, tok).explain(TEXT)
-    assert r.target == {"kind": "next_token", "id": pred, "label": tok.convert_ids_to_tokens(pred),
-                        "positions": [len(r.tokens) - 1]}
+    assert r.target == {
+        "kind": "next_token",
+        "id": pred,
+        "label": tok.convert_ids_to_tokens(pred),
+        "positions": [len(r.tokens) - 1],
+    }
     assert r.probability == pytest.approx(float(logits.softmax(-1)[pred]), abs=1e-6)
 
 
@@ -155,7 +172,7 @@ def test_continuation_has_one_row_per_token_and_teacher_forced_probabilities(nam
     for k, pos in enumerate(r.target["positions"]):  # row k is read at position pos: causal
         seen = ~special & (torch.arange(len(full)) <= pos)
         assert torch.all(r.scores[k, seen] != 0)
-        assert torch.isnan(r.scores[k, pos + 1:]).all()  # later tokens: empty
+        assert torch.isnan(r.scores[k, pos + 1 :]).all()  # later tokens: empty
         assert not torch.isnan(r.scores[k, : pos + 1]).any()
 
 
@@ -191,16 +208,19 @@ def test_masked_lm_targets_the_mask_position():
     ex = Explainer(model, tok)
     r = ex.explain(text)
     pred = int(logits.argmax())
-    assert r.target == {"kind": "masked", "id": pred, "label": tok.convert_ids_to_tokens(pred),
-                        "positions": [where]}
+    assert r.target == {"kind": "masked", "id": pred, "label": tok.convert_ids_to_tokens(pred), "positions": [where]}
     assert r.probability == pytest.approx(float(logits.softmax(-1)[pred]), abs=1e-6)
 
     great = tok.convert_tokens_to_ids("great")
     r = ex.explain(text, target="great")
     assert r.target["id"] == great
     assert r.probability == pytest.approx(float(logits.softmax(-1)[great]), abs=1e-6)
-    expected = ablation_oracle(model, tok, text, lambda e, enc: model(
-        inputs_embeds=e, attention_mask=enc["attention_mask"]).logits[0, where, [great]])
+    expected = ablation_oracle(
+        model,
+        tok,
+        text,
+        lambda e, enc: model(inputs_embeds=e, attention_mask=enc["attention_mask"]).logits[0, where, [great]],
+    )
     close(r.scores, expected[0])
 
 
@@ -239,9 +259,14 @@ def test_token_classification_target_is_index_and_label(target):
     assert r.target == {"kind": "token", "id": 1, "label": "POSITIVE", "positions": [pos]}
     logits = logits_of(model, tok, TEXT)[pos]
     assert r.probability == pytest.approx(float(logits.softmax(-1)[1]), abs=1e-6)
-    expected = ablation_oracle(model, tok, TEXT, lambda e, enc: model(
-        inputs_embeds=e, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"]
-    ).logits[0, pos, [1]])
+    expected = ablation_oracle(
+        model,
+        tok,
+        TEXT,
+        lambda e, enc: model(
+            inputs_embeds=e, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"]
+        ).logits[0, pos, [1]],
+    )
     close(r.scores, expected[0])
 
 
@@ -251,8 +276,9 @@ def test_score_prob_and_log_prob_are_differences_of_probabilities():
     ex = Explainer(model, tok)
 
     def value(fn):
-        return lambda e, enc: fn(model(inputs_embeds=e, attention_mask=enc["attention_mask"],
-                                       token_type_ids=enc["token_type_ids"]).logits)[0, [1]]
+        return lambda e, enc: fn(
+            model(inputs_embeds=e, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"]).logits
+        )[0, [1]]
 
     p = ex.explain(TEXT, target=1, score="prob")
     assert p.options["score"] == "prob"
@@ -277,8 +303,9 @@ def test_prob_scores_keep_float64_precision():
     assert p.probability == pytest.approx(float(logits.softmax(-1)[1]), abs=1e-12)
 
     def value(e, enc):
-        return model(inputs_embeds=e, attention_mask=enc["attention_mask"],
-                     token_type_ids=enc["token_type_ids"]).logits.softmax(-1)[0, [1]]
+        return model(
+            inputs_embeds=e, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"]
+        ).logits.softmax(-1)[0, [1]]
 
     close(p.scores, ablation_oracle(model, tok, TEXT, value)[0], atol=1e-12)
 

@@ -92,11 +92,21 @@ def test_tokenizer_special_templates(style, single, pair):
 def test_tokenizer_special_token_roles():
     bert = make_tokenizer("bert")
     assert (bert.pad_token, bert.unk_token, bert.cls_token, bert.sep_token, bert.mask_token) == (
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+    )
     assert bert("good", "bad")["token_type_ids"] == [0, 0, 0, 1, 1]
     rob = make_tokenizer("roberta")
     assert (rob.pad_token, rob.unk_token, rob.mask_token, rob.bos_token, rob.eos_token) == (
-        "<pad>", "<unk>", "<mask>", "<s>", "</s>")
+        "<pad>",
+        "<unk>",
+        "<mask>",
+        "<s>",
+        "</s>",
+    )
     gpt = make_tokenizer("gpt2")
     assert gpt.eos_token == gpt.pad_token == "<|endoftext|>"
     llama = make_tokenizer("llama")
@@ -225,9 +235,15 @@ def test_num_layers_dtype_and_attn_override():
 @pytest.mark.parametrize(
     "model_type, layer_attr",
     [
-        ("gpt2", "n_layer"), ("bart", "encoder_layers"), ("bart", "decoder_layers"),
-        ("t5", "num_layers"), ("t5", "num_decoder_layers"), ("distilbert", "n_layers"),
-        ("mistral", "num_hidden_layers"), ("electra", "num_hidden_layers"), ("gpt_neox", "num_hidden_layers"),
+        ("gpt2", "n_layer"),
+        ("bart", "encoder_layers"),
+        ("bart", "decoder_layers"),
+        ("t5", "num_layers"),
+        ("t5", "num_decoder_layers"),
+        ("distilbert", "n_layers"),
+        ("mistral", "num_hidden_layers"),
+        ("electra", "num_hidden_layers"),
+        ("gpt_neox", "num_hidden_layers"),
     ],
 )
 def test_tiny_config_field_names(model_type, layer_attr):
@@ -268,8 +284,15 @@ def test_tiny_model_errors():
         tiny_config("bert", hidden=30, heads=4)
 
 
-@pytest.mark.parametrize("name, task", [("bert", "sequence-classification"), ("llama", "causal-lm"),
-                                        ("t5", "seq2seq"), ("gpt2", "sequence-classification")])
+@pytest.mark.parametrize(
+    "name, task",
+    [
+        ("bert", "sequence-classification"),
+        ("llama", "causal-lm"),
+        ("t5", "seq2seq"),
+        ("gpt2", "sequence-classification"),
+    ],
+)
 def test_save_tiny_roundtrip(tmp_path, name, task):
     path = save_tiny(name, tmp_path / name, task=task, seed=3)
     model, tok = tiny(name, task, seed=3)

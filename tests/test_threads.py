@@ -85,8 +85,10 @@ def explainer_calls(ex: Explainer) -> list:
     calls = []
     for method, opts in EXPLAINER_JOBS:
         for text in TEXTS:
+
             def fn(ex=ex, method=method, opts=opts, text=text) -> torch.Tensor:
                 return ex.explain(text, method=method, **opts).scores
+
             calls.append((fn, fn()))  # sequential oracle
     return calls
 

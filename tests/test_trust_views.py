@@ -12,8 +12,14 @@ BIDI = [chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))]
 
 def _result() -> Result:
     toks = ["a", "\u202egood", "x\u2066y", "\u2069"]
-    return Result(tokens=toks, token_ids=[1, 2, 3, 4], scores=torch.tensor([0.1, -0.2, 0.3, 0.0]),
-                  text="a \u202egood x\u2066y \u2069", target={"label": "\u202dPOS", "id": 1}, rows=None)
+    return Result(
+        tokens=toks,
+        token_ids=[1, 2, 3, 4],
+        scores=torch.tensor([0.1, -0.2, 0.3, 0.0]),
+        text="a \u202egood x\u2066y \u2069",
+        target={"label": "\u202dPOS", "id": 1},
+        rows=None,
+    )
 
 
 def test_printable_escapes_each_bidi_override():

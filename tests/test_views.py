@@ -23,8 +23,12 @@ from hfattr.views.common import display_name, is_generation
 def test_robust_scale_leaves_out_special_and_fixed_positions():
     r = token_result()  # [CLS] = 4.0 and [SEP] = -3.0 are special; the largest other |score| is 2.6
     assert colors.robust_scale(r) == 2.6
-    masked = Result(tokens=["a", "[MASK]", "b"], token_ids=[1, 2, 3], scores=torch.tensor([0.5, 9.0, -1.5]),
-                    target={"kind": "masked", "positions": [1], "id": 7})
+    masked = Result(
+        tokens=["a", "[MASK]", "b"],
+        token_ids=[1, 2, 3],
+        scores=torch.tensor([0.5, 9.0, -1.5]),
+        target={"kind": "masked", "positions": [1], "id": 7},
+    )
     assert colors.robust_scale(masked) == 1.5  # the masked target position is fixed
     every = Result(tokens=["[CLS]"], token_ids=[1], scores=torch.tensor([2.0]), special_mask=[True])
     assert colors.robust_scale(every) == 2.0  # all fixed: fall back to every entry
@@ -65,7 +69,7 @@ def test_generation_terminal_matrix():
     lines = out.splitlines()
     head = next(i for i, line in enumerate(lines) if "\u0120Paris" in line and "\u0120city" in line)
     assert lines[head].split() == r.rows  # generated tokens across the top
-    body = lines[head + 1: head + 1 + 12]  # 5 prompt tokens + 7 generated ones (the last is read by no row)
+    body = lines[head + 1 : head + 1 + 12]  # 5 prompt tokens + 7 generated ones (the last is read by no row)
     assert [line.split()[0] for line in body] == r.tokens[:5] + ["*" + t for t in r.tokens[5:12]]
     for j, line in enumerate(body):  # row of source token j: the scores of the rows that read it, then blanks
         readers = [g for g in range(8) if j < 5 + g]
@@ -87,7 +91,8 @@ def test_generation_html_matrix():
     r = generation_result()
     out = viz.html(r)
     assert out.count('class="hfattr-empty"') == sum(
-        math.isnan(v) for row in r.scores.tolist() for v in row[:-1])  # the last column has no row of its own
+        math.isnan(v) for row in r.scores.tolist() for v in row[:-1]
+    )  # the last column has no row of its own
     cells = re.findall(r'<td class="hfattr-tok"[^>]*data-row="(\d+)" data-index="(\d+)" data-score="([^"]+)"', out)
     assert len(cells) == sum(not math.isnan(v) for row in r.scores.tolist() for v in row)
     for g, j, v in cells:
@@ -115,8 +120,9 @@ def test_plot_generation_and_savefig_keeps_labels(tmp_path):
         renderer = fig.canvas.get_renderer()
         for text in [ax.title] + ax.get_xticklabels() + ax.get_yticklabels():
             ext = text.get_window_extent(renderer)
-            assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1 and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, \
+            assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1 and ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, (
                 f"{text.get_text()!r} is cut off"
+            )
     finally:
         plt.close(fig)
 

@@ -16,19 +16,30 @@ EVIL = "<script>alert(1)</script>"
 
 def make_1d(scores=(0.0, 2.0, -4.0, 1.0, 8.0), tokens=("[CLS]", "good", "bad", "ok", "[SEP]"), **kw):
     n = len(tokens)
-    base = dict(tokens=list(tokens), token_ids=list(range(n)),
-                scores=torch.tensor(scores, dtype=torch.float32),
-                special_mask=[i in (0, n - 1) for i in range(n)],
-                target={"id": 1, "label": "POSITIVE"}, probability=0.75, method="feature_ablation")
+    base = dict(
+        tokens=list(tokens),
+        token_ids=list(range(n)),
+        scores=torch.tensor(scores, dtype=torch.float32),
+        special_mask=[i in (0, n - 1) for i in range(n)],
+        target={"id": 1, "label": "POSITIVE"},
+        probability=0.75,
+        method="feature_ablation",
+    )
     base.update(kw)
     return Result(**base)
 
 
 def make_2d():
     s = torch.tensor([[1.0, -2.0, 0.0], [0.5, 0.0, -0.25]], dtype=torch.float64)
-    return Result(tokens=["the", "cat", "$x$"], token_ids=[1, 2, 3], scores=s,
-                  rows=["blocks.0.attention", "blocks.0.mlp"], method="layer_ablation",
-                  target={"ids": [7], "tokens": ["sat"]}, probability=[0.5])
+    return Result(
+        tokens=["the", "cat", "$x$"],
+        token_ids=[1, 2, 3],
+        scores=s,
+        rows=["blocks.0.attention", "blocks.0.mlp"],
+        method="layer_ablation",
+        target={"ids": [7], "tokens": ["sat"]},
+        probability=[0.5],
+    )
 
 
 def _spans(fragment):
@@ -43,13 +54,18 @@ def _attr(attrs, name):
 def _rgb(attrs):
     m = re.search(r"background-color:#([0-9a-f]{6})", attrs)
     h = m.group(1)
-    return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return tuple(int(h[i : i + 2], 16) for i in (0, 2, 4))
 
 
 # ----------------------------------------------------------------------------- HTML
 def test_html_escapes_tokens_text_labels_and_method():
-    r = make_1d(tokens=("[CLS]", EVIL, "x\"y'z", "&amp;", "[SEP]"), text=f"say {EVIL} <img src=x>",
-                method='m"><b>', target={"id": 0, "label": EVIL}, model_name=EVIL)
+    r = make_1d(
+        tokens=("[CLS]", EVIL, "x\"y'z", "&amp;", "[SEP]"),
+        text=f"say {EVIL} <img src=x>",
+        method='m"><b>',
+        target={"id": 0, "label": EVIL},
+        model_name=EVIL,
+    )
     out = viz.html(r)
     assert "<script" not in out and "<img" not in out and "<b>" not in out
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out
@@ -82,8 +98,8 @@ def test_html_colours_diverging_scale():
     zero = _rgb(spans[0][0])
     pos, neg, pos_small = _rgb(spans[1][0]), _rgb(spans[2][0]), _rgb(spans[3][0])
     assert zero == white
-    assert pos != white and pos[0] > pos[2]     # red-ish for positive
-    assert neg != white and neg[2] > neg[0]     # blue-ish for negative
+    assert pos != white and pos[0] > pos[2]  # red-ish for positive
+    assert neg != white and neg[2] > neg[0]  # blue-ish for negative
     # normalised by max |score| over non-special tokens (4): -4 is the full blue end
     assert neg == (37, 99, 235)
     # smaller magnitude is closer to white
@@ -199,8 +215,12 @@ def test_text_table_2d_grid_and_wrapping():
     for s in r.tokens + r.rows:
         assert s in out
     assert "-2.00" in out and "+0.50" in out
-    many = Result(tokens=[f"t{i}" for i in range(30)], token_ids=list(range(30)),
-                  scores=torch.linspace(-1, 1, 60).reshape(2, 30), rows=["r0", "r1"])
+    many = Result(
+        tokens=[f"t{i}" for i in range(30)],
+        token_ids=list(range(30)),
+        scores=torch.linspace(-1, 1, 60).reshape(2, 30),
+        rows=["r0", "r1"],
+    )
     narrow = viz.text_table(many, color=False, width=40)
     assert all(len(line) <= 40 for line in narrow.splitlines()[1:])
     for i in range(30):

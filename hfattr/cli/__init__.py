@@ -7,8 +7,7 @@ point (:mod:`.main`). Commands register themselves when their module is imported
 from .common import CLIError, Command, parse_options, parse_target, register_command
 from .main import build_parser, main
 
-__all__ = ["main", "build_parser", "register_command", "Command", "CLIError", "parse_target", "parse_options",
-           "render"]
+__all__ = ["main", "build_parser", "register_command", "Command", "CLIError", "parse_target", "parse_options", "render"]
 
 
 def __getattr__(name: str):  # ``hfattr.cli.render`` without importing the explain command eagerly

@@ -16,9 +16,25 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-__all__ = ["register_command", "commands", "Command", "CLIError", "parse_target", "parse_options",
-           "quiet_loading", "elapsed", "use_color", "positive_int", "add_model_flags", "add_method_flags",
-           "check_model_flag", "EXIT_USAGE", "encode_options", "add_generation_flags", "generation_options"]
+__all__ = [
+    "register_command",
+    "commands",
+    "Command",
+    "CLIError",
+    "parse_target",
+    "parse_options",
+    "quiet_loading",
+    "elapsed",
+    "use_color",
+    "positive_int",
+    "add_model_flags",
+    "add_method_flags",
+    "check_model_flag",
+    "EXIT_USAGE",
+    "encode_options",
+    "add_generation_flags",
+    "generation_options",
+]
 
 EXIT_USAGE = 2
 
@@ -46,9 +62,15 @@ class Command:
 _COMMANDS: dict[str, Command] = {}
 
 
-def register_command(name: str, *, help: str, configure: Callable[[argparse.ArgumentParser], None],
-                     run: Callable[[argparse.Namespace], int], description: str | None = None,
-                     overwrite: bool = False) -> Command:
+def register_command(
+    name: str,
+    *,
+    help: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    description: str | None = None,
+    overwrite: bool = False,
+) -> Command:
     """Add a subcommand ``hfattr NAME ...``."""
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", name):
         raise ValueError(f"command name must be lower-case letters, digits and '-', got {name!r}")
@@ -169,34 +191,55 @@ def positive_int(value: str) -> int:
     return n
 
 
-def add_model_flags(p: argparse.ArgumentParser, *,
-                    model_help: str = "hub name or local path (default: the embedded toy sentiment model)",
-                    task_help: str = "head to load, e.g. text-classification, causal-lm "
-                                     "(default: from the model's config)") -> None:
+def add_model_flags(
+    p: argparse.ArgumentParser,
+    *,
+    model_help: str = "hub name or local path (default: the embedded toy sentiment model)",
+    task_help: str = "head to load, e.g. text-classification, causal-lm (default: from the model's config)",
+) -> None:
     """``--model``, ``--task`` and ``--trust-remote-code``: how every command loads a model."""
     p.add_argument("--model", "-m", default=None, help=model_help)
     p.add_argument("--task", default=None, help=task_help)
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow model repositories to run their own code (off by default)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model repositories to run their own code (off by default)",
+    )
 
 
 def add_method_flags(p: argparse.ArgumentParser) -> None:
     """``--method`` and repeatable ``--option KEY=VALUE``: which method and its options."""
     p.add_argument("--method", default="ablation", help="attribution method (see `hfattr methods`)")
-    p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, value parsed as JSON when possible (repeatable), "
-                        "e.g. -o perturbations_per_eval=4 -o sites='\"mlp\"'")
-    p.add_argument("--truncation", action="store_true",
-                   help="cut texts longer than the limit (--max-length, else the model's) instead of failing")
-    p.add_argument("--max-length", type=positive_int, default=None, metavar="N",
-                   help="token limit per text (with --truncation: texts are cut to N tokens)")
+    p.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method option, value parsed as JSON when possible (repeatable), "
+        "e.g. -o perturbations_per_eval=4 -o sites='\"mlp\"'",
+    )
+    p.add_argument(
+        "--truncation",
+        action="store_true",
+        help="cut texts longer than the limit (--max-length, else the model's) instead of failing",
+    )
+    p.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="token limit per text (with --truncation: texts are cut to N tokens)",
+    )
 
 
 def encode_options(args: argparse.Namespace, options: dict) -> dict:
     """``options`` plus ``--truncation`` / ``--max-length`` (given twice is an error)."""
     out = dict(options)
-    for key, value in (("truncation", True if getattr(args, "truncation", False) else None),
-                       ("max_length", getattr(args, "max_length", None))):
+    for key, value in (
+        ("truncation", True if getattr(args, "truncation", False) else None),
+        ("max_length", getattr(args, "max_length", None)),
+    ):
         if value is None:
             continue
         if key in out:
@@ -207,12 +250,21 @@ def encode_options(args: argparse.Namespace, options: dict) -> dict:
 
 def add_generation_flags(p: argparse.ArgumentParser) -> None:
     """``--generate N`` and ``--contrast TEXT`` (language models)."""
-    p.add_argument("--generate", type=positive_int, default=None, metavar="N",
-                   help="language models: generate up to N tokens (greedy unless the model's generation "
-                        "config says otherwise), then explain every generated token (one row each)")
-    p.add_argument("--contrast", default=None, metavar="TEXT",
-                   help="explain target minus contrast per token: TEXT has one token per target token "
-                        "(score 'contrast'; -o score='\"contrast_prob\"' for the probability difference)")
+    p.add_argument(
+        "--generate",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="language models: generate up to N tokens (greedy unless the model's generation "
+        "config says otherwise), then explain every generated token (one row each)",
+    )
+    p.add_argument(
+        "--contrast",
+        default=None,
+        metavar="TEXT",
+        help="explain target minus contrast per token: TEXT has one token per target token "
+        "(score 'contrast'; -o score='\"contrast_prob\"' for the probability difference)",
+    )
 
 
 def generation_options(args: argparse.Namespace, options: dict) -> dict:

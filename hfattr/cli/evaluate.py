@@ -39,28 +39,57 @@ def _fraction_or_count(value: str) -> float | int:
 def _configure(p: argparse.ArgumentParser) -> None:
     from ..evaluate import METRICS
 
-    p.add_argument("path", nargs="+", metavar="PATH",
-                   help="a dataset-run directory (or shard file) from `hfattr attribute-dataset`, or Result "
-                        "JSON files from `hfattr explain --json`")
-    add_model_flags(p, model_help="hub name or local path (default: the model the results name; the embedded "
-                                  "model for its own results)")
-    p.add_argument("--metrics", default="comprehensiveness,sufficiency,log_odds", metavar="M1,M2",
-                   help=f"comma-separated, from {', '.join(METRICS)} (default: the first three)")
-    p.add_argument("--top-k", type=_fraction_or_count, default=0.2, metavar="K",
-                   help="top tokens: a fraction in (0, 1] of each text's tokens, or a count (default 0.2)")
-    p.add_argument("--replacement", default=None, metavar="R",
-                   help="mask, pad, remove or a token id (default per metric: remove for comprehensiveness, "
-                        "sufficiency and AOPC, mask for log-odds)")
+    p.add_argument(
+        "path",
+        nargs="+",
+        metavar="PATH",
+        help="a dataset-run directory (or shard file) from `hfattr attribute-dataset`, or Result "
+        "JSON files from `hfattr explain --json`",
+    )
+    add_model_flags(
+        p,
+        model_help="hub name or local path (default: the model the results name; the embedded "
+        "model for its own results)",
+    )
+    p.add_argument(
+        "--metrics",
+        default="comprehensiveness,sufficiency,log_odds",
+        metavar="M1,M2",
+        help=f"comma-separated, from {', '.join(METRICS)} (default: the first three)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=_fraction_or_count,
+        default=0.2,
+        metavar="K",
+        help="top tokens: a fraction in (0, 1] of each text's tokens, or a count (default 0.2)",
+    )
+    p.add_argument(
+        "--replacement",
+        default=None,
+        metavar="R",
+        help="mask, pad, remove or a token id (default per metric: remove for comprehensiveness, "
+        "sufficiency and AOPC, mask for log-odds)",
+    )
     p.add_argument("--steps", type=int, default=10, metavar="S", help="AOPC steps (default 10)")
-    p.add_argument("--by", choices=("value", "abs"), default="value",
-                   help="rank tokens by signed score (default) or by magnitude")
+    p.add_argument(
+        "--by", choices=("value", "abs"), default="value", help="rank tokens by signed score (default) or by magnitude"
+    )
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="inputs per model call (default 64)")
-    p.add_argument("--allow-unsafe-weights", action="store_true",
-                   help="a model named by the results (not by --model) may load from weights other than "
-                        "safetensors (pickle-based .bin files can run code)")
+    p.add_argument(
+        "--allow-unsafe-weights",
+        action="store_true",
+        help="a model named by the results (not by --model) may load from weights other than "
+        "safetensors (pickle-based .bin files can run code)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--output", "-O", default=None, metavar="CSV",
-                   help=f"per-row metrics (default: {_OUTPUT_NAME} in the run directory; none for JSON files)")
+    p.add_argument(
+        "--output",
+        "-O",
+        default=None,
+        metavar="CSV",
+        help=f"per-row metrics (default: {_OUTPUT_NAME} in the run directory; none for JSON files)",
+    )
 
 
 # --------------------------------------------------------------------------- inputs
@@ -114,13 +143,15 @@ def _explainer(args: argparse.Namespace, name: str) -> Any:
 
         try:
             with elapsed("loading the model"), quiet_loading(args.verbose):
-                model, tok = load_model(name, task=args.task, trust_remote_code=args.trust_remote_code,
-                                        use_safetensors=True)
+                model, tok = load_model(
+                    name, task=args.task, trust_remote_code=args.trust_remote_code, use_safetensors=True
+                )
         except Exception as err:  # transformers raises OSError/ValueError/EnvironmentError kinds
             raise CLIError(
                 f"the model {name!r} named in the results was not loaded: hfattr evaluate loads a model named by "
                 f"a results file only from safetensors weights ({' '.join(str(err).split())[:300]}); pass "
-                "--allow-unsafe-weights to allow other formats, or name the model with --model") from None
+                "--allow-unsafe-weights to allow other formats, or name the model with --model"
+            ) from None
         with quiet_loading(args.verbose):
             pipe = pipeline(args.task, model, tok, trust_remote_code=args.trust_remote_code)
         pipe.explainer.model_name = name
@@ -139,13 +170,17 @@ def _check_digest(explainer: Any, manifest: dict | None) -> None:
     except ImportError:
         return
     if model_digest(explainer) != want:
-        print("hfattr evaluate: warning: the model loaded differs from the one the run used; the metrics "
-              "describe the loaded model", file=sys.stderr)
+        print(
+            "hfattr evaluate: warning: the model loaded differs from the one the run used; the metrics "
+            "describe the loaded model",
+            file=sys.stderr,
+        )
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate_results(explainer: Any, results: list, *, metrics: list[str], chunk: int = 256,
-                     progress: bool = False, **options: Any) -> tuple[list[dict], dict[str, float]]:
+def evaluate_results(
+    explainer: Any, results: list, *, metrics: list[str], chunk: int = 256, progress: bool = False, **options: Any
+) -> tuple[list[dict], dict[str, float]]:
     """Metrics for each Result (``None`` and unsupported Results get an ``error``) and their means.
 
     Returns ``(rows, means)``; ``rows[i]`` has ``index``, the metric values and ``error``.
@@ -210,9 +245,17 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.path[0]} holds no successful rows to evaluate")
     explainer = _explainer(args, _model_name(args, results, manifest))
     _check_digest(explainer, manifest)
-    rows, means = evaluate_results(explainer, results, metrics=metrics, top_k=args.top_k,
-                                   replacement=replacement, steps=args.steps, by=args.by,
-                                   batch_size=args.batch_size, progress=args.progress)
+    rows, means = evaluate_results(
+        explainer,
+        results,
+        metrics=metrics,
+        top_k=args.top_k,
+        replacement=replacement,
+        steps=args.steps,
+        by=args.by,
+        batch_size=args.batch_size,
+        progress=args.progress,
+    )
     n_ok = sum(r["error"] is None for r in rows)
     if n_ok == 0:
         raise CLIError(f"no row could be evaluated; e.g. {rows[0]['error']}")
@@ -240,14 +283,17 @@ def _write_csv(path: Path, rows: list[dict], ids: list[int], metrics: list[str])
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["row_id", *metrics, "error"])
     for rid, row in zip(ids, rows):
-        w.writerow([rid, *("" if row[m] is None else repr(float(row[m])) for m in metrics),
-                    csv_cell(row["error"] or "")])
+        w.writerow(
+            [rid, *("" if row[m] is None else repr(float(row[m])) for m in metrics), csv_cell(row["error"] or "")]
+        )
     atomic_write_text(path, buf.getvalue())
 
 
 register_command(
-    "evaluate", help="faithfulness metrics (comprehensiveness, sufficiency, log-odds, AOPC) of stored results",
-    configure=_configure, run=_run,
+    "evaluate",
+    help="faithfulness metrics (comprehensiveness, sufficiency, log-odds, AOPC) of stored results",
+    configure=_configure,
+    run=_run,
     description="Compute faithfulness metrics for every row of a dataset run (or Result JSON files), "
-                "write them per row to a CSV and print their means.",
+    "write them per row to a CSV and print their means.",
 )

@@ -7,9 +7,21 @@ import json
 import sys
 from typing import Any
 
-from .common import (CLIError, add_generation_flags, add_method_flags, add_model_flags, check_model_flag, elapsed,
-                     encode_options, generation_options, parse_options, parse_target, quiet_loading, register_command,
-                     use_color)
+from .common import (
+    CLIError,
+    add_generation_flags,
+    add_method_flags,
+    add_model_flags,
+    check_model_flag,
+    elapsed,
+    encode_options,
+    generation_options,
+    parse_options,
+    parse_target,
+    quiet_loading,
+    register_command,
+    use_color,
+)
 
 __all__ = ["render"]
 
@@ -18,17 +30,26 @@ def _configure_explain(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="the text to explain")
     add_model_flags(p)
     add_method_flags(p)
-    p.add_argument("--target", default=None,
-                   help="what to explain: a class id or label name, or a continuation text for language "
-                        "models (default: the predicted class / next token)")
+    p.add_argument(
+        "--target",
+        default=None,
+        help="what to explain: a class id or label name, or a continuation text for language "
+        "models (default: the predicted class / next token)",
+    )
     add_generation_flags(p)
     p.add_argument("--html", default=None, metavar="PATH", help="also write an HTML heatmap to PATH")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the Result as JSON to PATH")
     color = p.add_mutually_exclusive_group()
-    color.add_argument("--color", dest="color", action="store_const", const=True, default=None,
-                       help="force coloured output")
-    color.add_argument("--no-color", dest="color", action="store_const", const=False,
-                       help="plain output (default: colour when stdout is a terminal and NO_COLOR is unset)")
+    color.add_argument(
+        "--color", dest="color", action="store_const", const=True, default=None, help="force coloured output"
+    )
+    color.add_argument(
+        "--no-color",
+        dest="color",
+        action="store_const",
+        const=False,
+        help="plain output (default: colour when stdout is a terminal and NO_COLOR is unset)",
+    )
 
 
 def _fmt_probability(p: Any) -> str:
@@ -86,8 +107,14 @@ def _run_explain(args: argparse.Namespace) -> int:
     options.update(generation_options(args, options))
     check_model_flag(args.model)
     with elapsed("loading the model"), quiet_loading(args.verbose):
-        pipe = pipeline(args.task, args.model, method=args.method, trust_remote_code=args.trust_remote_code,
-                        target=parse_target(args.target), **options)
+        pipe = pipeline(
+            args.task,
+            args.model,
+            method=args.method,
+            trust_remote_code=args.trust_remote_code,
+            target=parse_target(args.target),
+            **options,
+        )
     with elapsed(f"explaining with {args.method}"):
         result = pipe(args.text)
     print(render(result, color=use_color(args)))
@@ -100,7 +127,10 @@ def _run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-register_command("explain", help="attribute a model's output on one text", configure=_configure_explain,
-                 run=_run_explain,
-                 description="Explain a model's output on TEXT and print a token table "
-                             "(optionally also HTML and JSON).")
+register_command(
+    "explain",
+    help="attribute a model's output on one text",
+    configure=_configure_explain,
+    run=_run_explain,
+    description="Explain a model's output on TEXT and print a token table (optionally also HTML and JSON).",
+)

@@ -13,8 +13,13 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 
 # Modules that register further commands when imported (each calls ``register_command``).
-COMMAND_MODULES = ("hfattr.cli.explain", "hfattr.cli.methods", "hfattr.cli.dataset", "hfattr.cli.evaluate",
-                   "hfattr.cli.report")
+COMMAND_MODULES = (
+    "hfattr.cli.explain",
+    "hfattr.cli.methods",
+    "hfattr.cli.dataset",
+    "hfattr.cli.evaluate",
+    "hfattr.cli.report",
+)
 
 
 def _load_command_modules() -> None:
@@ -32,19 +37,26 @@ def _load_command_modules() -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered command."""
     _load_command_modules()
-    parser = argparse.ArgumentParser(prog="hfattr",
-                                     description="Feature attribution for Hugging Face transformers models.")
+    parser = argparse.ArgumentParser(
+        prog="hfattr", description="Feature attribution for Hugging Face transformers models."
+    )
     parser.add_argument("--version", action="version", version=f"hfattr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show what libraries report (transformers load reports, warnings)")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="show what libraries report (transformers load reports, warnings)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in commands():
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help)
         cmd.configure(sp)
         try:  # also after the command: `hfattr explain TEXT --verbose`
-            sp.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                            help="show what libraries report (transformers load reports, warnings)")
+            sp.add_argument(
+                "--verbose",
+                "-v",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show what libraries report (transformers load reports, warnings)",
+            )
         except argparse.ArgumentError:
             pass  # the command defines its own --verbose
         sp.set_defaults(_run=cmd.run)
@@ -81,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # an internal failure: still one line unless --debug
         if args.debug:
             raise
-        print(f"hfattr: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug for "
-              "the traceback)", file=sys.stderr)
+        print(
+            f"hfattr: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1

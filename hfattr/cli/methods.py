@@ -25,5 +25,4 @@ def _run_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-register_command("methods", help="list the attribution methods", configure=_configure_methods,
-                 run=_run_methods)
+register_command("methods", help="list the attribution methods", configure=_configure_methods, run=_run_methods)

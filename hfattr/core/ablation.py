@@ -40,14 +40,11 @@ def format_feature_mask(
     """One integer mask per input, with the input's rank; default: every scalar its own feature."""
     if feature_mask is None:
         return tuple(
-            torch.arange(math.prod(x.shape[1:]), device=x.device).reshape((1,) + tuple(x.shape[1:]))
-            for x in inputs
+            torch.arange(math.prod(x.shape[1:]), device=x.device).reshape((1,) + tuple(x.shape[1:])) for x in inputs
         )
     masks = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
     if len(masks) != len(inputs):
-        raise ValueError(
-            f"{name} must have one mask per input tensor: expected {len(inputs)}, got {len(masks)}"
-        )
+        raise ValueError(f"{name} must have one mask per input tensor: expected {len(inputs)}, got {len(masks)}")
     out = []
     for i, (m, x) in enumerate(zip(masks, inputs)):
         where = f"{name}[{i}]" if len(inputs) > 1 else name
@@ -67,8 +64,7 @@ def format_feature_mask(
             ok = False
         if not ok:
             raise ValueError(
-                f"{where} of shape {tuple(m.shape)} is not broadcastable to the input's shape "
-                f"{tuple(x.shape)}"
+                f"{where} of shape {tuple(m.shape)} is not broadcastable to the input's shape {tuple(x.shape)}"
             )
         out.append(m.to(device=x.device, dtype=torch.long))
     return tuple(out)
@@ -76,9 +72,7 @@ def format_feature_mask(
 
 def _check_ppe(perturbations_per_eval: Any) -> int:
     if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int):
-        raise TypeError(
-            f"perturbations_per_eval must be an int >= 1 or 'auto', got {perturbations_per_eval!r}"
-        )
+        raise TypeError(f"perturbations_per_eval must be an int >= 1 or 'auto', got {perturbations_per_eval!r}")
     if perturbations_per_eval < 1:
         raise ValueError(f"perturbations_per_eval must be >= 1, got {perturbations_per_eval}")
     return perturbations_per_eval
@@ -144,10 +138,7 @@ class _Plan:
         self.masks = format_feature_mask(feature_mask, inputs, name=mask_name)
         raw = format_baselines(baselines, inputs, name=baseline_name)
         self.baselines = tuple(_baseline_tensor(b, x) for b, x in zip(raw, inputs))
-        self.ids = tuple(
-            torch.unique(m) if x.numel() > 0 else m.new_empty(0)
-            for m, x in zip(self.masks, inputs)
-        )
+        self.ids = tuple(torch.unique(m) if x.numel() > 0 else m.new_empty(0) for m, x in zip(self.masks, inputs))
         if skip_id is not None:
             self.ids = tuple(ids[ids != skip_id] for ids in self.ids)
 
@@ -168,8 +159,9 @@ class _Plan:
         """With ``perturbations_per_eval='auto'``: as many perturbations as fit in memory."""
         if self.auto:
             most = max([len(ids) for ids in self.ids] + [1])
-            self.ppe = max(1, auto_rows(self.inputs, rows_measured=self.batch, probe=probe,
-                                        limit=most * self.batch) // self.batch)
+            self.ppe = max(
+                1, auto_rows(self.inputs, rows_measured=self.batch, probe=probe, limit=most * self.batch) // self.batch
+            )
 
     def step(self, i: int, chunk: Tensor) -> _Step:
         """The batch ablating feature ids ``chunk`` of input ``i`` (one block of rows per id)."""
@@ -226,14 +218,21 @@ class _Totals:
 
     def __init__(self, plan: _Plan, initial: Tensor) -> None:
         self.plan = plan
-        check_finite(initial, "the forward function's output at the unperturbed input",
-                     hint="check the model's weights and the inputs")
+        check_finite(
+            initial,
+            "the forward function's output at the unperturbed input",
+            hint="check the model's weights and the inputs",
+        )
         self.initial = initial
         self.n_outputs = initial.numel()
         if plan.ragged and self.n_outputs != 1:
-            check_same_batch(plan.inputs, why=(
-                f" unless forward_func returns one value for the whole batch (it returned shape "
-                f"{tuple(initial.shape)})"))
+            check_same_batch(
+                plan.inputs,
+                why=(
+                    f" unless forward_func returns one value for the whole batch (it returned shape "
+                    f"{tuple(initial.shape)})"
+                ),
+            )
         self.flat = initial.reshape(1, -1).clone()  # the forward may reuse (and overwrite) its output tensor
         plan.check_masks(self.n_outputs)
         self.totals = [
@@ -244,9 +243,7 @@ class _Totals:
     def add(self, step: _Step, modified: Tensor) -> None:
         n = step.n
         if (self.plan.ppe > 1 or self.plan.auto) and (
-            self.initial.dim() == 0
-            or modified.dim() == 0
-            or modified.shape[0] != n * self.initial.shape[0]
+            self.initial.dim() == 0 or modified.dim() == 0 or modified.shape[0] != n * self.initial.shape[0]
         ):
             raise ValueError(
                 "perturbations_per_eval > 1 needs a forward_func whose output grows with the batch "
@@ -261,8 +258,11 @@ class _Totals:
             )
         if nonfinite_where(modified) is not None:
             ids = step.ids.tolist() if isinstance(step.ids, Tensor) else step.ids
-            check_finite(modified, f"the forward function's output with feature id(s) {ids} of input "
-                         f"{step.index} ablated", hint="the model gives NaN/Inf under this perturbation")
+            check_finite(
+                modified,
+                f"the forward function's output with feature id(s) {ids} of input {step.index} ablated",
+                hint="the model gives NaN/Inf under this perturbation",
+            )
         x = self.plan.inputs[step.index]
         diff = self.flat - modified.reshape(n, self.n_outputs).to(self.flat.device)
         diff = diff.reshape(diff.shape + (1,) * (x.dim() - 1)).to(x.device)
@@ -291,9 +291,17 @@ def feature_ablation(
 
     Features whose mask id equals ``skip_id`` are never ablated (attribution 0, no pass spent).
     """
-    plan = _Plan(inputs, baselines=baselines, target=target, additional_forward_args=additional_forward_args,
-                 feature_mask=feature_mask, perturbations_per_eval=perturbations_per_eval, skip_id=skip_id,
-                 mask_name=mask_name, baseline_name=baseline_name)
+    plan = _Plan(
+        inputs,
+        baselines=baselines,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        feature_mask=feature_mask,
+        perturbations_per_eval=perturbations_per_eval,
+        skip_id=skip_id,
+        mask_name=mask_name,
+        baseline_name=baseline_name,
+    )
     probe = MemoryProbe(inputs[0].device)
     with torch.no_grad():
         with probe.measure():
@@ -301,9 +309,15 @@ def feature_ablation(
                 initial = run_forward(forward_func, inputs, target, plan.args)
             except Exception as err:
                 # ragged: most likely per-example inputs of different lengths by mistake
-                problem = same_batch_error(inputs, why=" unless forward_func returns one value for the "
-                                           f"whole batch (it raised {type(err).__name__} on these inputs)"
-                                           ) if plan.ragged else None
+                problem = (
+                    same_batch_error(
+                        inputs,
+                        why=" unless forward_func returns one value for the "
+                        f"whole batch (it raised {type(err).__name__} on these inputs)",
+                    )
+                    if plan.ragged
+                    else None
+                )
                 if problem is not None:
                     raise problem from err
                 raise
@@ -327,8 +341,14 @@ def feature_ablation_future(
     show_progress: bool = False,
 ) -> torch.futures.Future:
     """As :func:`feature_ablation` for a ``forward_func`` returning ``torch.futures.Future``."""
-    plan = _Plan(inputs, baselines=baselines, target=target, additional_forward_args=additional_forward_args,
-                 feature_mask=feature_mask, perturbations_per_eval=perturbations_per_eval)
+    plan = _Plan(
+        inputs,
+        baselines=baselines,
+        target=target,
+        additional_forward_args=additional_forward_args,
+        feature_mask=feature_mask,
+        perturbations_per_eval=perturbations_per_eval,
+    )
 
     def launch(batch: tuple[Tensor, ...], args: Any, tgt: Any) -> Any:  # a torch.futures.Future
         with torch.no_grad():

@@ -16,8 +16,14 @@ from .layer import layer_feature_ablation, neuron_gradient
 from .locking import model_lock, owner_module
 from .sig import SIGInfo, completeness_error, convergence_delta, full_baselines, sequential_integrated_gradients
 
-__all__ = ["FeatureAblation", "LayerFeatureAblation", "NeuronGradient", "SequentialIntegratedGradients",
-           "reference_method", "gradient_convergence_delta"]
+__all__ = [
+    "FeatureAblation",
+    "LayerFeatureAblation",
+    "NeuronGradient",
+    "SequentialIntegratedGradients",
+    "reference_method",
+    "gradient_convergence_delta",
+]
 
 _F = TypeVar("_F", bound=Callable)
 
@@ -48,16 +54,15 @@ def gradient_convergence_delta(
     ends, _ = as_tuple(end_point, name="end_point")
     attrs, _ = as_tuple(attributions, name="attributions")
     if len(attrs) != len(ends):
-        raise ValueError(
-            f"attributions has {len(attrs)} tensor(s) but end_point has {len(ends)}; give one per input")
+        raise ValueError(f"attributions has {len(attrs)} tensor(s) but end_point has {len(ends)}; give one per input")
     for i, (a, x) in enumerate(zip(attrs, ends)):
         if a.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"attributions[{i}] has {a.shape[0]} examples but end_point[{i}] has {x.shape[0]}")
+            raise ValueError(f"attributions[{i}] has {a.shape[0]} examples but end_point[{i}] has {x.shape[0]}")
     starts = full_baselines(start_point, ends, name="start_point")
     with torch.no_grad():
-        return convergence_delta(forward_func, attrs, ends, starts, target,
-                                 format_additional_args(additional_forward_args))
+        return convergence_delta(
+            forward_func, attrs, ends, starts, target, format_additional_args(additional_forward_args)
+        )
 
 
 def _unwrap(result: tuple[Tensor, ...], as_tuple_out: bool) -> Tensor | tuple[Tensor, ...]:
@@ -159,8 +164,9 @@ class LayerFeatureAblation:
         self.layer = layer
         self.device_ids = device_ids
         if skip_prefix is not None:
-            warnings.warn("LayerFeatureAblation: skip_prefix= is deprecated; use fast=", DeprecationWarning,
-                          stacklevel=2)
+            warnings.warn(
+                "LayerFeatureAblation: skip_prefix= is deprecated; use fast=", DeprecationWarning, stacklevel=2
+            )
             fast = skip_prefix
         self.fast = fast
 
@@ -177,8 +183,9 @@ class LayerFeatureAblation:
         return FeatureAblation
 
     @staticmethod
-    def interpolate(layer_attribution: Tensor, interpolate_dims: int | tuple[int, ...],
-                    interpolate_mode: str = "nearest") -> Tensor:
+    def interpolate(
+        layer_attribution: Tensor, interpolate_dims: int | tuple[int, ...], interpolate_mode: str = "nearest"
+    ) -> Tensor:
         """Resize a 3-D to 5-D layer attribution over its dimensions after (batch, channel)."""
         return F.interpolate(layer_attribution, interpolate_dims, mode=interpolate_mode)
 
@@ -249,8 +256,9 @@ class NeuronGradient:
         additional_forward_args: Any = None,
     ) -> Tensor:
         """Σ attributions − (F(end_point) − F(start_point)) per example, as the reference defines it."""
-        return gradient_convergence_delta(self.forward_func, attributions, start_point, end_point,
-                                          target, additional_forward_args)
+        return gradient_convergence_delta(
+            self.forward_func, attributions, start_point, end_point, target, additional_forward_args
+        )
 
     @reference_method
     def attribute(
@@ -312,10 +320,16 @@ class SequentialIntegratedGradients:
         """Attributions shaped like ``inputs`` (and the reference's delta when asked)."""
         formatted, was_tuple = as_tuple(inputs)
         n = formatted[0].shape[0]
-        if (isinstance(internal_batch_size, int) and not isinstance(internal_batch_size, bool)
-                and 1 <= internal_batch_size < n):
-            warnings.warn(f"internal_batch_size ({internal_batch_size}) is smaller than the number of "
-                          f"examples ({n}); using {n}", UserWarning, stacklevel=2)
+        if (
+            isinstance(internal_batch_size, int)
+            and not isinstance(internal_batch_size, bool)
+            and 1 <= internal_batch_size < n
+        ):
+            warnings.warn(
+                f"internal_batch_size ({internal_batch_size}) is smaller than the number of examples ({n}); using {n}",
+                UserWarning,
+                stacklevel=2,
+            )
             internal_batch_size = n
         with model_lock(owner_module(self.forward_func)):
             attrs, info = sequential_integrated_gradients(
@@ -352,8 +366,9 @@ class SequentialIntegratedGradients:
 
         SIG does not satisfy this identity; see ``compute_completeness_error`` for the one it does.
         """
-        return gradient_convergence_delta(self.forward_func, attributions, start_point, end_point,
-                                          target, additional_forward_args)
+        return gradient_convergence_delta(
+            self.forward_func, attributions, start_point, end_point, target, additional_forward_args
+        )
 
     def compute_completeness_error(
         self,
@@ -368,5 +383,13 @@ class SequentialIntegratedGradients:
         attrs, _ = as_tuple(attributions, name="attributions")
         bases = full_baselines(baselines, xs)
         active = torch.ones(xs[0].shape[:2], dtype=torch.bool, device=xs[0].device)
-        return completeness_error(self.forward_func, attrs, xs, bases, target,
-                                  format_additional_args(additional_forward_args), active, xs[0].shape[0])
+        return completeness_error(
+            self.forward_func,
+            attrs,
+            xs,
+            bases,
+            target,
+            format_additional_args(additional_forward_args),
+            active,
+            xs[0].shape[0],
+        )

@@ -32,8 +32,9 @@ def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, getattr(torch, "OutOfMemoryError", ())):
         return True
     text = str(err).lower()
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
-                                               or "not enough memory" in text)
+    return isinstance(err, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
 
 
 def free_memory(device: torch.device) -> int:
@@ -73,8 +74,9 @@ class MemoryProbe:
         self.peak = max(1, torch.cuda.max_memory_allocated(self.device) - before)
 
 
-def auto_rows(inputs: tuple[Tensor, ...], *, rows_measured: int, probe: MemoryProbe | None = None,
-              limit: int | None = None) -> int:
+def auto_rows(
+    inputs: tuple[Tensor, ...], *, rows_measured: int, probe: MemoryProbe | None = None, limit: int | None = None
+) -> int:
     """How many rows of the shape of ``inputs``' examples fit in one call (at least 1)."""
     device = inputs[0].device
     free = free_memory(device) * HEADROOM

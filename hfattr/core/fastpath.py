@@ -34,7 +34,7 @@ FIRST_CHANGED = "accepts_first_changed"
 def suffix_of(value: Any, length: int, full: int) -> Any:
     """The last ``length`` of ``full`` sequence positions (dim 1) of the tensors that have ``full`` there."""
     if isinstance(value, Tensor):
-        return value[:, full - length:] if value.dim() >= 2 and value.shape[1] == full > length else value
+        return value[:, full - length :] if value.dim() >= 2 and value.shape[1] == full > length else value
     return tuple(suffix_of(v, length, full) if isinstance(v, Tensor) else v for v in value)
 
 
@@ -43,6 +43,7 @@ def _seq_len(args: tuple, kwargs: dict) -> int | None:
         if isinstance(v, Tensor) and v.dim() >= 2:
             return v.shape[1]
     return None
+
 
 _MISSING = object()
 
@@ -78,8 +79,9 @@ def _batchable(out: Any, batch: int) -> bool:
         return out.dim() > 0 and out.shape[0] == batch
     if isinstance(out, tuple) and out:
         tensors = [o for o in out if isinstance(o, Tensor)]
-        return bool(tensors) and all(o is None or (isinstance(o, Tensor) and o.dim() > 0 and o.shape[0] == batch)
-                                     for o in out)
+        return bool(tensors) and all(
+            o is None or (isinstance(o, Tensor) and o.dim() > 0 and o.shape[0] == batch) for o in out
+        )
     return False
 
 
@@ -122,6 +124,7 @@ def record_prefix(root: nn.Module | None, layer: nn.Module, batch: int) -> Itera
                 rec.outputs[key] = (mod, _detach(out), batch)
             else:
                 rec.outputs.pop(key, None)
+
         return post
 
     with HookSet() as hooks:

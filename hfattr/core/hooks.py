@@ -74,8 +74,7 @@ class LayerValue:
         raise TypeError(f"layer output of type {type(out).__name__} holds no tensor to attribute to")
 
     @staticmethod
-    def of_inputs(args: tuple, kwargs: dict, *, batch: int | None = None,
-                  first_only: bool = False) -> "LayerValue":
+    def of_inputs(args: tuple, kwargs: dict, *, batch: int | None = None, first_only: bool = False) -> "LayerValue":
         if args and any(isinstance(a, Tensor) for a in args):
             return LayerValue("args", _tensor_slots(args, batch, first_only))
         names = [k for k, v in kwargs.items() if isinstance(v, Tensor)]
@@ -243,21 +242,20 @@ def replace_layer(
 def _cut(new: tuple[Tensor, ...], current: tuple[Tensor, ...], suffix: bool) -> tuple[Tensor, ...]:
     if not suffix:
         return new
-    return tuple(n[:, n.shape[1] - c.shape[1]:] if n.dim() >= 2 and c.dim() >= 2 and n.shape[1] > c.shape[1]
-                 else n for n, c in zip(new, current))
+    return tuple(
+        n[:, n.shape[1] - c.shape[1] :] if n.dim() >= 2 and c.dim() >= 2 and n.shape[1] > c.shape[1] else n
+        for n, c in zip(new, current)
+    )
 
 
 def _match(new: tuple[Tensor, ...], current: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     if len(new) != len(current):
-        raise ValueError(
-            f"layer value has {len(current)} tensor(s) but {len(new)} replacement(s) were given"
-        )
+        raise ValueError(f"layer value has {len(current)} tensor(s) but {len(new)} replacement(s) were given")
     out = []
     for n, c in zip(new, current):
         if n.shape != c.shape:
             raise ValueError(
-                f"replacement of shape {tuple(n.shape)} does not match the layer value's shape "
-                f"{tuple(c.shape)}"
+                f"replacement of shape {tuple(n.shape)} does not match the layer value's shape {tuple(c.shape)}"
             )
         # a copy: the model may change the value in place, the stored one must stay intact. The
         # dtype is the replacement's (a float baseline promotes an integer value, as in the reference)

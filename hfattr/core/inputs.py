@@ -72,9 +72,7 @@ def format_baselines(
     if not isinstance(baselines, tuple):
         baselines = (baselines,)
     if len(baselines) != len(inputs):
-        raise ValueError(
-            f"{name} must have one entry per input tensor: expected {len(inputs)}, got {len(baselines)}"
-        )
+        raise ValueError(f"{name} must have one entry per input tensor: expected {len(inputs)}, got {len(baselines)}")
     out: list[Any] = []  # tensors and numbers
     for i, (b, x) in enumerate(zip(baselines, inputs)):
         where = f"{name}[{i}]" if len(inputs) > 1 else name
@@ -89,8 +87,7 @@ def format_baselines(
             shape = None
         if shape != x.shape:
             raise ValueError(
-                f"{where} has shape {tuple(b.shape)}, which does not broadcast to the input's "
-                f"shape {tuple(x.shape)}"
+                f"{where} has shape {tuple(b.shape)}, which does not broadcast to the input's shape {tuple(x.shape)}"
             )
         out.append(b.to(x.device))
     return tuple(out)
@@ -107,9 +104,7 @@ def expand_additional_args(args: tuple[Any, ...] | None, n: int) -> tuple[Any, .
     """Repeat tensor arguments ``n`` times along dim 0 (block-major); others pass as they are."""
     if args is None or n == 1:
         return args
-    return tuple(
-        torch.cat([a] * n, dim=0) if isinstance(a, Tensor) and a.dim() > 0 else a for a in args
-    )
+    return tuple(torch.cat([a] * n, dim=0) if isinstance(a, Tensor) and a.dim() > 0 else a for a in args)
 
 
 def expand_target(target: Any, n: int) -> Any:
@@ -158,9 +153,7 @@ def select_target(output: Tensor, target: Any) -> Tensor:
             return _index_columns(output, (int(target.item()),))
         if target.dim() == 1 and target.numel() == n:
             if output.dim() != 2:
-                raise ValueError(
-                    f"a tensor of per-example targets needs a 2-D output, got shape {tuple(output.shape)}"
-                )
+                raise ValueError(f"a tensor of per-example targets needs a 2-D output, got shape {tuple(output.shape)}")
             _check_range(target.tolist(), output.shape[1])
             return torch.gather(output, 1, target.to(output.device).reshape(n, 1))
         raise ValueError(
@@ -169,14 +162,10 @@ def select_target(output: Tensor, target: Any) -> Tensor:
         )
     if isinstance(target, list):
         if len(target) != n:
-            raise ValueError(
-                f"target list has {len(target)} entries but the output has {n} examples"
-            )
+            raise ValueError(f"target list has {len(target)} entries but the output has {n} examples")
         if all(isinstance(t, int) for t in target):
             if output.dim() != 2:
-                raise ValueError(
-                    f"a list of int targets needs a 2-D output, got shape {tuple(output.shape)}"
-                )
+                raise ValueError(f"a list of int targets needs a 2-D output, got shape {tuple(output.shape)}")
             _check_range(target, output.shape[1])
             idx = torch.tensor(target, device=output.device).reshape(n, 1)
             return torch.gather(output, 1, idx)
@@ -196,19 +185,14 @@ def check_target(target: Any, batch_size: int) -> None:
     """Validate a target's form early, before any forward pass is spent."""
     if batch_size == 0:
         raise ValueError("inputs have a batch of 0 examples; give at least one example")
-    if isinstance(target, Tensor) and (target.is_floating_point() or target.is_complex()
-                                       or target.dtype == torch.bool):
+    if isinstance(target, Tensor) and (target.is_floating_point() or target.is_complex() or target.dtype == torch.bool):
         raise TypeError(f"target tensor must hold integer output indices, got dtype {target.dtype}")
     if isinstance(target, float):
         raise TypeError(f"target must be an int output index (or a tuple/list/tensor of them), got {target!r}")
     if isinstance(target, list) and len(target) != batch_size:
-        raise ValueError(
-            f"target list has {len(target)} entries; expected one per example ({batch_size})"
-        )
+        raise ValueError(f"target list has {len(target)} entries; expected one per example ({batch_size})")
     if isinstance(target, Tensor) and target.numel() > 1 and target.numel() != batch_size:
-        raise ValueError(
-            f"target tensor has {target.numel()} elements; expected 1 or one per example ({batch_size})"
-        )
+        raise ValueError(f"target tensor has {target.numel()} elements; expected 1 or one per example ({batch_size})")
 
 
 def _takes_no_args(fn: Callable) -> bool:
@@ -247,13 +231,9 @@ def as_output_tensor(output: Any) -> Tensor:
     if isinstance(output, Tensor):
         return output
     if isinstance(output, torch.Future):
-        raise TypeError(
-            "forward_func returned a torch.futures.Future; use attribute_future() for such functions"
-        )
+        raise TypeError("forward_func returned a torch.futures.Future; use attribute_future() for such functions")
     if isinstance(output, bool) or not isinstance(output, (int, float)):
-        raise TypeError(
-            f"forward_func must return a torch.Tensor or a number, got {type(output).__name__}"
-        )
+        raise TypeError(f"forward_func must return a torch.Tensor or a number, got {type(output).__name__}")
     return torch.tensor(output, dtype=torch.int64 if isinstance(output, int) else torch.float64)
 
 
@@ -268,7 +248,5 @@ def run_forward(
     """Forward then target selection; a Future output is an error here (``owned``: see ``call_forward``)."""
     out = call_forward(forward_func, inputs, args, owned=owned)
     if isinstance(out, torch.Future):
-        raise TypeError(
-            "forward_func returned a torch.futures.Future; use attribute_future() for such functions"
-        )
+        raise TypeError("forward_func returned a torch.futures.Future; use attribute_future() for such functions")
     return select_target(as_output_tensor(out), target)

@@ -76,8 +76,11 @@ def layer_eval(
     ids = _device_ids(forward_func, device_ids)
     if getattr(forward_func, FIRST_CHANGED, False):
         forward_func = functools.partial(forward_func, first_changed=0)  # a full pass: the layer must run
-    with torch.no_grad(), capture_layer(layer, inputs=attribute_to_layer_input, first_only=first_only) as cap, \
-            record_prefix(record_root, layer, inputs[0].shape[0]) as prefix:
+    with (
+        torch.no_grad(),
+        capture_layer(layer, inputs=attribute_to_layer_input, first_only=first_only) as cap,
+        record_prefix(record_root, layer, inputs[0].shape[0]) as prefix,
+    ):
         call_forward(forward_func, inputs, args)
     _check_ran(cap, layer, once=True)
     tensors = cap.gathered(_device_order(ids))
@@ -150,9 +153,16 @@ def layer_feature_ablation(
         fwd = forward_func
         if suffix:
             fwd = functools.partial(forward_func, first_changed=_first_changed(values, new_values))
-        with replace_layer(layer, lambda dev: by_device.get(dev, new_values), inputs=attribute_to_layer_input,
-                           value=where, suffix=suffix), \
-                reuse_prefix(prefix, suffix=suffix):
+        with (
+            replace_layer(
+                layer,
+                lambda dev: by_device.get(dev, new_values),
+                inputs=attribute_to_layer_input,
+                value=where,
+                suffix=suffix,
+            ),
+            reuse_prefix(prefix, suffix=suffix),
+        ):
             return call_forward(fwd, original, rest)
 
     attributions = feature_ablation(
@@ -200,9 +210,7 @@ def select_neuron(values: tuple[Tensor, ...], neuron_selector: Any) -> Tensor:
     if callable(neuron_selector):
         picked = neuron_selector(values if len(values) > 1 else values[0])
         if not isinstance(picked, Tensor):
-            raise TypeError(
-                f"neuron_selector callable must return a tensor, got {type(picked).__name__}"
-            )
+            raise TypeError(f"neuron_selector callable must return a tensor, got {type(picked).__name__}")
         return picked
     if len(values) > 1:
         raise ValueError(
@@ -211,12 +219,13 @@ def select_neuron(values: tuple[Tensor, ...], neuron_selector: Any) -> Tensor:
         )
     out = values[0]
     index = (neuron_selector,) if isinstance(neuron_selector, int) else neuron_selector
-    if isinstance(neuron_selector, bool) or not isinstance(index, tuple) or not all(
-        isinstance(i, (int, slice)) and not isinstance(i, bool) for i in index
+    if (
+        isinstance(neuron_selector, bool)
+        or not isinstance(index, tuple)
+        or not all(isinstance(i, (int, slice)) and not isinstance(i, bool) for i in index)
     ):
         raise TypeError(
-            "neuron_selector must be an int, a tuple of ints and slices, or a callable; got "
-            f"{neuron_selector!r}"
+            f"neuron_selector must be an int, a tuple of ints and slices, or a callable; got {neuron_selector!r}"
         )
     picked = index_after_batch(out, index, what="neuron_selector", of="layer value")
     if any(isinstance(i, slice) for i in index):

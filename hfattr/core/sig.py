@@ -26,8 +26,15 @@ from .budget import RowBudget
 from .quadrature import cc_levels, cc_node_index, clenshaw_curtis
 from .progress import progress_bar
 
-__all__ = ["sequential_integrated_gradients", "quadrature", "SIGInfo", "METHODS", "convergence_delta",
-           "full_baselines", "completeness_error"]
+__all__ = [
+    "sequential_integrated_gradients",
+    "quadrature",
+    "SIGInfo",
+    "METHODS",
+    "convergence_delta",
+    "full_baselines",
+    "completeness_error",
+]
 
 _ROW_TOKENS = 16384  # default rows per call × sequence length when internal_batch_size is None
 FIRST_CHANGED = "accepts_first_changed"  # forward functions with this attribute get first_changed=
@@ -103,8 +110,9 @@ def full_baselines(baselines: Any, inputs: tuple[Tensor, ...], *, name: str = "b
     return tuple(out)
 
 
-def _active(inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], positions: Tensor | None,
-            skip_equal: bool) -> Tensor:
+def _active(
+    inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], positions: Tensor | None, skip_equal: bool
+) -> Tensor:
     B, L = inputs[0].shape[:2]
     act = torch.ones(B, L, dtype=torch.bool, device=inputs[0].device)
     if positions is not None:
@@ -120,8 +128,10 @@ def _active(inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], positions: Te
 def _gather_args(args: tuple | None, idx: Tensor, batch: int) -> tuple | None:
     if args is None:
         return None
-    return tuple(a.index_select(0, idx.to(a.device)) if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch
-                 else a for a in args)
+    return tuple(
+        a.index_select(0, idx.to(a.device)) if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch else a
+        for a in args
+    )
 
 
 def _gather_target(target: Any, idx: Tensor) -> Any:
@@ -137,10 +147,24 @@ def _chunks(n_rows: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n_rows, start + size))
 
 
-def _integrate(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
-               args: tuple | None, rows: tuple[Tensor, Tensor], alphas: Tensor, weights: Tensor,
-               chunk: int, grads: list[Tensor], bar: Any, *, budget: RowBudget | None = None,
-               shrink_on_oom: bool = False, slots: Tensor | None = None, values: Tensor | None = None) -> int:
+def _integrate(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    bases: tuple[Tensor, ...],
+    target: Any,
+    args: tuple | None,
+    rows: tuple[Tensor, Tensor],
+    alphas: Tensor,
+    weights: Tensor,
+    chunk: int,
+    grads: list[Tensor],
+    bar: Any,
+    *,
+    budget: RowBudget | None = None,
+    shrink_on_oom: bool = False,
+    slots: Tensor | None = None,
+    values: Tensor | None = None,
+) -> int:
     """Add ``weight * dF/dx[b, i]`` at the interpolated point of every row into ``grads``.
 
     Rows are sorted by position. A call holds at most ``chunk`` rows and, with ``budget``, at most
@@ -160,8 +184,21 @@ def _integrate(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[
         sl = slice(start, min(len(ex), start + size))
         measure = budget.measure((sl.stop - sl.start) * cost) if budget is not None else contextlib.nullcontext()
         try:
-            _integrate_chunk(forward_func, inputs, bases, target, args, ex[sl], pos[sl], alphas[sl],
-                             weights[sl], grads, measure, None if slots is None else slots[sl], values)
+            _integrate_chunk(
+                forward_func,
+                inputs,
+                bases,
+                target,
+                args,
+                ex[sl],
+                pos[sl],
+                alphas[sl],
+                weights[sl],
+                grads,
+                measure,
+                None if slots is None else slots[sl],
+                values,
+            )
         except Exception as err:  # noqa: BLE001 - only memory errors are handled
             if not (shrink_on_oom and size > 1 and is_out_of_memory(err)):
                 raise
@@ -177,9 +214,21 @@ def _integrate(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[
     return calls
 
 
-def _integrate_chunk(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
-                     args: tuple | None, e: Tensor, p: Tensor, a: Tensor, w: Tensor, grads: list[Tensor],
-                     measure: Any = None, slot: Tensor | None = None, values: Tensor | None = None) -> None:
+def _integrate_chunk(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    bases: tuple[Tensor, ...],
+    target: Any,
+    args: tuple | None,
+    e: Tensor,
+    p: Tensor,
+    a: Tensor,
+    w: Tensor,
+    grads: list[Tensor],
+    measure: Any = None,
+    slot: Tensor | None = None,
+    values: Tensor | None = None,
+) -> None:
     """One forward + backward over the rows ``(e, p)`` at interpolation points ``a``, weights ``w``."""
     B = inputs[0].shape[0]
     fwd = forward_func
@@ -222,8 +271,15 @@ def _sum_per_example(forward_func: Callable, inputs: tuple[Tensor, ...], target:
 
 
 @torch.no_grad()
-def position_drops(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
-                   args: tuple | None, active: Tensor, chunk: int) -> Tensor:
+def position_drops(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    bases: tuple[Tensor, ...],
+    target: Any,
+    args: tuple | None,
+    active: Tensor,
+    chunk: int,
+) -> Tensor:
     """``(B, L)`` float64: F(x) − F(x with position i at its baseline) where ``active`` (else 0)."""
     B, L = active.shape
     dev = inputs[0].device
@@ -232,16 +288,27 @@ def position_drops(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tu
     ex, pos = active.nonzero(as_tuple=True)
     for sl in _chunks(len(ex), chunk):
         e, p = ex[sl], pos[sl]
-        batch = tuple(x.index_select(0, e).index_put((torch.arange(len(e), device=dev), p), b[e, p])
-                      for x, b in zip(inputs, bases))
+        batch = tuple(
+            x.index_select(0, e).index_put((torch.arange(len(e), device=dev), p), b[e, p])
+            for x, b in zip(inputs, bases)
+        )
         f_i = _sum_per_example(forward_func, batch, _gather_target(target, e), _gather_args(args, e, B))
         drops[e, p] = (f_x[e] - f_i).to(torch.float64)
     return drops
 
 
-def completeness_error(forward_func: Callable, attributions: tuple[Tensor, ...], inputs: tuple[Tensor, ...],
-                       bases: tuple[Tensor, ...], target: Any, args: tuple | None, active: Tensor,
-                       chunk: int, *, drops: Tensor | None = None) -> Tensor:
+def completeness_error(
+    forward_func: Callable,
+    attributions: tuple[Tensor, ...],
+    inputs: tuple[Tensor, ...],
+    bases: tuple[Tensor, ...],
+    target: Any,
+    args: tuple | None,
+    active: Tensor,
+    chunk: int,
+    *,
+    drops: Tensor | None = None,
+) -> Tensor:
     """``(B, L)``: Σ over position i's features of the attributions − (F(x) − F(x with i at baseline)).
 
     ``drops`` (from :func:`position_drops`) saves the forward passes when already known.
@@ -253,8 +320,14 @@ def completeness_error(forward_func: Callable, attributions: tuple[Tensor, ...],
     return torch.where(active, attr_sum - drops, torch.zeros_like(drops))
 
 
-def convergence_delta(forward_func: Callable, attributions: tuple[Tensor, ...], inputs: tuple[Tensor, ...],
-                      bases: tuple[Tensor, ...], target: Any, args: tuple | None) -> Tensor:
+def convergence_delta(
+    forward_func: Callable,
+    attributions: tuple[Tensor, ...],
+    inputs: tuple[Tensor, ...],
+    bases: tuple[Tensor, ...],
+    target: Any,
+    args: tuple | None,
+) -> Tensor:
     """The reference's delta: Σ attributions − (F(x) − F(all-baseline input)), per example."""
     f_x = _sum_per_example(forward_func, inputs, target, args)
     f_b = _sum_per_example(forward_func, bases, target, args)
@@ -292,8 +365,13 @@ def sequential_integrated_gradients(
     B = inputs[0].shape[0]
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
-    if internal_batch_size is not None and not is_auto(internal_batch_size) and not isinstance(
-            internal_batch_size, bool) and isinstance(internal_batch_size, int) and internal_batch_size < 1:
+    if (
+        internal_batch_size is not None
+        and not is_auto(internal_batch_size)
+        and not isinstance(internal_batch_size, bool)
+        and isinstance(internal_batch_size, int)
+        and internal_batch_size < 1
+    ):
         raise ValueError(f"internal_batch_size must be >= 1 (or None / 'auto'), got {internal_batch_size}")
     auto = n_steps == "auto"
     if auto and method != "gausslegendre":
@@ -311,8 +389,9 @@ def sequential_integrated_gradients(
             raise ValueError(
                 f"internal_batch_size ({internal_batch_size}) must be at least the number of examples ({B})"
             )
-    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
-                                      or memory_budget < 1):
+    if memory_budget is not None and (
+        isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1
+    ):
         raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
     if isinstance(target, list) and len(target) != B:
         raise ValueError(f"target list has {len(target)} entries; expected one per example ({B})")
@@ -346,14 +425,30 @@ def sequential_integrated_gradients(
         grads = [torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in inputs]
         expected = -(-len(row_ex) // (internal_batch_size or default_chunk))
         with progress_bar(expected, show_progress, label) as bar:
-            info.passes += _integrate(forward_func, inputs, bases, target, args, (row_ex, row_pos), row_a, row_w,
-                                      chunk, grads, bar, budget=budget, shrink_on_oom=auto_chunk or budget is not None)
+            info.passes += _integrate(
+                forward_func,
+                inputs,
+                bases,
+                target,
+                args,
+                (row_ex, row_pos),
+                row_a,
+                row_w,
+                chunk,
+                grads,
+                bar,
+                budget=budget,
+                shrink_on_oom=auto_chunk or budget is not None,
+            )
         info.rows += len(row_ex)
         steps[act] = n
         out = []
         for k, g in enumerate(grads):
-            check_finite(g, f"the SIG path gradient of inputs[{k}]",
-                         hint="the model's gradient is NaN/Inf somewhere between the baseline and the input")
+            check_finite(
+                g,
+                f"the SIG path gradient of inputs[{k}]",
+                hint="the model's gradient is NaN/Inf somewhere between the baseline and the input",
+            )
         for g, x, b in zip(grads, inputs, bases):
             a = g * (x - b).to(g.dtype) if multiply_by_inputs else g
             a = a * act.view(B, L, *([1] * (x.dim() - 2))).to(a.dtype)
@@ -369,21 +464,37 @@ def sequential_integrated_gradients(
     if not auto:
         attrs = run(active, cast(int, n_steps), "SIG")  # not "auto" here
         if with_completeness:
-            info.completeness_error = completeness_error(forward_func, multiplied(attrs), inputs, bases, target,
-                                                         args, active, chunk_eval)
+            info.completeness_error = completeness_error(
+                forward_func, multiplied(attrs), inputs, bases, target, args, active, chunk_eval
+            )
         return attrs, info
 
-    return _adaptive(forward_func, inputs, bases, target, args, active, info, tol=tol, start_steps=start_steps,
-                     max_steps=max_steps, multiply_by_inputs=multiply_by_inputs, chunk=internal_batch_size,
-                     budget=budget, shrink_on_oom=auto_chunk or budget is not None, show_progress=show_progress,
-                     chunk_eval=chunk_eval)
+    return _adaptive(
+        forward_func,
+        inputs,
+        bases,
+        target,
+        args,
+        active,
+        info,
+        tol=tol,
+        start_steps=start_steps,
+        max_steps=max_steps,
+        multiply_by_inputs=multiply_by_inputs,
+        chunk=internal_batch_size,
+        budget=budget,
+        shrink_on_oom=auto_chunk or budget is not None,
+        show_progress=show_progress,
+        chunk_eval=chunk_eval,
+    )
 
 
 NOISE = 16  # refinement stops where successive rules agree to NOISE × eps × the magnitudes involved
 
 
-def _gradient_at_input(forward_func: Callable, inputs: tuple[Tensor, ...], target: Any,
-                       args: tuple | None) -> tuple[list[Tensor | None], Tensor]:
+def _gradient_at_input(
+    forward_func: Callable, inputs: tuple[Tensor, ...], target: Any, args: tuple | None
+) -> tuple[list[Tensor | None], Tensor]:
     """dF/dx at the inputs themselves (every position's path ends there) and F(x) per example."""
     leaves = tuple(x.detach().requires_grad_(True) for x in inputs)
     fwd = forward_func
@@ -396,10 +507,25 @@ def _gradient_at_input(forward_func: Callable, inputs: tuple[Tensor, ...], targe
     return list(g), f_x
 
 
-def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[Tensor, ...], target: Any,
-              args: tuple | None, active: Tensor, info: SIGInfo, *, tol: float, start_steps: int, max_steps: int,
-              multiply_by_inputs: bool, chunk: int | None, budget: RowBudget | None, shrink_on_oom: bool,
-              show_progress: bool, chunk_eval: int) -> tuple[tuple[Tensor, ...], SIGInfo]:
+def _adaptive(
+    forward_func: Callable,
+    inputs: tuple[Tensor, ...],
+    bases: tuple[Tensor, ...],
+    target: Any,
+    args: tuple | None,
+    active: Tensor,
+    info: SIGInfo,
+    *,
+    tol: float,
+    start_steps: int,
+    max_steps: int,
+    multiply_by_inputs: bool,
+    chunk: int | None,
+    budget: RowBudget | None,
+    shrink_on_oom: bool,
+    show_progress: bool,
+    chunk_eval: int,
+) -> tuple[tuple[Tensor, ...], SIGInfo]:
     """``n_steps="auto"``: nested Clenshaw-Curtis rules (3, 5, 9, 17, 33, ... points), refined per
     position while its completeness error exceeds ``tol``. Every evaluated point is reused by the
     finer rules; the gradient at ``alpha = 1`` (the input itself) is shared by all positions and the
@@ -429,8 +555,9 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
     g1, f_x = _gradient_at_input(forward_func, inputs, target, args)
     info.passes += 1
     info.rows += B
-    node_grads[finest - 1] = [torch.zeros_like(x, dtype=a) if g is None else g.detach().to(a)
-                              for g, x, a in zip(g1, inputs, acc)]
+    node_grads[finest - 1] = [
+        torch.zeros_like(x, dtype=a) if g is None else g.detach().to(a) for g, x, a in zip(g1, inputs, acc)
+    ]
     f_start = torch.full((B, L), float("nan"), dtype=torch.float64, device=dev)  # F(x with i at its baseline)
     level_of = torch.zeros(B, L, dtype=torch.long, device=dev)  # index into levels
     todo = active.clone()
@@ -456,9 +583,23 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
             grads = [torch.zeros((m,) + tuple(x.shape), dtype=a, device=dev) for x, a in zip(inputs, acc)]
             size = chunk or len(row_ex)
             with progress_bar(-(-len(row_ex) // size), show_progress, f"SIG ({n} points)") as bar:
-                info.passes += _integrate(forward_func, inputs, bases, target, args, (row_ex, row_pos), row_a,
-                                          row_w, size, grads, bar, budget=budget, shrink_on_oom=shrink_on_oom,
-                                          slots=row_slot, values=f_start)
+                info.passes += _integrate(
+                    forward_func,
+                    inputs,
+                    bases,
+                    target,
+                    args,
+                    (row_ex, row_pos),
+                    row_a,
+                    row_w,
+                    size,
+                    grads,
+                    bar,
+                    budget=budget,
+                    shrink_on_oom=shrink_on_oom,
+                    slots=row_slot,
+                    values=f_start,
+                )
             info.rows += len(row_ex)
             for i, j in enumerate(new):
                 node_grads[j] = [g[i] for g in grads]
@@ -486,16 +627,18 @@ def _adaptive(forward_func: Callable, inputs: tuple[Tensor, ...], bases: tuple[T
         drop = f_x.view(B, 1).to(torch.float64) - f_start
         err = torch.where(active, mult_sum - drop, torch.zeros_like(mult_sum))
         if prev_sum is not None:  # successive rules agree to rounding: more points cannot help
-            scale = (f_x.view(B, 1).abs().to(torch.float64) + f_start.abs().nan_to_num()
-                     + sum(a.abs().reshape(B, L, -1).sum(-1) for a in attrs64))
+            scale = (
+                f_x.view(B, 1).abs().to(torch.float64)
+                + f_start.abs().nan_to_num()
+                + sum(a.abs().reshape(B, L, -1).sum(-1) for a in attrs64)
+            )
             at_floor |= todo & ((mult_sum - prev_sum).abs() <= NOISE * eps * scale) & (err.abs() > tol)
         prev_sum = mult_sum
         todo = todo & (err.abs() > tol) & ~at_floor
         if not bool(todo.any()):
             break
     info.completeness_error = err
-    info.extra.update(tol=tol, rule="clenshaw-curtis", at_noise_floor=int(at_floor.sum()),
-                      graded=int(graded.sum()))
+    info.extra.update(tol=tol, rule="clenshaw-curtis", at_noise_floor=int(at_floor.sum()), graded=int(graded.sum()))
     out = []
     for a, i_, x, f in zip(attrs64, integrals, inputs, feat):
         a = a if multiply_by_inputs else i_ * active.view(B, L, *f)

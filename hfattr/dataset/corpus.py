@@ -38,8 +38,7 @@ def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, Any, Any, 
 def _rows_from_run(path: str | os.PathLike) -> Iterable[tuple[str, Any, Any, Any]]:
     from .storage import read_rows
 
-    for row in read_rows(path, columns=["status", "target_label", "target_id", "tokens", "scores",
-                                        "special_mask"]):
+    for row in read_rows(path, columns=["status", "target_label", "target_id", "tokens", "scores", "special_mask"]):
         if row["status"] != "ok":
             continue
         if row["scores"] is None:
@@ -71,11 +70,14 @@ def _collect(source: Any, skip_special: bool) -> tuple[dict, dict, int]:
 def _ranked(total: dict, count: dict, min_count: int) -> list[dict]:
     out: list[dict] = []
     for label in sorted(total):
-        stats = [(tok, total[label][tok] / n, n, total[label][tok]) for tok, n in count[label].items()
-                 if n >= min_count]
+        stats = [
+            (tok, total[label][tok] / n, n, total[label][tok]) for tok, n in count[label].items() if n >= min_count
+        ]
         stats.sort(key=lambda r: (-r[1], r[0]))
-        out.extend({"label": label, "rank": i + 1, "token": tok, "mean_score": mean, "count": n,
-                    "total_score": tot} for i, (tok, mean, n, tot) in enumerate(stats))
+        out.extend(
+            {"label": label, "rank": i + 1, "token": tok, "mean_score": mean, "count": n, "total_score": tot}
+            for i, (tok, mean, n, tot) in enumerate(stats)
+        )
     return out
 
 
@@ -130,9 +132,14 @@ def plot_corpus_summary(summary: list[dict], *, top_k: int = 15, path: str | os.
     return fig
 
 
-def write_corpus_summary(source: Any, *, csv_path: str | os.PathLike | None = None,
-                         plot_path: str | os.PathLike | None = None, min_count: int = 1,
-                         top_k: int = 15) -> tuple[Path | None, Path | None]:
+def write_corpus_summary(
+    source: Any,
+    *,
+    csv_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    min_count: int = 1,
+    top_k: int = 15,
+) -> tuple[Path | None, Path | None]:
     """Write the summary as CSV and (when ``plot_path`` is not False) a PNG plot.
 
     Paths default to ``corpus_summary.csv`` / ``.png`` inside a run directory ``source``.

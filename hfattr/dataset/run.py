@@ -23,20 +23,48 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from .storage import (RUN_FORMAT, failed_row, file_sha256, list_shards, load_results, read_manifest,
-                         remove_stale_temporaries, result_row, shard_info, shard_name, write_manifest,
-                         write_shard)
+from .storage import (
+    RUN_FORMAT,
+    failed_row,
+    file_sha256,
+    list_shards,
+    load_results,
+    read_manifest,
+    remove_stale_temporaries,
+    result_row,
+    shard_info,
+    shard_name,
+    write_manifest,
+    write_shard,
+)
 from ..explainer import Explainer, jsonable
 from ..hf.access import model_config
 from ..hf.text import check_max_length
 from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, check_options, get_method
 
-__all__ = ["attribute_dataset", "load_results", "load_data", "RunSummary", "AllRowsFailedError", "DEFAULT_SHARD_SIZE",
-           "process_state"]
+__all__ = [
+    "attribute_dataset",
+    "load_results",
+    "load_data",
+    "RunSummary",
+    "AllRowsFailedError",
+    "DEFAULT_SHARD_SIZE",
+    "process_state",
+]
 
 DEFAULT_SHARD_SIZE = 1000
-_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
-                  ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text", ".arrow": "arrow"}
+_FILE_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".arrow": "arrow",
+}
 _OWN_FILES = ("corpus_summary.csv", "corpus_summary.png", "faithfulness.csv", "report.html")
 
 
@@ -44,8 +72,10 @@ class AllRowsFailedError(RuntimeError):
     """Every row of a dataset run failed; ``.summary`` is the run's :class:`RunSummary`."""
 
     def __init__(self, summary: "RunSummary") -> None:
-        super().__init__(f"every row failed ({summary.failures} of {summary.rows_done}); see the 'error' column "
-                         f"in {summary.output_dir}. Fix the settings and start again in a new output directory")
+        super().__init__(
+            f"every row failed ({summary.failures} of {summary.rows_done}); see the 'error' column "
+            f"in {summary.output_dir}. Fix the settings and start again in a new output directory"
+        )
         self.summary = summary
 
 
@@ -76,15 +106,17 @@ class RunSummary:
 
     def format(self) -> str:
         """A few lines for the terminal."""
-        return "\n".join([
-            f"rows:       {self.rows_done}/{self.rows_total} (new {self.rows_new}, resumed {self.rows_resumed})",
-            f"tokens:     {self.tokens_new}",
-            f"rows/s:     {self.rows_per_s:.2f}",
-            f"wall time:  {self.wall_s:.1f} s",
-            f"failures:   {self.failures}",
-            f"processes:  {self.num_processes}",
-            f"output:     {self.output_dir}",
-        ])
+        return "\n".join(
+            [
+                f"rows:       {self.rows_done}/{self.rows_total} (new {self.rows_new}, resumed {self.rows_resumed})",
+                f"tokens:     {self.tokens_new}",
+                f"rows/s:     {self.rows_per_s:.2f}",
+                f"wall time:  {self.wall_s:.1f} s",
+                f"failures:   {self.failures}",
+                f"processes:  {self.num_processes}",
+                f"output:     {self.output_dir}",
+            ]
+        )
 
 
 # --------------------------------------------------------------------------- data
@@ -102,8 +134,9 @@ def load_data(data: Any, *, split: str | None = None) -> Any:
     if isinstance(data, (datasets.IterableDataset, datasets.IterableDatasetDict)):
         raise TypeError("data is a streaming (iterable) dataset; give a Dataset (load it without streaming=True)")
     if not isinstance(data, (str, os.PathLike)):
-        raise TypeError("data must be a datasets.Dataset, a file or folder path, or a dataset name, "
-                        f"got {type(data).__name__}")
+        raise TypeError(
+            f"data must be a datasets.Dataset, a file or folder path, or a dataset name, got {type(data).__name__}"
+        )
     path = os.path.expanduser(os.fspath(data))
     if not path.strip():
         raise ValueError("data is an empty string; give a file path or a dataset name")
@@ -111,8 +144,9 @@ def load_data(data: Any, *, split: str | None = None) -> Any:
         ext = os.path.splitext(path)[1].lower()
         builder = _FILE_BUILDERS.get(ext)
         if builder is None:
-            raise ValueError(f"data file {path!r} has an unknown extension {ext!r}; expected one of "
-                             f"{sorted(_FILE_BUILDERS)}")
+            raise ValueError(
+                f"data file {path!r} has an unknown extension {ext!r}; expected one of {sorted(_FILE_BUILDERS)}"
+            )
         kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
         if os.path.getsize(path) == 0:
             raise ValueError(f"data file {path!r} is empty (0 rows); nothing to attribute")
@@ -161,11 +195,14 @@ def _check_columns(ds: Any, text_column: str, target_column: str | None) -> None
         tf = ds.features[target_column]
         ok = isinstance(tf, datasets.ClassLabel) or (
             isinstance(tf, datasets.Value)
-            and (tf.dtype.startswith(("int", "uint", "float")) or "string" in tf.dtype or tf.dtype == "null"))
+            and (tf.dtype.startswith(("int", "uint", "float")) or "string" in tf.dtype or tf.dtype == "null")
+        )
         if not ok:
             kind = tf.dtype if isinstance(tf, datasets.Value) else type(tf).__name__
-            raise TypeError(f"target_column {target_column!r} holds {kind} values; expected label ids (int) "
-                            "or label names / target texts (str)")
+            raise TypeError(
+                f"target_column {target_column!r} holds {kind} values; expected label ids (int) "
+                "or label names / target texts (str)"
+            )
 
 
 def _data_digest(ds: Any, text_column: str, target_column: str | None) -> str:
@@ -183,8 +220,11 @@ def model_digest(explainer: Explainer) -> str:
     """A cheap identity of model and tokenizer: config, parameter names/shapes and sampled values."""
     model, tok = explainer.model, explainer.tokenizer
     h = hashlib.sha256(type(model).__name__.encode())
-    cfg = {k: v for k, v in model_config(model).to_dict().items()
-           if not k.startswith("_") and k not in ("name_or_path", "transformers_version")}
+    cfg = {
+        k: v
+        for k, v in model_config(model).to_dict().items()
+        if not k.startswith("_") and k not in ("name_or_path", "transformers_version")
+    }
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     for name, p in model.named_parameters():
         h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
@@ -198,8 +238,17 @@ def model_digest(explainer: Explainer) -> str:
 
 
 # --------------------------------------------------------------------------- run identity
-def _identity(explainer: Explainer, method: str, options: dict, target: Any, text_column: str,
-              target_column: str | None, n_rows: int, digest: str, shard_size: int) -> dict:
+def _identity(
+    explainer: Explainer,
+    method: str,
+    options: dict,
+    target: Any,
+    text_column: str,
+    target_column: str | None,
+    n_rows: int,
+    digest: str,
+    shard_size: int,
+) -> dict:
     return {
         "model": {"digest": model_digest(explainer)},  # the name is kept in the manifest, not compared
         "method": method,
@@ -216,9 +265,16 @@ def _fingerprint(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-_WHAT = {"model": "model", "method": "method", "options": "method options", "target": "target",
-         "text_column": "text column", "target_column": "target column", "data": "data rows",
-         "shard_size": "shard size"}
+_WHAT = {
+    "model": "model",
+    "method": "method",
+    "options": "method options",
+    "target": "target",
+    "text_column": "text column",
+    "target_column": "target column",
+    "data": "data rows",
+    "shard_size": "shard size",
+}
 
 
 def _model_reference(name: Any) -> Any:
@@ -260,8 +316,10 @@ def _check_labels(explainer: Any, ds: Any, target_column: str | None, n: int = 2
         except (ValueError, TypeError) as err:
             problems.append(f"{v!r}: {err}")
     if labels and len(problems) == len(labels):
-        raise ValueError(f"target_column {target_column!r}: none of its first {len(labels)} labels is a class of "
-                         f"the model ({problems[0]})")
+        raise ValueError(
+            f"target_column {target_column!r}: none of its first {len(labels)} labels is a class of "
+            f"the model ({problems[0]})"
+        )
 
 
 def _check_resume(out: Path, manifest: dict | None, identity: dict, fp: str, model_name: str) -> None:
@@ -281,28 +339,46 @@ def _check_resume(out: Path, manifest: dict | None, identity: dict, fp: str, mod
             else:
                 a, b = json.dumps(a, sort_keys=True), json.dumps(b, sort_keys=True)
             diffs.append(f"{what}: {a} there, {b} now")
-        raise ValueError(f"output_dir {str(out)!r} holds a run with different settings ({'; '.join(diffs)}); "
-                         "rerun with the same settings to resume, or choose a new output directory")
+        raise ValueError(
+            f"output_dir {str(out)!r} holds a run with different settings ({'; '.join(diffs)}); "
+            "rerun with the same settings to resume, or choose a new output directory"
+        )
     if manifest is None and out.is_dir():
-        stray = [p.name for p in out.iterdir()
-                 if not (p.name.startswith((".tmp-", "shard-")) or p.name in _OWN_FILES)]
+        stray = [p.name for p in out.iterdir() if not (p.name.startswith((".tmp-", "shard-")) or p.name in _OWN_FILES)]
         if stray:
-            raise ValueError(f"output_dir {str(out)!r} is not empty and holds no hfattr manifest "
-                             f"(found {sorted(stray)[:5]}); choose a new or empty directory")
+            raise ValueError(
+                f"output_dir {str(out)!r} is not empty and holds no hfattr manifest "
+                f"(found {sorted(stray)[:5]}); choose a new or empty directory"
+            )
     for path in list_shards(out).values():
         info = shard_info(path)
         if info is not None and info.get("fingerprint") != fp:
-            raise ValueError(f"output_dir {str(out)!r} holds {path.name} from a different run "
-                             f"(fingerprint {info.get('fingerprint')}, now {fp}); choose a new output directory")
+            raise ValueError(
+                f"output_dir {str(out)!r} holds {path.name} from a different run "
+                f"(fingerprint {info.get('fingerprint')}, now {fp}); choose a new output directory"
+            )
 
 
 # --------------------------------------------------------------------------- the run
 class _Run:
     """One process's share of a dataset run."""
 
-    def __init__(self, explainer: Explainer, ds: Any, *, text_column: str, target_column: str | None,
-                 method: str, options: dict, target: Any, batch_size: int, shard_size: int, fp: str,
-                 out: Path, process_index: int) -> None:
+    def __init__(
+        self,
+        explainer: Explainer,
+        ds: Any,
+        *,
+        text_column: str,
+        target_column: str | None,
+        method: str,
+        options: dict,
+        target: Any,
+        batch_size: int,
+        shard_size: int,
+        fp: str,
+        out: Path,
+        process_index: int,
+    ) -> None:
         from ..hf.targets import head_kind
 
         self.explainer, self.ds = explainer, ds
@@ -341,9 +417,16 @@ class _Run:
             batch = [todo[i] for i in order[b : b + self.batch_size]]
             rows.extend(self._attribute(batch))
             bar.update(len(batch))
-        info = {"fingerprint": self.fp, "shard": k, "start": start, "stop": stop, "rows": len(rows),
-                "failures": sum(r["status"] != "ok" for r in rows),
-                "tokens": sum(r["n_tokens"] or 0 for r in rows), "process": self.process_index}
+        info = {
+            "fingerprint": self.fp,
+            "shard": k,
+            "start": start,
+            "stop": stop,
+            "rows": len(rows),
+            "failures": sum(r["status"] != "ok" for r in rows),
+            "tokens": sum(r["n_tokens"] or 0 for r in rows),
+            "process": self.process_index,
+        }
         write_shard(self.out / shard_name(k), rows, info)
         return info
 
@@ -362,8 +445,9 @@ class _Run:
         grad = torch.enable_grad() if self.spec.needs_grad else torch.no_grad()
         try:
             with grad:
-                results = self.explainer.explain(texts, method=self.method, target=targets,
-                                                 batch_size=len(texts), **self.options)
+                results = self.explainer.explain(
+                    texts, method=self.method, target=targets, batch_size=len(texts), **self.options
+                )
             if len(results) != len(batch):
                 raise RuntimeError(f"method {self.method!r} returned {len(results)} results for {len(batch)} texts")
             preds = self._predictions(texts, targets, results)
@@ -446,8 +530,15 @@ def _text_problem(text: Any) -> str | None:
 def _progress(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="rows", desc="attributing", disable=not enabled, dynamic_ncols=True,
-                file=sys.stderr, smoothing=0.1)
+    return tqdm(
+        total=total,
+        unit="rows",
+        desc="attributing",
+        disable=not enabled,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        smoothing=0.1,
+    )
 
 
 def _scan(out: Path, fp: str, n_shards: int) -> dict[int, dict]:
@@ -466,18 +557,34 @@ def _drop_corrupt(out: Path, manifest: dict | None, done: dict[int, dict]) -> di
     for k, info in done.items():
         want = recorded.get(shard_name(k))
         if isinstance(want, str) and want != info.get("sha256"):
-            warnings.warn(f"{out / shard_name(k)} does not match the checksum recorded in the manifest "
-                          "(corrupted or modified); it is recomputed", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"{out / shard_name(k)} does not match the checksum recorded in the manifest "
+                "(corrupted or modified); it is recomputed",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             continue
         keep[k] = info
     return keep
 
 
-def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, target_column: str | None = None,
-                      method: str, output_dir: str | os.PathLike, batch_size: int = 16,
-                      max_rows: int | None = None, split: str | None = None, shard_size: int | None = None,
-                      target: Any = None, progress: bool = True, data_source: str | None = None,
-                      **method_options: Any) -> RunSummary:
+def attribute_dataset(
+    explainer: Explainer,
+    data: Any,
+    *,
+    text_column: str,
+    target_column: str | None = None,
+    method: str,
+    output_dir: str | os.PathLike,
+    batch_size: int = 16,
+    max_rows: int | None = None,
+    split: str | None = None,
+    shard_size: int | None = None,
+    target: Any = None,
+    progress: bool = True,
+    data_source: str | None = None,
+    **method_options: Any,
+) -> RunSummary:
     """Attribute every row of ``data`` and write Parquet shards and a manifest to ``output_dir``.
 
     ``data``: a ``datasets.Dataset`` (or DatasetDict with ``split``), a local CSV / JSON Lines /
@@ -494,8 +601,7 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     for reserved in ("text", "method_options"):
         if reserved in method_options:
             raise TypeError(f"attribute_dataset got an unexpected keyword {reserved!r}")
-    for name, value, least in (("batch_size", batch_size, 1), ("max_rows", max_rows, 1),
-                               ("shard_size", shard_size, 1)):
+    for name, value, least in (("batch_size", batch_size, 1), ("max_rows", max_rows, 1), ("shard_size", shard_size, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     check_max_length(method_options.get("max_length"))
@@ -523,8 +629,17 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     manifest = read_manifest(out)
     if shard_size is None:
         shard_size = (manifest or {}).get("identity", {}).get("shard_size") or DEFAULT_SHARD_SIZE
-    identity = _identity(explainer, method, method_options, target, text_column, target_column, n,
-                         _data_digest(ds, text_column, target_column), shard_size)
+    identity = _identity(
+        explainer,
+        method,
+        method_options,
+        target,
+        text_column,
+        target_column,
+        n,
+        _data_digest(ds, text_column, target_column),
+        shard_size,
+    )
     fp = _fingerprint(identity)
     _check_resume(out, manifest, identity, fp, explainer.model_name)
     _check_labels(explainer, ds, target_column)
@@ -534,11 +649,19 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     state.wait_for_everyone()  # every process has checked before anything is written
 
     base = {
-        "format": RUN_FORMAT, "format_version": 1, "hfattr_version": __version__, "fingerprint": fp,
-        "identity": identity, "model": _model_reference(explainer.model_name), "method": method,
-        "options": jsonable(method_options), "target": jsonable(target),
+        "format": RUN_FORMAT,
+        "format_version": 1,
+        "hfattr_version": __version__,
+        "fingerprint": fp,
+        "identity": identity,
+        "model": _model_reference(explainer.model_name),
+        "method": method,
+        "options": jsonable(method_options),
+        "target": jsonable(target),
         "source": {"data": data_source or _describe(data), "split": split, "max_rows": max_rows},
-        "rows_total": n, "n_shards": n_shards, "batch_size": batch_size,
+        "rows_total": n,
+        "n_shards": n_shards,
+        "batch_size": batch_size,
     }
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -546,9 +669,20 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
         write_manifest(out, _manifest(base, done_before, status="running", num_processes=state.num_processes))
     state.wait_for_everyone()
 
-    run = _Run(explainer, ds, text_column=text_column, target_column=target_column, method=method,
-               options=method_options, target=target, batch_size=batch_size, shard_size=shard_size, fp=fp,
-               out=out, process_index=state.process_index)
+    run = _Run(
+        explainer,
+        ds,
+        text_column=text_column,
+        target_column=target_column,
+        method=method,
+        options=method_options,
+        target=target,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        fp=fp,
+        out=out,
+        process_index=state.process_index,
+    )
     mine = [k for k in range(n_shards) if k not in done_before and k % state.num_processes == state.process_index]
     total = sum(run.shard_range(k)[1] - run.shard_range(k)[0] for k in mine)
     with _progress(total, progress and state.is_main_process) as bar:
@@ -559,31 +693,52 @@ def attribute_dataset(explainer: Explainer, data: Any, *, text_column: str, targ
     done = _scan(out, fp, n_shards)
     new = [info for k, info in done.items() if k not in done_before]
     summary = RunSummary(
-        output_dir=str(out), rows_total=n, rows_done=sum(i["rows"] for i in done.values()),
-        rows_new=sum(i["rows"] for i in new), rows_resumed=sum(i["rows"] for i in done_before.values()),
-        tokens_new=sum(i["tokens"] for i in new), failures=sum(i["failures"] for i in done.values()),
-        wall_s=time.perf_counter() - t0, num_processes=state.num_processes,
+        output_dir=str(out),
+        rows_total=n,
+        rows_done=sum(i["rows"] for i in done.values()),
+        rows_new=sum(i["rows"] for i in new),
+        rows_resumed=sum(i["rows"] for i in done_before.values()),
+        tokens_new=sum(i["tokens"] for i in new),
+        failures=sum(i["failures"] for i in done.values()),
+        wall_s=time.perf_counter() - t0,
+        num_processes=state.num_processes,
     )
     if state.is_main_process:
         status = "complete" if summary.complete else "incomplete"
-        write_manifest(out, _manifest(base, done, status=status, num_processes=state.num_processes,
-                                      last_run=summary.to_dict()))
+        write_manifest(
+            out, _manifest(base, done, status=status, num_processes=state.num_processes, last_run=summary.to_dict())
+        )
     state.wait_for_everyone()
     if summary.rows_done and summary.failures >= summary.rows_done:
         raise AllRowsFailedError(summary)
     return summary
 
 
-def _manifest(base: dict, done: dict[int, dict], *, status: str, num_processes: int,
-              last_run: dict | None = None) -> dict:
-    shards = [{"file": shard_name(k), **{key: info[key] for key in
-                                          ("start", "stop", "rows", "failures", "tokens", "process", "sha256")
-                                          if key in info}}
-              for k, info in sorted(done.items())]
-    return {**base, "status": status, "num_processes": num_processes, "shards": shards,
-            "rows_done": sum(s["rows"] for s in shards), "failures": sum(s["failures"] for s in shards),
-            "tokens": sum(s["tokens"] for s in shards), "last_run": last_run,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+def _manifest(
+    base: dict, done: dict[int, dict], *, status: str, num_processes: int, last_run: dict | None = None
+) -> dict:
+    shards = [
+        {
+            "file": shard_name(k),
+            **{
+                key: info[key]
+                for key in ("start", "stop", "rows", "failures", "tokens", "process", "sha256")
+                if key in info
+            },
+        }
+        for k, info in sorted(done.items())
+    ]
+    return {
+        **base,
+        "status": status,
+        "num_processes": num_processes,
+        "shards": shards,
+        "rows_done": sum(s["rows"] for s in shards),
+        "failures": sum(s["failures"] for s in shards),
+        "tokens": sum(s["tokens"] for s in shards),
+        "last_run": last_run,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _describe(data: Any) -> str:

@@ -21,9 +21,27 @@ import torch
 
 from ..result import STORED_DTYPES, Result
 
-__all__ = ["schema", "MANIFEST", "RUN_FORMAT", "shard_name", "write_shard", "shard_info", "list_shards",
-           "read_manifest", "write_manifest", "atomic_write_text", "remove_stale_temporaries", "result_row",
-           "failed_row", "read_rows", "row_to_result", "load_results", "file_sha256", "csv_cell", "verify_shards"]
+__all__ = [
+    "schema",
+    "MANIFEST",
+    "RUN_FORMAT",
+    "shard_name",
+    "write_shard",
+    "shard_info",
+    "list_shards",
+    "read_manifest",
+    "write_manifest",
+    "atomic_write_text",
+    "remove_stale_temporaries",
+    "result_row",
+    "failed_row",
+    "read_rows",
+    "row_to_result",
+    "load_results",
+    "file_sha256",
+    "csv_cell",
+    "verify_shards",
+]
 
 RUN_FORMAT = "hfattr.dataset-run"
 MANIFEST = "manifest.json"
@@ -45,6 +63,7 @@ def _current_umask() -> int:
     os.umask(old)
     return old
 
+
 # Columns that are stored as their own Parquet columns; the rest of a Result goes to ``result_meta``.
 _COLUMN_FIELDS = ("tokens", "token_ids", "scores", "text", "offsets", "special_mask", "word_ids", "rows")
 
@@ -54,30 +73,32 @@ def schema():
     """The Arrow schema of a shard (pyarrow is imported on first use, not with hfattr)."""
     import pyarrow as pa
 
-    return pa.schema([
-        ("row_id", pa.int64()),
-        ("status", pa.string()),                      # "ok" or "failed"
-        ("error", pa.string()),                       # why a row failed
-        ("text", pa.string()),
-        ("n_tokens", pa.int64()),
-        ("tokens", pa.list_(pa.string())),
-        ("token_ids", pa.list_(pa.int64())),
-        ("scores", pa.list_(pa.float64())),            # 1-D scores (null for 2-D results)
-        ("scores_2d", pa.list_(pa.list_(pa.float64()))),  # 2-D scores, one list per row (null for 1-D)
-        ("score_rows", pa.list_(pa.string())),         # labels of the rows of scores_2d
-        ("target_id", pa.int64()),
-        ("target_label", pa.string()),
-        ("target", pa.string()),                       # the Result's target dict as JSON
-        ("probability", pa.float64()),
-        ("prediction_id", pa.int64()),
-        ("prediction_label", pa.string()),
-        ("prediction_probability", pa.float64()),
-        ("delta", pa.float64()),
-        ("offsets", pa.list_(pa.list_(pa.int64()))),
-        ("special_mask", pa.list_(pa.bool_())),
-        ("word_ids", pa.list_(pa.int64())),
-        ("result_meta", pa.string()),                  # JSON: every other Result field, exact
-    ])
+    return pa.schema(
+        [
+            ("row_id", pa.int64()),
+            ("status", pa.string()),  # "ok" or "failed"
+            ("error", pa.string()),  # why a row failed
+            ("text", pa.string()),
+            ("n_tokens", pa.int64()),
+            ("tokens", pa.list_(pa.string())),
+            ("token_ids", pa.list_(pa.int64())),
+            ("scores", pa.list_(pa.float64())),  # 1-D scores (null for 2-D results)
+            ("scores_2d", pa.list_(pa.list_(pa.float64()))),  # 2-D scores, one list per row (null for 1-D)
+            ("score_rows", pa.list_(pa.string())),  # labels of the rows of scores_2d
+            ("target_id", pa.int64()),
+            ("target_label", pa.string()),
+            ("target", pa.string()),  # the Result's target dict as JSON
+            ("probability", pa.float64()),
+            ("prediction_id", pa.int64()),
+            ("prediction_label", pa.string()),
+            ("prediction_probability", pa.float64()),
+            ("delta", pa.float64()),
+            ("offsets", pa.list_(pa.list_(pa.int64()))),
+            ("special_mask", pa.list_(pa.bool_())),
+            ("word_ids", pa.list_(pa.int64())),
+            ("result_meta", pa.string()),  # JSON: every other Result field, exact
+        ]
+    )
 
 
 def shard_name(index: int) -> str:
@@ -103,6 +124,7 @@ def _atomic(path: Path, write) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+
     def write(tmp: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
@@ -170,8 +192,7 @@ def result_row(row_id: int, res: Result, prediction: tuple[int | None, str | Non
 def failed_row(row_id: int, text: Any, reason: str, target: Any = None) -> dict:
     """One output row for an input row that could not be attributed."""
     row: dict[str, Any] = {name: None for name in schema().names}
-    row.update(row_id=int(row_id), status="failed", error=str(reason),
-               text=text if isinstance(text, str) else None)
+    row.update(row_id=int(row_id), status="failed", error=str(reason), text=text if isinstance(text, str) else None)
     if isinstance(target, bool):
         target = None
     if isinstance(target, int):
@@ -280,13 +301,19 @@ def row_to_result(row: dict) -> Result:
     name = d.pop("scores_dtype", "float32")
     dtype = STORED_DTYPES.get(name) if isinstance(name, str) else None
     if dtype is None or not dtype.is_floating_point:
-        raise ValueError(f"row {row.get('row_id')}: stored scores dtype {name!r} is not one of "
-                         f"{[k for k, v in STORED_DTYPES.items() if v.is_floating_point]}")
+        raise ValueError(
+            f"row {row.get('row_id')}: stored scores dtype {name!r} is not one of "
+            f"{[k for k, v in STORED_DTYPES.items() if v.is_floating_point]}"
+        )
     values = row["scores"] if row["scores"] is not None else row["scores_2d"]
     d.update(
-        tokens=row["tokens"], token_ids=row["token_ids"], text=row["text"],
+        tokens=row["tokens"],
+        token_ids=row["token_ids"],
+        text=row["text"],
         scores=torch.tensor(values, dtype=torch.float64).to(dtype),
-        offsets=row["offsets"], special_mask=row["special_mask"], word_ids=row["word_ids"],
+        offsets=row["offsets"],
+        special_mask=row["special_mask"],
+        word_ids=row["word_ids"],
         rows=row["score_rows"],
     )
     return Result.from_dict(d)
@@ -303,9 +330,11 @@ def load_results(path: str | os.PathLike, *, failed: str = "skip") -> list[Resul
     if Path(path).is_dir():
         bad = verify_shards(path)
         if bad:
-            raise ValueError(f"{bad[0]} does not match the checksum recorded in {MANIFEST} (corrupted or modified "
-                             f"after the run{'; also ' + ', '.join(p.name for p in bad[1:]) if bad[1:] else ''}); "
-                             "rerun attribute-dataset on the directory to recompute it")
+            raise ValueError(
+                f"{bad[0]} does not match the checksum recorded in {MANIFEST} (corrupted or modified "
+                f"after the run{'; also ' + ', '.join(p.name for p in bad[1:]) if bad[1:] else ''}); "
+                "rerun attribute-dataset on the directory to recompute it"
+            )
     out: list[Result | None] = []
     for row in read_rows(path):
         if failed == "none":

@@ -10,11 +10,36 @@ from typing import Any
 
 from .names import METRICS, REPLACEMENTS
 
-_FROM_METRICS = ("DEFAULT_REPLACEMENT", "Curve", "aopc", "check_result", "comprehensiveness", "faithfulness",
-                 "log_odds", "n_top", "perturbation_curve", "ranking", "sufficiency")
+_FROM_METRICS = (
+    "DEFAULT_REPLACEMENT",
+    "Curve",
+    "aopc",
+    "check_result",
+    "comprehensiveness",
+    "faithfulness",
+    "log_odds",
+    "n_top",
+    "perturbation_curve",
+    "ranking",
+    "sufficiency",
+)
 
-__all__ = ["comprehensiveness", "sufficiency", "log_odds", "aopc", "perturbation_curve", "faithfulness", "ranking",
-           "n_top", "check_result", "METRICS", "DEFAULT_REPLACEMENT", "REPLACEMENTS", "Curve", "planted"]
+__all__ = [
+    "comprehensiveness",
+    "sufficiency",
+    "log_odds",
+    "aopc",
+    "perturbation_curve",
+    "faithfulness",
+    "ranking",
+    "n_top",
+    "check_result",
+    "METRICS",
+    "DEFAULT_REPLACEMENT",
+    "REPLACEMENTS",
+    "Curve",
+    "planted",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -95,8 +95,9 @@ def _replacement_id(tokenizer: Any, replacement: Any) -> int | None:
     if replacement == "remove":
         return None
     accepted = "'mask', 'pad', 'remove' or a token id"
-    return named_token_id(tokenizer, replacement, option="replacement", kinds=("mask", "pad"), accepted=accepted,
-                          instead=accepted)
+    return named_token_id(
+        tokenizer, replacement, option="replacement", kinds=("mask", "pad"), accepted=accepted, instead=accepted
+    )
 
 
 def n_top(top_k: Any, n: int) -> int:
@@ -139,8 +140,10 @@ def _score_row(result: Result, where: str = "result") -> Tensor:
     s = result.scores
     if s.dim() == 2:
         if s.shape[0] != 1:
-            raise ValueError(f"{where} has {s.shape[0]} rows of scores ({result.rows}); faithfulness needs one "
-                             "row of token scores explaining one target")
+            raise ValueError(
+                f"{where} has {s.shape[0]} rows of scores ({result.rows}); faithfulness needs one "
+                "row of token scores explaining one target"
+            )
         s = s[0]
     return s.detach().cpu()
 
@@ -199,8 +202,10 @@ def _items(results: list[Result], model: nn.Module, tokenizer: Any, by: str) -> 
         t = r.target
         kind = t.get("kind")
         if kind not in _KIND_HEAD or "id" not in t:
-            raise ValueError(f"{where} explains target {t}; faithfulness needs a Result explaining one model "
-                             "output: a class, the next token or a masked token")
+            raise ValueError(
+                f"{where} explains target {t}; faithfulness needs a Result explaining one model "
+                "output: a class, the next token or a masked token"
+            )
         if _KIND_HEAD[kind] != head:
             raise ValueError(f"{where} explains a {kind!r} target but the model has a {head!r} head")
         bad = [x for x in r.token_ids if not 0 <= x < vocab]
@@ -259,8 +264,11 @@ class _Scorer:
                     seq = keys[j][0]
                     ids[r, : len(seq)] = torch.tensor(seq)
                     mask[r, : len(seq)] = 1
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                    **kwargs).logits.double().cpu()
+                logits = (
+                    self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+                    .logits.double()
+                    .cpu()
+                )
                 for r, j in enumerate(chunk):
                     _, target, pos = keys[j]
                     row = logits[r] if logits.dim() == 2 else logits[r, pos]
@@ -280,19 +288,23 @@ def _out(values: Tensor, single: bool) -> float | Tensor:
     return float(values[0]) if single else values
 
 
-def _at_top_k(items: list[_Item], scorer: _Scorer, tokenizer: Any, top_k: Any, replacement: Any,
-              keep: bool) -> list[int]:
+def _at_top_k(
+    items: list[_Item], scorer: _Scorer, tokenizer: Any, top_k: Any, replacement: Any, keep: bool
+) -> list[int]:
     """Queue, per item, the input with its top-k perturbed (``keep=False``) or kept alone (``True``)."""
     rep = _replacement_id(tokenizer, replacement)
     return [it.queue(scorer, it.cut(n_top(top_k, len(it.order)), keep=keep), rep) for it in items]
 
 
-def _along(items: list[_Item], scorer: _Scorer, tokenizer: Any, fractions: list[float], replacement: Any,
-           keep: bool) -> Tensor:
+def _along(
+    items: list[_Item], scorer: _Scorer, tokenizer: Any, fractions: list[float], replacement: Any, keep: bool
+) -> Tensor:
     """Queue, per item and fraction, one step of a curve; ``(n, S)`` slots."""
     rep = _replacement_id(tokenizer, replacement)
-    slots = [[it.queue(scorer, it.cut(n_top(f, len(it.order)) if f else 0, keep=keep), rep) for f in fractions]
-             for it in items]
+    slots = [
+        [it.queue(scorer, it.cut(n_top(f, len(it.order)) if f else 0, keep=keep), rep) for f in fractions]
+        for it in items
+    ]
     return torch.tensor(slots, dtype=torch.long).reshape(len(items), len(fractions))
 
 
@@ -301,8 +313,16 @@ def _full(items: list[_Item], scorer: _Scorer) -> list[int]:
 
 
 # --------------------------------------------------------------------------- the metrics
-def comprehensiveness(model: Any, results: Any, *, tokenizer: Any = None, top_k: float | int = 0.2,
-                      replacement: Any = "remove", by: str = "value", batch_size: int = 64) -> float | Tensor:
+def comprehensiveness(
+    model: Any,
+    results: Any,
+    *,
+    tokenizer: Any = None,
+    top_k: float | int = 0.2,
+    replacement: Any = "remove",
+    by: str = "value",
+    batch_size: int = 64,
+) -> float | Tensor:
     """``p(y | x) − p(y | x without its top-k tokens)``; higher means the top tokens matter more.
 
     ``top_k``: a fraction of the perturbable tokens (at least one) or a count. ``replacement``:
@@ -312,8 +332,16 @@ def comprehensiveness(model: Any, results: Any, *, tokenizer: Any = None, top_k:
     return _single_metric("comprehensiveness", model, results, tokenizer, top_k, replacement, by, batch_size)
 
 
-def sufficiency(model: Any, results: Any, *, tokenizer: Any = None, top_k: float | int = 0.2,
-                replacement: Any = "remove", by: str = "value", batch_size: int = 64) -> float | Tensor:
+def sufficiency(
+    model: Any,
+    results: Any,
+    *,
+    tokenizer: Any = None,
+    top_k: float | int = 0.2,
+    replacement: Any = "remove",
+    by: str = "value",
+    batch_size: int = 64,
+) -> float | Tensor:
     """``p(y | x) − p(y | only the top-k tokens of x)``; lower means the top tokens suffice.
 
     Arguments as in :func:`comprehensiveness`; here the tokens outside the top-k are removed or
@@ -322,8 +350,16 @@ def sufficiency(model: Any, results: Any, *, tokenizer: Any = None, top_k: float
     return _single_metric("sufficiency", model, results, tokenizer, top_k, replacement, by, batch_size)
 
 
-def log_odds(model: Any, results: Any, *, tokenizer: Any = None, top_k: float | int = 0.2,
-             replacement: Any = "mask", by: str = "value", batch_size: int = 64) -> float | Tensor:
+def log_odds(
+    model: Any,
+    results: Any,
+    *,
+    tokenizer: Any = None,
+    top_k: float | int = 0.2,
+    replacement: Any = "mask",
+    by: str = "value",
+    batch_size: int = 64,
+) -> float | Tensor:
     """``log p(y | x with its top-k tokens replaced) − log p(y | x)``; lower (more negative) is better.
 
     Arguments as in :func:`comprehensiveness` (default replacement: the mask token).
@@ -331,10 +367,19 @@ def log_odds(model: Any, results: Any, *, tokenizer: Any = None, top_k: float | 
     return _single_metric("log_odds", model, results, tokenizer, top_k, replacement, by, batch_size)
 
 
-def _single_metric(name: str, model: Any, results: Any, tokenizer: Any, top_k: Any, replacement: Any,
-                   by: str, batch_size: int) -> float | Tensor:
-    return faithfulness(model, results, tokenizer=tokenizer, metrics=[name], top_k=top_k,
-                        replacement=replacement, by=by, batch_size=batch_size)[name]
+def _single_metric(
+    name: str, model: Any, results: Any, tokenizer: Any, top_k: Any, replacement: Any, by: str, batch_size: int
+) -> float | Tensor:
+    return faithfulness(
+        model,
+        results,
+        tokenizer=tokenizer,
+        metrics=[name],
+        top_k=top_k,
+        replacement=replacement,
+        by=by,
+        batch_size=batch_size,
+    )[name]
 
 
 @dataclass
@@ -375,9 +420,17 @@ def _fractions(steps: Any) -> list[float]:
     raise TypeError(f"steps must be an int >= 1 or an increasing list of fractions in (0, 1], got {steps!r}")
 
 
-def perturbation_curve(model: Any, results: Any, *, tokenizer: Any = None, kind: str = "deletion",
-                       steps: int | Sequence[float] = 10, replacement: Any = "remove", by: str = "value",
-                       batch_size: int = 64) -> Curve:
+def perturbation_curve(
+    model: Any,
+    results: Any,
+    *,
+    tokenizer: Any = None,
+    kind: str = "deletion",
+    steps: int | Sequence[float] = 10,
+    replacement: Any = "remove",
+    by: str = "value",
+    batch_size: int = 64,
+) -> Curve:
     """``p(y | ·)`` as the top-ranked tokens are removed (``"deletion"``), or added back to an input
     whose perturbable tokens are all removed or replaced (``"insertion"``).
 
@@ -394,9 +447,17 @@ def perturbation_curve(model: Any, results: Any, *, tokenizer: Any = None, kind:
     return Curve(kind, torch.tensor(fracs, dtype=torch.float64), p[grid], p[full])
 
 
-def aopc(model: Any, results: Any, *, tokenizer: Any = None, curve: str = "deletion",
-         steps: int | Sequence[float] = 10, replacement: Any = "remove", by: str = "value",
-         batch_size: int = 64) -> float | Tensor:
+def aopc(
+    model: Any,
+    results: Any,
+    *,
+    tokenizer: Any = None,
+    curve: str = "deletion",
+    steps: int | Sequence[float] = 10,
+    replacement: Any = "remove",
+    by: str = "value",
+    batch_size: int = 64,
+) -> float | Tensor:
     """Area over the perturbation curve: the mean of ``p(y | x) − p(y | x_f)`` over the fractions.
 
     ``curve="deletion"``: ``x_f`` lacks the top tokens (comprehensiveness averaged over the
@@ -406,14 +467,30 @@ def aopc(model: Any, results: Any, *, tokenizer: Any = None, curve: str = "delet
     if curve not in ("deletion", "insertion"):
         raise ValueError(f"curve must be 'deletion' or 'insertion', got {curve!r}")
     name = f"aopc_{curve}"
-    return faithfulness(model, results, tokenizer=tokenizer, metrics=[name], replacement=replacement,
-                        steps=steps, by=by, batch_size=batch_size)[name]
+    return faithfulness(
+        model,
+        results,
+        tokenizer=tokenizer,
+        metrics=[name],
+        replacement=replacement,
+        steps=steps,
+        by=by,
+        batch_size=batch_size,
+    )[name]
 
 
-def faithfulness(model: Any, results: Any, *, tokenizer: Any = None,
-                 metrics: Sequence[str] = ("comprehensiveness", "sufficiency", "log_odds"),
-                 top_k: float | int = 0.2, replacement: Any = None, steps: int | Sequence[float] = 10,
-                 by: str = "value", batch_size: int = 64) -> dict[str, float | Tensor]:
+def faithfulness(
+    model: Any,
+    results: Any,
+    *,
+    tokenizer: Any = None,
+    metrics: Sequence[str] = ("comprehensiveness", "sufficiency", "log_odds"),
+    top_k: float | int = 0.2,
+    replacement: Any = None,
+    steps: int | Sequence[float] = 10,
+    by: str = "value",
+    batch_size: int = 64,
+) -> dict[str, float | Tensor]:
     """Several metrics at once, sharing the model calls; ``{name: value(s)}``.
 
     ``metrics`` are names from :data:`METRICS`. ``replacement=None`` uses each metric's default

@@ -38,11 +38,13 @@ SIGNAL_WORDS: tuple[tuple[str, ...], ...] = (
 )
 """Default signal words per class (invented words with no other meaning)."""
 
-DISTRACTOR_WORDS: tuple[str, ...] = tuple("""
+DISTRACTOR_WORDS: tuple[str, ...] = tuple(
+    """
 the a of to in on at by for with from and or but so then when where there here this that
 these those it they we you he she is are was were be been have has had do did will would
 can could some any many few more most other such same own very just only also still even
-""".split())
+""".split()
+)
 """Default distractor words (frequent English function words)."""
 
 
@@ -127,23 +129,37 @@ class PlantedTask:
                 label_out = label
             planted = [(rng.choice(self.signal_words[label]), True) for _ in range(win)]
             planted += [(rng.choice(self.signal_words[other]), False) for _ in range(opp)]
-            words: list[tuple[str, bool | None]] = [(rng.choice(self.distractor_words), None)
-                                                    for _ in range(length - len(planted))]
+            words: list[tuple[str, bool | None]] = [
+                (rng.choice(self.distractor_words), None) for _ in range(length - len(planted))
+            ]
             for item in planted:
                 words.insert(rng.randint(0, len(words)), item)
             text = " ".join(w for w, _ in words)
-            out.append(PlantedExample(
-                text=text, label=label_out,
-                planted=tuple(i for i, (_, s) in enumerate(words) if s is True),
-                opposing=tuple(i for i, (_, s) in enumerate(words) if s is False),
-                words=tuple(w for w, _ in words),
-            ))
+            out.append(
+                PlantedExample(
+                    text=text,
+                    label=label_out,
+                    planted=tuple(i for i, (_, s) in enumerate(words) if s is True),
+                    opposing=tuple(i for i, (_, s) in enumerate(words) if s is False),
+                    words=tuple(w for w, _ in words),
+                )
+            )
         return out
 
 
-def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_train: int = 3000,
-                        epochs: int = 4, batch_size: int = 64, lr: float = 3e-3, hidden: int = 32,
-                        layers: int = 2, heads: int = 2, ties: float = 0.25):
+def train_planted_model(
+    task: PlantedTask | None = None,
+    *,
+    seed: int = 0,
+    n_train: int = 3000,
+    epochs: int = 4,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    ties: float = 0.25,
+):
     """Train a tiny BERT classifier on ``task`` (seeded; a few seconds on CPU).
 
     Returns ``(model, tokenizer)`` with the model in eval mode and labels ``CLASS_0``, ``CLASS_1``...
@@ -154,9 +170,15 @@ def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_tra
     task = task or PlantedTask()
     tok = task.tokenizer()
     config = BertConfig(  # type: ignore[call-arg]  # (config keywords are not in the stubs)
-        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=2 * hidden, max_position_embeddings=task.max_words + 2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=task.n_classes,
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=task.max_words + 2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=task.n_classes,
         pad_token_id=tok.pad_token_id,
         id2label={i: f"CLASS_{i}" for i in range(task.n_classes)},
         label2id={f"CLASS_{i}": i for i in range(task.n_classes)},
@@ -180,8 +202,7 @@ def train_planted_model(task: PlantedTask | None = None, *, seed: int = 0, n_tra
     return model, tok
 
 
-def _fit(model: Any, enc: Any, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-         seed: int) -> None:
+def _fit(model: Any, enc: Any, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float, seed: int) -> None:
     n = labels.shape[0]
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -206,8 +227,9 @@ def planted_tokens(result: Any, example: PlantedExample, *, opposing: bool = Fal
     return [i for i, w in enumerate(result.word_ids) if w is not None and w in words and not special[i]]
 
 
-def hit_rate(results: Sequence[Any], examples: Sequence[PlantedExample], *, by: str = "value",
-             k: int | None = None) -> float:
+def hit_rate(
+    results: Sequence[Any], examples: Sequence[PlantedExample], *, by: str = "value", k: int | None = None
+) -> float:
     """Share of examples whose planted tokens are all among the ``k`` top-ranked tokens.
 
     ``by="value"``: the deciding planted tokens must lead the ranking by signed score (a higher
@@ -231,8 +253,15 @@ def hit_rate(results: Sequence[Any], examples: Sequence[PlantedExample], *, by: 
     return hits / len(examples)
 
 
-def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = None, target: Any = None,
-                     baseline: Any = "zero", batch_size: int = 32) -> Any:
+def gradient_x_input(
+    model: Any,
+    texts: str | list[str],
+    *,
+    tokenizer: Any = None,
+    target: Any = None,
+    baseline: Any = "zero",
+    batch_size: int = 32,
+) -> Any:
     """Deprecated: ``Explainer.explain(texts, method="input_x_gradient", from_baseline=True, baseline=...)``.
 
     Gradient × input per token, ``Σ_d (e − b)_d · ∂target/∂e_d`` on the input embeddings.
@@ -245,11 +274,16 @@ def gradient_x_input(model: Any, texts: str | list[str], *, tokenizer: Any = Non
 
     from ..explainer import Explainer
 
-    warnings.warn("hfattr.planted.gradient_x_input is deprecated; use Explainer.explain(..., "
-                  "method='input_x_gradient', from_baseline=True)", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "hfattr.planted.gradient_x_input is deprecated; use Explainer.explain(..., "
+        "method='input_x_gradient', from_baseline=True)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if not isinstance(model, Explainer):
         if tokenizer is None:
             raise TypeError("gradient_x_input: pass tokenizer= with a model (or give an Explainer)")
         model = Explainer(model, tokenizer)
-    return model.explain(texts, method="input_x_gradient", target=target, batch_size=batch_size,
-                         baseline=baseline, from_baseline=True)
+    return model.explain(
+        texts, method="input_x_gradient", target=target, batch_size=batch_size, baseline=baseline, from_baseline=True
+    )

@@ -44,8 +44,11 @@ class BlockSpec:
     def __post_init__(self) -> None:
         for name, n in (("gated_mlp", 3), ("fused_gate_up", 2), ("qkv", 3), ("cross_qkv", 3)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (tuple, list)) or len(value) != n
-                                      or not all(isinstance(v, str) and v for v in value)):
+            if value is not None and (
+                not isinstance(value, (tuple, list))
+                or len(value) != n
+                or not all(isinstance(v, str) and v for v in value)
+            ):
                 raise ValueError(f"BlockSpec.{name} must be a tuple of {n} module paths, got {value!r}")
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -110,23 +113,30 @@ def as_spec(spec: Any) -> ArchSpec:
         norms = d.get("norms", ())
         norms = (norms,) if isinstance(norms, str) else tuple(norms)
         parts = {k: d[k] for k in _PARTS if k in d}
-        return StackSpec(d["blocks"], BlockSpec(d.get("attention"), d.get("mlp"), norms, d.get("cross_attention"),
-                                                **parts), d.get("final_norm"), d.get("embed"))
+        return StackSpec(
+            d["blocks"],
+            BlockSpec(d.get("attention"), d.get("mlp"), norms, d.get("cross_attention"), **parts),
+            d.get("final_norm"),
+            d.get("embed"),
+        )
 
     if "blocks" in spec:  # single stack given flat
         flat = {k: v for k, v in spec.items() if k not in ("embed", "shared_blocks")}
         return ArchSpec({"": stack(flat, "")}, spec.get("embed"), bool(spec.get("shared_blocks", False)))
     bad = set(spec) - top_keys
     if bad:
-        raise ValueError(f"spec: unknown keys {sorted(bad)}; expected 'blocks' (single stack) or "
-                         f"'encoder'/'decoder'/'stacks' plus optional 'embed', 'shared_blocks'")
+        raise ValueError(
+            f"spec: unknown keys {sorted(bad)}; expected 'blocks' (single stack) or "
+            f"'encoder'/'decoder'/'stacks' plus optional 'embed', 'shared_blocks'"
+        )
     stacks = dict(spec.get("stacks", {}))
     for name in ("encoder", "decoder"):
         if name in spec:
             stacks[name] = spec[name]
     if not stacks:
         raise ValueError("spec: no stacks given; pass 'blocks' or 'encoder'/'decoder'")
-    return ArchSpec({k: v if isinstance(v, StackSpec) else stack(v, f"[{k!r}]") for k, v in stacks.items()},
-                    spec.get("embed"), bool(spec.get("shared_blocks", False)))
-
-
+    return ArchSpec(
+        {k: v if isinstance(v, StackSpec) else stack(v, f"[{k!r}]") for k, v in stacks.items()},
+        spec.get("embed"),
+        bool(spec.get("shared_blocks", False)),
+    )

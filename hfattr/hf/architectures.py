@@ -62,11 +62,23 @@ def _albert_blocks(base: nn.Module, config: Any) -> list[nn.Module]:
     return [layer for i in range(n) for layer in groups[int(i / (n / g))].albert_layers]
 
 
-_BERT = _simple("encoder.layer", "attention.output.dense", "output.dense",
-                ("attention.output.LayerNorm", "output.LayerNorm"), embed="embeddings.word_embeddings",
-                parts={"qkv": _qkv("attention.self", "query", "key", "value")})
-_LLAMA = _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm"), "norm",
-                 embed="embed_tokens", parts=_GATED)
+_BERT = _simple(
+    "encoder.layer",
+    "attention.output.dense",
+    "output.dense",
+    ("attention.output.LayerNorm", "output.LayerNorm"),
+    embed="embeddings.word_embeddings",
+    parts={"qkv": _qkv("attention.self", "query", "key", "value")},
+)
+_LLAMA = _simple(
+    "layers",
+    "self_attn",
+    "mlp",
+    ("input_layernorm", "post_attention_layernorm"),
+    "norm",
+    embed="embed_tokens",
+    parts=_GATED,
+)
 _T5_MLP = ("DenseReluDense.wi_0", "DenseReluDense.wi_1", "DenseReluDense.wo")
 
 
@@ -74,60 +86,148 @@ def _t5_mlp(layer: str) -> tuple[str, str, str]:
     gate, up, down = (f"{layer}.{p}" for p in _T5_MLP)
     return gate, up, down
 
+
 _REGISTRY: dict[str, ArchSpec] = {
     "bert": _BERT,
     "roberta": _BERT,
     "electra": _BERT,
     "albert": ArchSpec(
-        {"": StackSpec(_albert_blocks, BlockSpec("attention.dense", "ffn_output",
-                                                 ("attention.LayerNorm", "full_layer_layer_norm"),
-                                                 qkv=_qkv("attention", "query", "key", "value")))},
-        "embeddings.word_embeddings", shared_blocks=True),
-    "distilbert": _simple("transformer.layer", "attention", "ffn", ("sa_layer_norm", "output_layer_norm"),
-                          embed="embeddings.word_embeddings",
-                          parts={"qkv": _qkv("attention", "q_lin", "k_lin", "v_lin")}),
-    "gpt2": _simple("h", "attn", "mlp", ("ln_1", "ln_2"), "ln_f", embed="wte", parts={
-        "fused_qkv": "attn.c_attn",
-        "cross_qkv": ("crossattention.q_attn", "crossattention.c_attn", "crossattention.c_attn")}),
+        {
+            "": StackSpec(
+                _albert_blocks,
+                BlockSpec(
+                    "attention.dense",
+                    "ffn_output",
+                    ("attention.LayerNorm", "full_layer_layer_norm"),
+                    qkv=_qkv("attention", "query", "key", "value"),
+                ),
+            )
+        },
+        "embeddings.word_embeddings",
+        shared_blocks=True,
+    ),
+    "distilbert": _simple(
+        "transformer.layer",
+        "attention",
+        "ffn",
+        ("sa_layer_norm", "output_layer_norm"),
+        embed="embeddings.word_embeddings",
+        parts={"qkv": _qkv("attention", "q_lin", "k_lin", "v_lin")},
+    ),
+    "gpt2": _simple(
+        "h",
+        "attn",
+        "mlp",
+        ("ln_1", "ln_2"),
+        "ln_f",
+        embed="wte",
+        parts={
+            "fused_qkv": "attn.c_attn",
+            "cross_qkv": ("crossattention.q_attn", "crossattention.c_attn", "crossattention.c_attn"),
+        },
+    ),
     "llama": _LLAMA,
     "qwen2": _LLAMA,
     "mistral": _LLAMA,
     "gemma": _LLAMA,
-    "gemma2": _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm",
-                                                     "pre_feedforward_layernorm", "post_feedforward_layernorm"),
-                      "norm", embed="embed_tokens", parts=_GATED),
-    "phi3": _simple("layers", "self_attn", "mlp", ("input_layernorm", "post_attention_layernorm"), "norm",
-                    embed="embed_tokens", parts={"fused_gate_up": ("mlp.gate_up_proj", "mlp.down_proj"),
-                                                 "fused_qkv": "self_attn.qkv_proj"}),
-    "gpt_neox": _simple("layers", "attention", "mlp", ("input_layernorm", "post_attention_layernorm"),
-                        "final_layer_norm", embed="embed_in",
-                        parts={"fused_qkv": "attention.query_key_value", "qkv_layout": "per_head"}),
-    "opt": _simple("decoder.layers", "self_attn", "fc2", ("self_attn_layer_norm", "final_layer_norm"),
-                   "decoder.final_layer_norm", embed="decoder.embed_tokens", parts={"qkv": _qkv("self_attn")}),
-    "phi": _simple("layers", "self_attn", "mlp", ("input_layernorm",), "final_layernorm", embed="embed_tokens",
-                   parts={"qkv": _qkv("self_attn")}),
-    "bart": ArchSpec({
-        "encoder": StackSpec("encoder.layers", BlockSpec("self_attn", "fc2", ("self_attn_layer_norm",
-                                                                             "final_layer_norm"),
-                                                         qkv=_qkv("self_attn")),
-                             final_norm="encoder.layer_norm"),
-        "decoder": StackSpec("decoder.layers", BlockSpec(
-            "self_attn", "fc2", ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"),
-            cross_attention="encoder_attn", qkv=_qkv("self_attn"), cross_qkv=_qkv("encoder_attn")),
-            final_norm="decoder.layer_norm", embed="decoder.embed_tokens"),
-    }, embed="encoder.embed_tokens"),
-    "t5": ArchSpec({
-        "encoder": StackSpec("encoder.block", BlockSpec(
-            "layer.0.SelfAttention", "layer.1.DenseReluDense", ("layer.0.layer_norm", "layer.1.layer_norm"),
-            gated_mlp=_t5_mlp("layer.1"), qkv=_qkv("layer.0.SelfAttention", "q", "k", "v")),
-            final_norm="encoder.final_layer_norm"),
-        "decoder": StackSpec("decoder.block", BlockSpec(
-            "layer.0.SelfAttention", "layer.2.DenseReluDense",
-            ("layer.0.layer_norm", "layer.1.layer_norm", "layer.2.layer_norm"),
-            cross_attention="layer.1.EncDecAttention", gated_mlp=_t5_mlp("layer.2"),
-            qkv=_qkv("layer.0.SelfAttention", "q", "k", "v"), cross_qkv=_qkv("layer.1.EncDecAttention", "q", "k", "v")),
-            final_norm="decoder.final_layer_norm", embed="decoder.embed_tokens"),
-    }, embed="encoder.embed_tokens"),
+    "gemma2": _simple(
+        "layers",
+        "self_attn",
+        "mlp",
+        ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+        "norm",
+        embed="embed_tokens",
+        parts=_GATED,
+    ),
+    "phi3": _simple(
+        "layers",
+        "self_attn",
+        "mlp",
+        ("input_layernorm", "post_attention_layernorm"),
+        "norm",
+        embed="embed_tokens",
+        parts={"fused_gate_up": ("mlp.gate_up_proj", "mlp.down_proj"), "fused_qkv": "self_attn.qkv_proj"},
+    ),
+    "gpt_neox": _simple(
+        "layers",
+        "attention",
+        "mlp",
+        ("input_layernorm", "post_attention_layernorm"),
+        "final_layer_norm",
+        embed="embed_in",
+        parts={"fused_qkv": "attention.query_key_value", "qkv_layout": "per_head"},
+    ),
+    "opt": _simple(
+        "decoder.layers",
+        "self_attn",
+        "fc2",
+        ("self_attn_layer_norm", "final_layer_norm"),
+        "decoder.final_layer_norm",
+        embed="decoder.embed_tokens",
+        parts={"qkv": _qkv("self_attn")},
+    ),
+    "phi": _simple(
+        "layers",
+        "self_attn",
+        "mlp",
+        ("input_layernorm",),
+        "final_layernorm",
+        embed="embed_tokens",
+        parts={"qkv": _qkv("self_attn")},
+    ),
+    "bart": ArchSpec(
+        {
+            "encoder": StackSpec(
+                "encoder.layers",
+                BlockSpec("self_attn", "fc2", ("self_attn_layer_norm", "final_layer_norm"), qkv=_qkv("self_attn")),
+                final_norm="encoder.layer_norm",
+            ),
+            "decoder": StackSpec(
+                "decoder.layers",
+                BlockSpec(
+                    "self_attn",
+                    "fc2",
+                    ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"),
+                    cross_attention="encoder_attn",
+                    qkv=_qkv("self_attn"),
+                    cross_qkv=_qkv("encoder_attn"),
+                ),
+                final_norm="decoder.layer_norm",
+                embed="decoder.embed_tokens",
+            ),
+        },
+        embed="encoder.embed_tokens",
+    ),
+    "t5": ArchSpec(
+        {
+            "encoder": StackSpec(
+                "encoder.block",
+                BlockSpec(
+                    "layer.0.SelfAttention",
+                    "layer.1.DenseReluDense",
+                    ("layer.0.layer_norm", "layer.1.layer_norm"),
+                    gated_mlp=_t5_mlp("layer.1"),
+                    qkv=_qkv("layer.0.SelfAttention", "q", "k", "v"),
+                ),
+                final_norm="encoder.final_layer_norm",
+            ),
+            "decoder": StackSpec(
+                "decoder.block",
+                BlockSpec(
+                    "layer.0.SelfAttention",
+                    "layer.2.DenseReluDense",
+                    ("layer.0.layer_norm", "layer.1.layer_norm", "layer.2.layer_norm"),
+                    cross_attention="layer.1.EncDecAttention",
+                    gated_mlp=_t5_mlp("layer.2"),
+                    qkv=_qkv("layer.0.SelfAttention", "q", "k", "v"),
+                    cross_qkv=_qkv("layer.1.EncDecAttention", "q", "k", "v"),
+                ),
+                final_norm="decoder.final_layer_norm",
+                embed="decoder.embed_tokens",
+            ),
+        },
+        embed="encoder.embed_tokens",
+    ),
 }
 
 
@@ -177,9 +277,17 @@ def registered_architectures() -> list[str]:
 class Architecture:
     """Role map of one model: ``.embed``, ``.blocks``, ``.module(role)``, ``.roles()``."""
 
-    def __init__(self, model: nn.Module, roles: dict[str, nn.Module], stacks: dict[str, list[nn.Module]],
-                 *, model_type: str, generic: bool, shared_blocks: bool,
-                 specs: dict[str, BlockSpec] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        roles: dict[str, nn.Module],
+        stacks: dict[str, list[nn.Module]],
+        *,
+        model_type: str,
+        generic: bool,
+        shared_blocks: bool,
+        specs: dict[str, BlockSpec] | None = None,
+    ):
         self.model = model
         self.specs = dict(specs or {})
         self.model_type = model_type
@@ -215,8 +323,9 @@ class Architecture:
         try:
             return self._roles[role]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown role {role!r} for {self.model_type!r}; "
-                             f"valid roles include {_examples(self)}") from None
+            raise ValueError(
+                f"unknown role {role!r} for {self.model_type!r}; valid roles include {_examples(self)}"
+            ) from None
 
     def __contains__(self, role: object) -> bool:
         return role in self._roles
@@ -284,8 +393,10 @@ def _add_block(roles: dict, prefix: str, block: nn.Module, bspec: BlockSpec, *, 
         sub = _get(block, block, path)
         if sub is None:
             if strict:
-                raise ValueError(f"{what}: block {prefix} has no submodule {path!r} ({kind}); "
-                                 "fix the spec with register_architecture")
+                raise ValueError(
+                    f"{what}: block {prefix} has no submodule {path!r} ({kind}); "
+                    "fix the spec with register_architecture"
+                )
             continue
         roles[f"{prefix}.{kind}"] = sub
     for k, path in enumerate(bspec.norms, 1):
@@ -331,10 +442,13 @@ def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bo
                 roles[f"{sname}.final_norm" if sname else "final_norm"] = sub
     if not stacks:
         paths = [s.blocks for s in spec.stacks.values()]
-        raise ValueError(f"{what}: none of the block paths {paths} exists in {type(model).__name__}; "
-                         "fix the spec with register_architecture")
-    return Architecture(model, roles, stacks, model_type=model_type, generic=generic,
-                        shared_blocks=spec.shared_blocks, specs=specs)
+        raise ValueError(
+            f"{what}: none of the block paths {paths} exists in {type(model).__name__}; "
+            "fix the spec with register_architecture"
+        )
+    return Architecture(
+        model, roles, stacks, model_type=model_type, generic=generic, shared_blocks=spec.shared_blocks, specs=specs
+    )
 
 
 def _input_embeddings(model: nn.Module) -> nn.Module | None:
@@ -358,8 +472,16 @@ def _input_embeddings(model: nn.Module) -> nn.Module | None:
 
 # ---- generic fallback --------------------------------------------------------
 
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers",
-               "decoder_layers", "num_encoder_layers", "num_decoder_layers")
+_LAYER_KEYS = (
+    "num_hidden_layers",
+    "n_layer",
+    "num_layers",
+    "n_layers",
+    "encoder_layers",
+    "decoder_layers",
+    "num_encoder_layers",
+    "num_decoder_layers",
+)
 
 
 def _is_norm(m: nn.Module) -> bool:
@@ -417,13 +539,24 @@ def _generic_block_spec(block: nn.Module) -> BlockSpec:
         if outs and not _is_plain(children[outs[0]]):
             mlp = outs[0]
         else:
-            mlp = _find_child(block, lambda n, m: (n in ("mlp", "ffn", "ff", "feed_forward", "feedforward")
-                                                    or "mlp" in n or "densereludense" in n)
-                              and not _is_plain(m))
+            mlp = _find_child(
+                block,
+                lambda n, m: (
+                    (n in ("mlp", "ffn", "ff", "feed_forward", "feedforward") or "mlp" in n or "densereludense" in n)
+                    and not _is_plain(m)
+                ),
+            )
     taken = [p for p in (attn, cross, mlp) if p]
     skip = tuple(p + "." for p in taken)
-    norms = tuple(n for n, m in block.named_modules() if n and _is_norm(m) and n not in taken
-                  and not n.startswith(skip) and not any(_is_norm(p) for p in _parents(block, n)))
+    norms = tuple(
+        n
+        for n, m in block.named_modules()
+        if n
+        and _is_norm(m)
+        and n not in taken
+        and not n.startswith(skip)
+        and not any(_is_norm(p) for p in _parents(block, n))
+    )
     return BlockSpec(attn, mlp, norms, cross)
 
 
@@ -436,13 +569,20 @@ def _generic_spec(model: nn.Module) -> ArchSpec:
     base = _base_model(model)
     config = getattr(model, "config", None)
     counts = {v for k in _LAYER_KEYS if isinstance(v := getattr(config, k, None), int) and v > 0}
-    lists = [(n, m) for n, m in base.named_modules()
-             if isinstance(m, nn.ModuleList) and len(m) > 0 and len({type(c) for c in m}) == 1
-             and (not counts or len(m) in counts)]
+    lists = [
+        (n, m)
+        for n, m in base.named_modules()
+        if isinstance(m, nn.ModuleList)
+        and len(m) > 0
+        and len({type(c) for c in m}) == 1
+        and (not counts or len(m) in counts)
+    ]
     top = [(n, m) for n, m in lists if not any(n.startswith(o + ".") for o, _ in lists if o != n)]
     if not top:
-        raise ValueError(f"no block list found in {type(model).__name__} (layer counts {sorted(counts)}); "
-                         "describe it with register_architecture(model_type, spec)")
+        raise ValueError(
+            f"no block list found in {type(model).__name__} (layer counts {sorted(counts)}); "
+            "describe it with register_architecture(model_type, spec)"
+        )
     enc = [(n, m) for n, m in top if "encoder" in n.split(".")[0]]
     dec = [(n, m) for n, m in top if "decoder" in n.split(".")[0]]
     if enc and dec and getattr(config, "is_encoder_decoder", False):
@@ -460,14 +600,13 @@ def _generic_spec(model: nn.Module) -> ArchSpec:
         if sname == "decoder":
             emb = getattr(parent, "embed_tokens", None)
             embed = ppath + "embed_tokens" if isinstance(emb, nn.Module) else None
-        stacks[sname] = StackSpec(path, _generic_block_spec(blocks[0]),
-                                  ppath + final if final else None, embed)
+        stacks[sname] = StackSpec(path, _generic_block_spec(blocks[0]), ppath + final if final else None, embed)
     return ArchSpec(stacks)
 
 
 def _final_norm(parent: nn.Module, list_name: str) -> str | None:
     names = list(dict(parent.named_children()))
-    after = names[names.index(list_name) + 1:] if list_name in names else []
+    after = names[names.index(list_name) + 1 :] if list_name in names else []
     for name, child in parent.named_children():
         low = name.lower()
         if not _is_norm(child) or "emb" in low:
@@ -500,8 +639,15 @@ def get_architecture(model: nn.Module | Architecture, *, spec: ArchSpec | Mappin
 # ---------------------------------------------------------------------------
 
 _GLOB = set("*?[")
-_KIND_ALIASES = {"blocks": "block", "layer": "block", "layers": "block", "attn": "attention",
-                 "self_attention": "attention", "ffn": "mlp", "cross_attn": "cross_attention"}
+_KIND_ALIASES = {
+    "blocks": "block",
+    "layer": "block",
+    "layers": "block",
+    "attn": "attention",
+    "self_attention": "attention",
+    "ffn": "mlp",
+    "cross_attn": "cross_attention",
+}
 
 
 def _kind_matches(arch: Architecture, spec: str) -> list[str]:
@@ -524,8 +670,9 @@ def _resolve_one(arch: Architecture, spec: Any) -> list[tuple[str, nn.Module]]:
         role = arch.role_of(spec)
         return [(role if role is not None else arch.name_of(spec), spec)]
     if not isinstance(spec, str):
-        raise TypeError(f"resolve_sites: a site must be a role name, module-name pattern or module, "
-                        f"got {type(spec).__name__}")
+        raise TypeError(
+            f"resolve_sites: a site must be a role name, module-name pattern or module, got {type(spec).__name__}"
+        )
     if spec in arch:
         return [(spec, arch.module(spec))]
     roles = _kind_matches(arch, spec)
@@ -539,9 +686,11 @@ def _resolve_one(arch: Architecture, spec: Any) -> list[tuple[str, nn.Module]]:
         found = [(n, m) for n, m in arch.model.named_modules() if n == spec]
     if found:
         return found
-    raise ValueError(f"resolve_sites: {spec!r} matches no role or module name of {arch.model_type!r}; "
-                     f"valid roles include {_examples(arch)} (also kinds {list(BLOCK_KINDS)}, "
-                     "role globs like 'blocks.*.mlp', and module-name globs)")
+    raise ValueError(
+        f"resolve_sites: {spec!r} matches no role or module name of {arch.model_type!r}; "
+        f"valid roles include {_examples(arch)} (also kinds {list(BLOCK_KINDS)}, "
+        "role globs like 'blocks.*.mlp', and module-name globs)"
+    )
 
 
 def resolve_sites(model: nn.Module | Architecture, spec: Any) -> list[tuple[str, nn.Module]]:

@@ -37,9 +37,7 @@ def load_default_model(*, device=None):
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            DEFAULT_MODEL_DIR, local_files_only=True
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(DEFAULT_MODEL_DIR, local_files_only=True)
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()

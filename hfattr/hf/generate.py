@@ -29,12 +29,15 @@ def check_generation_args(model: nn.Module, max_new_tokens: Any, generation_kwar
     if generation_kwargs is None:
         generation_kwargs = {}
     if not isinstance(generation_kwargs, dict):
-        raise TypeError(f"generation_kwargs must be a dict of model.generate options, got "
-                        f"{type(generation_kwargs).__name__}")
+        raise TypeError(
+            f"generation_kwargs must be a dict of model.generate options, got {type(generation_kwargs).__name__}"
+        )
     bad = sorted(set(generation_kwargs) & set(_RESERVED))
     if bad:
-        raise ValueError(f"generation_kwargs must not set {bad}: hfattr passes the prompt itself "
-                         "(use generate=N for the number of new tokens)")
+        raise ValueError(
+            f"generation_kwargs must not set {bad}: hfattr passes the prompt itself "
+            "(use generate=N for the number of new tokens)"
+        )
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
     return {"max_new_tokens": max_new_tokens, **generation_kwargs}
@@ -61,8 +64,9 @@ def _seeded(seed: int | None, device: torch.device):
 
 
 @torch.no_grad()
-def generate_targets(model: nn.Module, tokenizer: Any, enc: Encoded, kwargs: dict, *,
-                     seed: int | None = None) -> list[Generated]:
+def generate_targets(
+    model: nn.Module, tokenizer: Any, enc: Encoded, kwargs: dict, *, seed: int | None = None
+) -> list[Generated]:
     """One :class:`Generated` per text of ``enc``.
 
     Texts of equal length are generated together, without padding, so a batch gives the same tokens

@@ -122,13 +122,17 @@ def _gated_from_spec(block: nn.Module, bs: BlockSpec) -> GatedMLP | None:
 
 
 # --------------------------------------------------------------------------- attention projections
-_NAMES = {"q": ("q_proj", "query", "q_lin", "q", "wq", "q_attn"), "k": ("k_proj", "key", "k_lin", "k", "wk"),
-          "v": ("v_proj", "value", "v_lin", "v", "wv")}
+_NAMES = {
+    "q": ("q_proj", "query", "q_lin", "q", "wq", "q_attn"),
+    "k": ("k_proj", "key", "k_lin", "k", "wk"),
+    "v": ("v_proj", "value", "v_lin", "v", "wv"),
+}
 _FUSED = ("qkv_proj", "query_key_value", "c_attn", "wqkv", "qkv", "in_proj")
 
 
-def _segments(parts: str, out: int, attention: nn.Module, config: Any,
-              layout: str | None) -> tuple[tuple[str, int], ...]:
+def _segments(
+    parts: str, out: int, attention: nn.Module, config: Any, layout: str | None
+) -> tuple[tuple[str, int], ...]:
     """Channel runs of a projection holding ``parts`` (q, k, v in that order) in ``out`` channels;
     empty when they cannot be told (a fused projection of unknown ``layout``)."""
     if len(parts) == 1:
@@ -141,15 +145,21 @@ def _segments(parts: str, out: int, attention: nn.Module, config: Any,
         head_dim = config.hidden_size // heads
     if layout == "per_head" and isinstance(head_dim, int) and out % (len(parts) * head_dim) == 0:
         return tuple((p, head_dim) for _ in range(out // (len(parts) * head_dim)) for p in parts)
-    if parts == "qkv" and isinstance(heads, int) and isinstance(head_dim, int) and heads * head_dim < out \
-            and (out - heads * head_dim) % 2 == 0:
+    if (
+        parts == "qkv"
+        and isinstance(heads, int)
+        and isinstance(head_dim, int)
+        and heads * head_dim < out
+        and (out - heads * head_dim) % 2 == 0
+    ):
         q = heads * head_dim
         return (("q", q), ("k", (out - q) // 2), ("v", (out - q) // 2))
     return tuple((p, out // len(parts)) for p in parts) if out % len(parts) == 0 else ()
 
 
-def _attention_from_paths(block: nn.Module, paths: tuple[str, ...], config: Any,
-                          layout: str | None) -> AttentionParts | None:
+def _attention_from_paths(
+    block: nn.Module, paths: tuple[str, ...], config: Any, layout: str | None
+) -> AttentionParts | None:
     mods = [m for p in paths if (m := _get(block, p)) is not None]
     if len(mods) != len(paths):
         return None

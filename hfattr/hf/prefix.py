@@ -75,9 +75,17 @@ class PrefixReuseForward:
     def enabled(self) -> bool:
         return self.layers is not None
 
-    def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
-                 decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
-                 example_ids: Tensor | None = None, first_changed: int | None = None) -> Tensor:
+    def __call__(
+        self,
+        embeds: Tensor,
+        attention_mask: Tensor,
+        positions: Tensor,
+        indices: Tensor,
+        decoder_ids: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        example_ids: Tensor | None = None,
+        first_changed: int | None = None,
+    ) -> Tensor:
         self.calls += 1
         N, L = embeds.shape[:2]
         if not self.enabled or example_ids is None or L != self.original.shape[1]:

@@ -13,8 +13,17 @@ from .access import pretrained
 from .targets import TargetForward, TargetRows, head_kind, resolve_targets
 from .text import Encoded, baseline_token_id
 
-__all__ = ["Prepared", "prepare", "input_device", "append_continuation", "append_generated", "decoder_baseline_id",
-           "DECODER_BASELINES", "check_loaded", "check_token_ids"]
+__all__ = [
+    "Prepared",
+    "prepare",
+    "input_device",
+    "append_continuation",
+    "append_generated",
+    "decoder_baseline_id",
+    "DECODER_BASELINES",
+    "check_loaded",
+    "check_token_ids",
+]
 
 DECODER_BASELINES = ("unk", "eos", "bos", "pad", "mask")  # SIG's default order on causal LMs (docs/generation.md)
 
@@ -30,8 +39,9 @@ def input_device(model: nn.Module) -> torch.device:
 
 def check_loaded(model: nn.Module) -> None:
     """Refuse a model whose weights are on the ``meta`` device (not loaded, and not offloaded)."""
-    if any(p.device.type == "meta" for p in model.parameters()) and \
-            not any(hasattr(m, "_hf_hook") for m in model.modules()):
+    if any(p.device.type == "meta" for p in model.parameters()) and not any(
+        hasattr(m, "_hf_hook") for m in model.modules()
+    ):
         raise ValueError(
             f"model {type(model).__name__} has parameters on the 'meta' device (its weights are not loaded); "
             "load it with from_pretrained, or materialise it (model.to_empty(device=...)) and load weights"
@@ -114,8 +124,9 @@ class Prepared:
             else:
                 ids = torch.full_like(self.enc.input_ids[:, :1], token_id)
                 base = pretrained(self.model).get_input_embeddings()(ids).detach().expand_as(self.embeds).contiguous()
-        return dataclasses.replace(self, baseline=base.to(self.embeds.dtype), baseline_id=token_id,
-                                   baseline_default=False)
+        return dataclasses.replace(
+            self, baseline=base.to(self.embeds.dtype), baseline_id=token_id, baseline_default=False
+        )
 
     @torch.no_grad()
     def scores(self, *, score: str | None = None) -> Tensor:
@@ -179,15 +190,18 @@ def append_generated(tokenizer: Any, enc: Encoded, ids: list[int]) -> Encoded:
     suffixes = [""]
     for k in range(1, len(ids) + 1):
         full = tokenizer.decode(prompt_ids + list(ids[:k]), skip_special_tokens=True)
-        suffix = full[len(dprompt):] if full.startswith(dprompt) else tokenizer.decode(list(ids[:k]),
-                                                                                       skip_special_tokens=True)
+        suffix = (
+            full[len(dprompt) :]
+            if full.startswith(dprompt)
+            else tokenizer.decode(list(ids[:k]), skip_special_tokens=True)
+        )
         suffixes.append(suffix if suffix.startswith(suffixes[-1]) else suffixes[-1])
     spans: list[tuple[int, int]] = []
     words: list[int | None] = []
     last_word = max([w for w in (enc.word_ids[0] if enc.word_ids else [])[:n] if w is not None], default=-1)
     word = last_word
     for k, tid in enumerate(ids):
-        piece = suffixes[k + 1][len(suffixes[k]):]
+        piece = suffixes[k + 1][len(suffixes[k]) :]
         lead = len(piece) - len(piece.lstrip())
         start, end = len(base) + len(suffixes[k]) + lead, len(base) + len(suffixes[k + 1])
         spans.append((start, end))
@@ -201,9 +215,15 @@ def append_generated(tokenizer: Any, enc: Encoded, ids: list[int]) -> Encoded:
     out = append_continuation(tokenizer, enc, list(ids), "")
     special = torch.tensor([[t in specials for t in ids]], dtype=torch.bool, device=out.special_mask.device)
     out.special_mask[:, n:] = special
-    return Encoded(out.input_ids, out.attention_mask, out.special_mask, [joined],
-                   None if enc.offsets is None else [list(enc.offsets[0][:n]) + spans],
-                   None if enc.word_ids is None else [list(enc.word_ids[0][:n]) + words], out.extra)
+    return Encoded(
+        out.input_ids,
+        out.attention_mask,
+        out.special_mask,
+        [joined],
+        None if enc.offsets is None else [list(enc.offsets[0][:n]) + spans],
+        None if enc.word_ids is None else [list(enc.word_ids[0][:n]) + words],
+        out.extra,
+    )
 
 
 def decoder_baseline_id(model: nn.Module, tokenizer: Any) -> int | None:
@@ -245,8 +265,12 @@ def prepare(
         else:
             base = emb(torch.full_like(enc.input_ids[:, :1], bid)).detach().expand_as(embeds).contiguous()
     real = enc.attention_mask.bool().unsqueeze(-1)
-    check_finite(embeds, "the input embeddings", ignore=~real.expand_as(embeds),
-                 hint="the model's embedding table holds NaN/Inf for some of these token ids")
+    check_finite(
+        embeds,
+        "the input embeddings",
+        ignore=~real.expand_as(embeds),
+        hint="the model's embedding table holds NaN/Inf for some of these token ids",
+    )
     what = "the zero baseline" if bid is None else f"the baseline embedding (token id {bid})"
     check_finite(base, what, hint="choose another baseline= (e.g. 'pad', 'unk' or 'zero')")
     fixed = ~enc.attention_mask.bool()
@@ -255,6 +279,16 @@ def prepare(
     if kind == "causal":  # no row reads past its position: the columns after the last read one never matter
         last = max((p for t in targets for p in t.positions if p is not None), default=None)
         if last is not None:
-            fixed[:, last + 1:] = True
-    return Prepared(model, tokenizer, enc, targets, TargetForward(model, kind, score=score), embeds, base,
-                    fixed, bid, baseline_default=baseline is None)
+            fixed[:, last + 1 :] = True
+    return Prepared(
+        model,
+        tokenizer,
+        enc,
+        targets,
+        TargetForward(model, kind, score=score),
+        embeds,
+        base,
+        fixed,
+        bid,
+        baseline_default=baseline is None,
+    )

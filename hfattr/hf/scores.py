@@ -15,8 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["ScoreSpec", "register_score", "get_score", "list_scores", "apply_score", "step_scores",
-           "LINEAR_IN_LOGITS"]
+__all__ = ["ScoreSpec", "register_score", "get_score", "list_scores", "apply_score", "step_scores", "LINEAR_IN_LOGITS"]
 
 LINEAR_IN_LOGITS = ("logit", "contrast")  # scores LRP can explain (relevance is linear in the logits)
 
@@ -45,8 +44,9 @@ def _pick(values: Tensor, ids: Tensor) -> Tensor:
     return torch.gather(values, 2, ids.to(values.device).unsqueeze(-1)).squeeze(-1)
 
 
-def register_score(name: str, fn: Callable[..., Tensor], *, contrastive: bool = False,
-                   overwrite: bool = False) -> ScoreSpec:
+def register_score(
+    name: str, fn: Callable[..., Tensor], *, contrastive: bool = False, overwrite: bool = False
+) -> ScoreSpec:
     """Make ``score=name`` available: ``fn(logits, ids, step)`` (or ``fn(logits, ids, step,
     contrast_ids)`` when ``contrastive``) → one value per row; returns a handle with ``remove()``."""
     if not isinstance(name, str) or not name:

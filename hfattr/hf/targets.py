@@ -19,8 +19,19 @@ from .access import model_config, pretrained
 from .heads import HEAD_SUFFIXES as _HEADS  # class-name suffix -> head kind
 from .text import Encoded
 
-__all__ = ["TargetRows", "resolve_targets", "TargetForward", "head_kind", "SCORES", "vocab_size", "label_id",
-           "Generated", "contrast_ids", "accepts_logits_to_keep", "kept_positions"]
+__all__ = [
+    "TargetRows",
+    "resolve_targets",
+    "TargetForward",
+    "head_kind",
+    "SCORES",
+    "vocab_size",
+    "label_id",
+    "Generated",
+    "contrast_ids",
+    "accepts_logits_to_keep",
+    "kept_positions",
+]
 
 SCORES = ("logit", "prob", "log_prob", "contrast", "contrast_prob")  # built in; see hf.scores for the registry
 
@@ -60,8 +71,13 @@ class TargetRows:
     def describe(self) -> dict:
         d: dict[str, Any] = {"kind": self.kind}
         if self.generation is not None:
-            d = {"kind": self.generation["kind"], "ids": list(self.indices), "tokens": list(self.labels),
-                 "positions": list(self.positions), **{k: v for k, v in self.generation.items() if k != "kind"}}
+            d = {
+                "kind": self.generation["kind"],
+                "ids": list(self.indices),
+                "tokens": list(self.labels),
+                "positions": list(self.positions),
+                **{k: v for k, v in self.generation.items() if k != "kind"},
+            }
         elif len(self.indices) == 1:
             d.update(id=self.indices[0], label=self.labels[0])
         else:
@@ -102,8 +118,10 @@ def _label_id(model: nn.Module, target: Any) -> int:
         digits = target.strip()
         if digits.lstrip("+-").isdigit() and digits.isascii():  # a numeric string is a class id
             return _label_id(model, int(digits))
-        raise ValueError(f"unknown label name {target!r}; the model's labels are {sorted(by_name)} "
-                         "(names match case-insensitively; numeric strings are label ids)")
+        raise ValueError(
+            f"unknown label name {target!r}; the model's labels are {sorted(by_name)} "
+            "(names match case-insensitively; numeric strings are label ids)"
+        )
     if isinstance(target, bool) or not isinstance(target, int):
         raise TypeError(f"target must be a label id or a label name, got {target!r}")
     if not 0 <= target < n:
@@ -196,8 +214,9 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
                 given.append(None if t is None else _token_ids(tokenizer, t, "target"))
             elif isinstance(t, numbers.Integral) and not isinstance(t, bool):
                 if not 0 <= int(t) < vocab:
-                    raise ValueError(f"masked-LM target token id {t} is outside the vocabulary of the model "
-                                     f"(0..{vocab - 1})")
+                    raise ValueError(
+                        f"masked-LM target token id {t} is outside the vocabulary of the model (0..{vocab - 1})"
+                    )
                 given.append([int(t)])
             else:
                 raise TypeError(f"masked-LM target must be None, a token id or a token text, got {t!r}")
@@ -228,12 +247,16 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
                     ids, text, gkind = list(t.ids), t.text, t.kind
                 pos = [last + k for k in range(len(ids))]
                 meta = {"kind": gkind, "generated_text": text, "prompt_length": len(enc.positions(i))}
-                out.append(TargetRows(pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids,
-                                      generation=meta))
+                out.append(
+                    TargetRows(
+                        pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids, generation=meta
+                    )
+                )
             elif isinstance(t, int) and not isinstance(t, bool):
                 if not 0 <= t < vocab_size(model):
-                    raise ValueError(f"target token id {t} is outside the vocabulary of the model "
-                                     f"(0..{vocab_size(model) - 1})")
+                    raise ValueError(
+                        f"target token id {t} is outside the vocabulary of the model (0..{vocab_size(model) - 1})"
+                    )
                 out.append(TargetRows([last], [t], tokenizer.convert_ids_to_tokens([t]), "next_token"))
             else:
                 raise TypeError(f"causal-LM target must be None, a token id or a continuation text, got {t!r}")
@@ -244,9 +267,13 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
         for i, t in enumerate(targets):
             if t is None:
                 dec = torch.tensor([[start]], device=device)
-                sub = Encoded(enc.input_ids[i : i + 1], enc.attention_mask[i : i + 1],
-                              enc.special_mask[i : i + 1], enc.texts[i : i + 1],
-                              extra={k: v[i : i + 1] for k, v in enc.extra.items()})
+                sub = Encoded(
+                    enc.input_ids[i : i + 1],
+                    enc.attention_mask[i : i + 1],
+                    enc.special_mask[i : i + 1],
+                    enc.texts[i : i + 1],
+                    extra={k: v[i : i + 1] for k, v in enc.extra.items()},
+                )
                 idx = int(_predict(model, sub, kind, dec)[0, -1].argmax())
                 ids = [idx]
             elif isinstance(t, str):
@@ -262,8 +289,16 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
             meta = None
             if isinstance(t, Generated):
                 meta = {"kind": t.kind, "generated_text": t.text, "prompt_length": len(enc.positions(i))}
-            out.append(TargetRows(list(range(len(ids))), ids, tokenizer.convert_ids_to_tokens(ids),
-                                  "seq2seq", decoder_ids=dec, generation=meta))
+            out.append(
+                TargetRows(
+                    list(range(len(ids))),
+                    ids,
+                    tokenizer.convert_ids_to_tokens(ids),
+                    "seq2seq",
+                    decoder_ids=dec,
+                    generation=meta,
+                )
+            )
     return out
 
 
@@ -271,8 +306,11 @@ def contrast_ids(tokenizer: Any, contrast: Any, n: int) -> list[int]:
     """The contrast as token ids, one per target row (a text or a list of ids, of ``n`` tokens)."""
     if isinstance(contrast, str):
         ids = _token_ids(tokenizer, contrast, "contrast")
-    elif isinstance(contrast, (list, tuple)) and contrast and all(
-            isinstance(x, int) and not isinstance(x, bool) for x in contrast):
+    elif (
+        isinstance(contrast, (list, tuple))
+        and contrast
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in contrast)
+    ):
         ids = list(contrast)
         size = len(tokenizer)
         bad = [x for x in ids if not 0 <= x < size]
@@ -281,8 +319,10 @@ def contrast_ids(tokenizer: Any, contrast: Any, n: int) -> list[int]:
     else:
         raise TypeError(f"contrast must be a text or a list of token ids, got {contrast!r}")
     if len(ids) != n:
-        raise ValueError(f"contrast has {len(ids)} token(s) but the target has {n}; a contrast needs one token "
-                         f"per target token (contrast tokens: {tokenizer.convert_ids_to_tokens(ids)})")
+        raise ValueError(
+            f"contrast has {len(ids)} token(s) but the target has {n}; a contrast needs one token "
+            f"per target token (contrast tokens: {tokenizer.convert_ids_to_tokens(ids)})"
+        )
     return ids
 
 
@@ -320,17 +360,31 @@ class TargetForward:
         self.seq2seq = kind == "seq2seq"
         self.keeps_logits = kind == "causal" and accepts_logits_to_keep(model)
 
-    def __call__(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor,
-                 decoder_ids: Tensor | None = None, token_type_ids: Tensor | None = None,
-                 example_ids: Tensor | None = None) -> Tensor:
+    def __call__(
+        self,
+        embeds: Tensor,
+        attention_mask: Tensor,
+        positions: Tensor,
+        indices: Tensor,
+        decoder_ids: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        example_ids: Tensor | None = None,
+    ) -> Tensor:
         if self.keeps_logits:  # the LM head only at the positions the target rows read
             keep, rows = kept_positions(positions, embeds.shape[1])
             logits = self.model_logits(embeds, attention_mask, decoder_ids, token_type_ids, keep=keep)
             return self.select(logits, rows, indices)
         return self.select(self.model_logits(embeds, attention_mask, decoder_ids, token_type_ids), positions, indices)
 
-    def model_logits(self, embeds: Tensor, attention_mask: Tensor, decoder_ids: Tensor | None = None,
-                     token_type_ids: Tensor | None = None, *, keep: Tensor | None = None) -> Tensor:
+    def model_logits(
+        self,
+        embeds: Tensor,
+        attention_mask: Tensor,
+        decoder_ids: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         """The model's logits for input embeddings (no cache); only at positions ``keep`` when given."""
         kwargs: dict[str, Any] = dict(inputs_embeds=embeds, attention_mask=attention_mask)
         if token_type_ids is not None:

@@ -9,8 +9,15 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Encoded", "encode", "baseline_token_id", "named_token_id", "normalise_texts", "chat_prompt",
-           "check_max_length"]
+__all__ = [
+    "Encoded",
+    "encode",
+    "baseline_token_id",
+    "named_token_id",
+    "normalise_texts",
+    "chat_prompt",
+    "check_max_length",
+]
 
 
 @dataclass
@@ -132,8 +139,7 @@ def encode(
         if not truncation:
             where = "text" if single else f"text[{i}]"
             raise ValueError(
-                f"{where} has {n} tokens, more than the model's maximum of {limit}; shorten it or "
-                "pass truncation=True"
+                f"{where} has {n} tokens, more than the model's maximum of {limit}; shorten it or pass truncation=True"
             )
         warnings.warn(f"{len(too_long)} text(s) truncated to {limit} tokens", stacklevel=3)
         kwargs.update(truncation=True, max_length=limit)
@@ -168,8 +174,9 @@ def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
     if ids.dim() != 2 or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"input_ids must be integer token ids of shape (batch, length), got {ids.dtype} of "
-                        f"shape {tuple(ids.shape)}")
+        raise TypeError(
+            f"input_ids must be integer token ids of shape (batch, length), got {ids.dtype} of shape {tuple(ids.shape)}"
+        )
     if ids.numel() == 0:
         raise ValueError("input_ids is empty; give at least one token")
     if bool((ids < 0).any()):
@@ -182,8 +189,10 @@ def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
     L = ids.shape[1]
     ids = torch.tensor(_pad(rows, 0 if pad_id is None else pad_id, L), dtype=torch.long)
     mask = torch.tensor(_pad([[1] * len(r) for r in rows], 0, L), dtype=torch.long)
-    extra = {k: torch.tensor(_pad([v[i][k_].tolist() for i, k_ in enumerate(keep)], 0, L), dtype=torch.long)
-             for k, v in extra_in.items()}
+    extra = {
+        k: torch.tensor(_pad([v[i][k_].tolist() for i, k_ in enumerate(keep)], 0, L), dtype=torch.long)
+        for k, v in extra_in.items()
+    }
     texts = [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
     special = _typed_specials(tokenizer, ids) | ~mask.bool()
     return Encoded(ids, mask, special, texts, None, None, extra)
@@ -241,13 +250,19 @@ def baseline_token_id(tokenizer: Any, baseline: Any = None) -> int | None:
         return None
     if baseline == "zero":
         return None
-    return named_token_id(tokenizer, baseline, option="baseline", kinds=("mask", "pad", "unk"),
-                          accepted="'mask', 'pad', 'unk', 'zero' or a token id",
-                          instead="'pad', 'unk', 'zero' or a token id")
+    return named_token_id(
+        tokenizer,
+        baseline,
+        option="baseline",
+        kinds=("mask", "pad", "unk"),
+        accepted="'mask', 'pad', 'unk', 'zero' or a token id",
+        instead="'pad', 'unk', 'zero' or a token id",
+    )
 
 
-def named_token_id(tokenizer: Any, value: Any, *, option: str, kinds: tuple[str, ...], accepted: str,
-                   instead: str) -> int:
+def named_token_id(
+    tokenizer: Any, value: Any, *, option: str, kinds: tuple[str, ...], accepted: str, instead: str
+) -> int:
     """The token id an option names: a special-token kind in ``kinds`` (``"mask"`` -> the tokenizer's
     ``mask_token_id``) or an id in the vocabulary. Errors name ``option``, what it ``accepted``, and
     what to use ``instead`` when the tokenizer lacks the kind."""

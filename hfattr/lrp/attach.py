@@ -51,7 +51,8 @@ class Attachment:
             raise RuntimeError(
                 f"attention module {name!r} ran without calling transformers' attention interface, so its "
                 "attention rule was not applied; set the rule at its projections instead, e.g. "
-                f"rules={{{name!r}: AttentionRule({kind!r}, at='projections')}}")
+                f"rules={{{name!r}: AttentionRule({kind!r}, at='projections')}}"
+            )
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> Tensor | None:
@@ -72,7 +73,8 @@ def _rule_hooks(name: str, rule: PropagationRule) -> tuple[Callable, Callable]:
         if before is not None and x is not None and id(x) == before[0] and x._version != before[1]:
             raise RuntimeError(
                 f"module {name!r} ({type(module).__name__}) changed its input in place, so {rule!r} cannot see "
-                "the input it needs; make the module out-of-place (e.g. inplace=False)")
+                "the input it needs; make the module out-of-place (e.g. inplace=False)"
+            )
         return rule.apply(module, args, kwargs, output)
 
     return pre, hook
@@ -142,8 +144,10 @@ def _eager_attention(module: nn.Module) -> Callable:
         fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
         if callable(fn):
             return fn
-    raise RuntimeError(f"cannot find the eager attention function of {type(module).__name__}; load the model "
-                       "with attn_implementation='sdpa'")
+    raise RuntimeError(
+        f"cannot find the eager attention function of {type(module).__name__}; load the model "
+        "with attn_implementation='sdpa'"
+    )
 
 
 class _KernelSwitch:
@@ -167,8 +171,9 @@ class _KernelSwitch:
             if not isinstance(impl, str):
                 continue
             if impl.startswith(KERNEL_PREFIX):
-                raise RuntimeError("LRP rules are already attached to this model (nested LRP calls on one model "
-                                   "are not supported)")
+                raise RuntimeError(
+                    "LRP rules are already attached to this model (nested LRP calls on one model are not supported)"
+                )
             if impl not in by_impl:
                 key = f"{KERNEL_PREFIX}{next(_COUNTER)}_{impl}"
                 kernel = self._kernel(impl)
@@ -207,8 +212,10 @@ class _KernelSwitch:
             if id(module) not in att.kernel_modules:
                 att.kernel_modules.add(id(module))
                 if verbose:
-                    print(f"Applied {rule!r} on layer {plan.names.get(id(module), '?')} "
-                          f"({type(module).__name__}, attention kernel)")
+                    print(
+                        f"Applied {rule!r} on layer {plan.names.get(id(module), '?')} "
+                        f"({type(module).__name__}, attention kernel)"
+                    )
             if rule.at == "kernel":
                 query, key, value = rule.kernel_inputs(query, key, value)
             fn = inner if inner is not None else _eager_attention(module)
@@ -262,8 +269,9 @@ _ATTACHED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # models with rules
 
 
 @contextlib.contextmanager
-def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", rules: Mapping | None = None,
-                 verbose: bool = False) -> Iterator[Attachment]:
+def attach_rules(
+    model: nn.Module, *, composite: str | Composite = "attnlrp", rules: Mapping | None = None, verbose: bool = False
+) -> Iterator[Attachment]:
     """Run the block with LRP rules attached to ``model``; everything is undone on exit.
 
     Inside the block, ``input * input.grad`` (and ``activation * activation.grad`` at any layer) is
@@ -278,8 +286,9 @@ def attach_rules(model: nn.Module, *, composite: str | Composite = "attnlrp", ru
 @contextlib.contextmanager
 def _attached(model: nn.Module, composite: Any, rules: Any, verbose: bool) -> Iterator[Attachment]:
     if any(m is model for m in _ATTACHED):
-        raise RuntimeError("LRP rules are already attached to this model (nested LRP calls on one model "
-                           "are not supported)")
+        raise RuntimeError(
+            "LRP rules are already attached to this model (nested LRP calls on one model are not supported)"
+        )
     plan = build_plan(model, composite, rules)
     att = Attachment(plan)
     hooks = HookSet()

@@ -15,8 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.finite import check_finite
-from ..core.inputs import as_output_tensor, as_tuple, call_forward, check_target, format_additional_args, \
-    select_target
+from ..core.inputs import as_output_tensor, as_tuple, call_forward, check_target, format_additional_args, select_target
 from ..core.attribution import reference_method
 from .attach import attach_rules
 from .composites import Composite, rule_of
@@ -95,8 +94,9 @@ class LRP:
     module as ``module.rule`` wins over both. The model is left exactly as it was.
     """
 
-    def __init__(self, model: nn.Module, *, composite: str | Composite | None = None,
-                 rules: Mapping | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, *, composite: str | Composite | None = None, rules: Mapping | None = None
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         for m in model.modules():
@@ -143,10 +143,14 @@ class LRP:
         if ids and not any(isinstance(m, nn.Embedding) for m in self.model.modules()):
             raise ValueError(
                 f"inputs[{min(ids)}] is an integer tensor but the model has no nn.Embedding to read it; LRP "
-                "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding")
+                "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding"
+            )
         capture = _EmbeddingCapture(self.model, ids)
-        with torch.enable_grad(), attach_rules(self.model, composite=self._composite(), rules=self.rules,
-                                               verbose=verbose) as att, capture.active():
+        with (
+            torch.enable_grad(),
+            attach_rules(self.model, composite=self._composite(), rules=self.rules, verbose=verbose) as att,
+            capture.active(),
+        ):
             # copies of the float leaves: a model may change its input in place, the leaves stay intact
             fed = tuple(x.clone() if x.is_floating_point() else x for x in leaves)
             scores = select_target(explained_output(call_forward(self.model, fed, args, owned=True)), target)
@@ -154,7 +158,8 @@ class LRP:
             if scores.numel() != n:
                 raise ValueError(
                     f"the selected output has shape {tuple(scores.shape)}, not one value per example ({n}); "
-                    "pass a target that picks one output per example")
+                    "pass a target that picks one output per example"
+                )
             floats = [i for i in range(len(leaves)) if i not in ids]
             wrt = [leaves[i] for i in floats] + [t for _, t in capture.seen]
             check_finite(scores, "the explained output", hint="check the model's weights and the inputs")
@@ -164,7 +169,7 @@ class LRP:
         result: list[Tensor | None] = [None] * len(leaves)
         for i, g in zip(floats, grads[: len(floats)]):
             result[i] = _relevance(leaves[i], g)
-        for (i, emb), g in zip(capture.seen, grads[len(floats):]):
+        for (i, emb), g in zip(capture.seen, grads[len(floats) :]):
             r = _relevance(emb, g).sum(-1).reshape(leaves[i].shape)
             prev = result[i]
             result[i] = r if prev is None else prev + r
@@ -172,7 +177,8 @@ class LRP:
             if result[i] is None:
                 raise ValueError(
                     f"inputs[{i}] is an integer tensor that no nn.Embedding of the model received; LRP "
-                    "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding")
+                    "attributes to float inputs (e.g. embeddings) or to ids looked up by an nn.Embedding"
+                )
         relevance = [cast(Tensor, rel) for rel in result]  # all set: the float inputs above, the ids checked
         for i, rel in enumerate(relevance):
             check_finite(rel, f"the LRP relevance of inputs[{i}]")

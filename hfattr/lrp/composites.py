@@ -33,20 +33,58 @@ from .rules import (
 __all__ = ["Composite", "COMPOSITES", "get_composite", "Plan", "build_plan", "rule_of"]
 
 # Module families by type or class name (class names avoid importing optional packages).
-_LINEAR = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-           nn.ConvTranspose3d)
+_LINEAR = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
 _LINEAR_NAMES = ("Conv1D", "Addition_Module")
-_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_POOL = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _ACTIVATION = (nn.GELU, nn.SiLU, nn.Tanh, nn.Mish, nn.LeakyReLU, nn.ELU, nn.ReLU6, nn.Hardswish, nn.Hardtanh)
-_ACTIVATION_NAMES = ("GELUActivation", "NewGELUActivation", "GELUTanh", "PytorchGELUTanh", "FastGELUActivation",
-                     "QuickGELUActivation", "SiLUActivation", "AccurateGELUActivation", "ClippedGELUActivation",
-                     "MishActivation")
+_ACTIVATION_NAMES = (
+    "GELUActivation",
+    "NewGELUActivation",
+    "GELUTanh",
+    "PytorchGELUTanh",
+    "FastGELUActivation",
+    "QuickGELUActivation",
+    "SiLUActivation",
+    "AccurateGELUActivation",
+    "ClippedGELUActivation",
+    "MishActivation",
+)
 # Modules whose plain gradient already is the right propagation (or that carry no relevance).
-_PASS = (nn.ReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten,
-         nn.Unflatten, nn.Embedding)
+_PASS = (
+    nn.ReLU,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Embedding,
+)
 _PASS_NAMES = ("LinearActivation",)
 _PASS_SUFFIXES = ("RotaryEmbedding",)
 _NORM_SUFFIXES = ("RMSNorm", "LayerNorm")
@@ -86,19 +124,40 @@ class Composite:
 
 COMPOSITES: dict[str, Composite] = {
     "attnlrp": Composite(
-        "attnlrp", EpsilonRule(0.0), EpsilonRule(), EpsilonRule(), NormRule(), IdentityRule(),
-        AttentionRule("attnlrp"), ProductRule("uniform"),
+        "attnlrp",
+        EpsilonRule(0.0),
+        EpsilonRule(),
+        EpsilonRule(),
+        NormRule(),
+        IdentityRule(),
+        AttentionRule("attnlrp"),
+        ProductRule("uniform"),
         "AttnLRP (Achtibat et al. 2024): ε→0 on linear maps, identity on activations and on the norm "
-        "scale, uniform split of the attention and gated products, softmax by its Taylor rule"),
+        "scale, uniform split of the attention and gated products, softmax by its Taylor rule",
+    ),
     "cp-lrp": Composite(
-        "cp-lrp", EpsilonRule(0.0), EpsilonRule(), EpsilonRule(), NormRule(), IdentityRule(),
-        AttentionRule("cp"), ProductRule("detach_gate"),
-        "CP-LRP (Ali et al. 2022): attention probabilities, norm scale and MLP gates held constant"),
+        "cp-lrp",
+        EpsilonRule(0.0),
+        EpsilonRule(),
+        EpsilonRule(),
+        NormRule(),
+        IdentityRule(),
+        AttentionRule("cp"),
+        ProductRule("detach_gate"),
+        "CP-LRP (Ali et al. 2022): attention probabilities, norm scale and MLP gates held constant",
+    ),
     "epsilon": Composite(
-        "epsilon", EpsilonRule(), EpsilonRule(), EpsilonRule(), NormRule(), IdentityRule(),
-        AttentionRule("gradient"), ProductRule("gradient"),
+        "epsilon",
+        EpsilonRule(),
+        EpsilonRule(),
+        EpsilonRule(),
+        NormRule(),
+        IdentityRule(),
+        AttentionRule("gradient"),
+        ProductRule("gradient"),
         "ε-LRP (ε = 1e-9) on linear maps, pooling and BatchNorm, identity on activations and the norm "
-        "scale, plain gradient through attention and products (the reference's defaults)"),
+        "scale, plain gradient through attention and products (the reference's defaults)",
+    ),
 }
 _ALIASES = {"cplrp": "cp-lrp", "cp": "cp-lrp", "attn-lrp": "attnlrp", "eps": "epsilon"}
 
@@ -140,8 +199,10 @@ class Plan:
         lines = [(n, f"{r!r} on layer {n} ({type(m).__name__})") for n, m, r in self.module_rules]
         lines += [(n, f"no rule (plain gradient) on layer {n} ({type(m).__name__})") for n, m in self.passed]
         lines += [(n, f"{r!r} on layer {n} (gated product)") for n, r, _ in self.products]
-        lines += [(n, f"{r!r} on layer {n} ({type(m).__name__}, parts {''.join(dict.fromkeys(q for q, _ in p))})")
-                  for n, r, m, p in self.projections]
+        lines += [
+            (n, f"{r!r} on layer {n} ({type(m).__name__}, parts {''.join(dict.fromkeys(q for q, _ in p))})")
+            for n, r, m, p in self.projections
+        ]
         order = {n: i for i, n in enumerate(self.names.values())}
         return ["Applied " + text for n, text in sorted(lines, key=lambda item: order.get(item[0], -1))]
 
@@ -155,8 +216,10 @@ def rule_of(module: nn.Module) -> Any:
         return _NO_RULE
     rule = module.rule
     if rule is not None and not isinstance(rule, PropagationRule):
-        raise TypeError(f"module.rule must be a PropagationRule (e.g. EpsilonRule()) or None, got "
-                        f"{type(rule).__name__} on {type(module).__name__}")
+        raise TypeError(
+            f"module.rule must be a PropagationRule (e.g. EpsilonRule()) or None, got "
+            f"{type(rule).__name__} on {type(module).__name__}"
+        )
     return rule
 
 
@@ -180,8 +243,9 @@ def _match_key(model: nn.Module, key: Any, mods: list[tuple[str, nn.Module]]) ->
         names = {id(m): n for n, m in mods}
         found = [(names[id(m)], m) for _, m in found if id(m) in names]
     if not found:
-        raise ValueError(f"rules key {key!r} matches no module type, class name, module name or role of "
-                         f"{type(model).__name__}")
+        raise ValueError(
+            f"rules key {key!r} matches no module type, class name, module name or role of {type(model).__name__}"
+        )
     return found
 
 
@@ -258,7 +322,8 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
                 raise TypeError(
                     f"{type(rule).__name__} is set on {name!r} ({type(module).__name__}), a module with nothing "
                     "inside; set it on the attention / MLP module or on a block containing it (in BERT-like "
-                    "models the role 'blocks.i.attention' is the output projection: use 'blocks.i')")
+                    "models the role 'blocks.i.attention' is the output projection: use 'blocks.i')"
+                )
             if isinstance(rule, AttentionRule):
                 attn = rule
             else:
@@ -268,7 +333,8 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
             raise TypeError(
                 f"{name!r} is a torch nn.MultiheadAttention, whose attention the {attn.kind} rule cannot reach "
                 "(it neither uses transformers' attention interface nor separate q/k/v projections); pass "
-                f"rules={{{name!r}: AttentionRule('gradient')}} to propagate through it by the plain gradient")
+                f"rules={{{name!r}: AttentionRule('gradient')}} to propagate through it by the plain gradient"
+            )
         if attn is not comp.attention:
             plan.attention[id(module)] = attn
         if rule is _NO_RULE:
@@ -278,8 +344,10 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
                 missing.append((name, module))
         if rule is not None and name:
             if isinstance(rule, ModifiedWeightsRule) and "weight" not in module._parameters and not leaf:
-                raise TypeError(f"{type(rule).__name__} changes a module's own weight; {name!r} "
-                                f"({type(module).__name__}) has none. Set it on its Linear/Conv children")
+                raise TypeError(
+                    f"{type(rule).__name__} changes a module's own weight; {name!r} "
+                    f"({type(module).__name__}) has none. Set it on its Linear/Conv children"
+                )
             plan.module_rules.append((name, module, rule))
         elif rule is None and name and (leaf or id(module) in explicit):
             plan.passed.append((name, module))
@@ -297,7 +365,8 @@ def build_plan(model: nn.Module, composite: str | Composite = "attnlrp", rules: 
                     raise TypeError(
                         f"the channel layout of the fused q/k/v projection {plan.names.get(id(unknown[0]), '?')!r} "
                         f"is not known, so {attn!r} cannot be applied at it; use at='kernel' or describe it with "
-                        "register_architecture (fused_qkv=..., qkv_layout='concat' or 'per_head')")
+                        "register_architecture (fused_qkv=..., qkv_layout='concat' or 'per_head')"
+                    )
                 for proj in found.projections:
                     plan.projections.append((plan.names[id(proj.module)], attn, proj.module, proj.segments))
                 projected = True
@@ -323,11 +392,15 @@ def _warn_products(plan: Plan, unrecognised: list[tuple[str, nn.Module]], produc
                 f"LRP cannot tell whether the MLP {name!r} ({type(module).__name__}) computes a gated product "
                 f"act(gate(x)) * up(x); if it does, {rule!r} is not applied there and relevance is not conserved. "
                 "Describe its parts with register_architecture (gated_mlp=(gate, up, down) or "
-                "fused_gate_up=(gate_up, down))", stacklevel=4)
+                "fused_gate_up=(gate_up, down))",
+                stacklevel=4,
+            )
     for name, rule, g in plan.products:
         if g.guessed and rule.kind == "detach_gate":
             gate = plan.names.get(id(g.gate if g.gate is not None else g.fused), "?")
             which = "" if g.gate is not None else " (first half of its output)"
             warnings.warn(
                 f"LRP assumes {gate!r}{which} is the gate of the gated MLP {name!r} (found by structure, not "
-                "by name); if not, describe it with register_architecture", stacklevel=4)
+                "by name); if not, describe it with register_architecture",
+                stacklevel=4,
+            )

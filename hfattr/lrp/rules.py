@@ -183,8 +183,10 @@ class ModifiedWeightsRule(PropagationRule):
 
     def apply(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         if not isinstance(output, Tensor):
-            raise TypeError(f"{type(self).__name__} needs a module returning one tensor; "
-                            f"{type(module).__name__} returns {type(output).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a module returning one tensor; "
+                f"{type(module).__name__} returns {type(output).__name__}"
+            )
         if not output.requires_grad:
             return None
         params: dict[str, Tensor] = {}
@@ -199,8 +201,10 @@ class ModifiedWeightsRule(PropagationRule):
         if params:
             changed = _call_with_params(module, params, args, kwargs)
             if not isinstance(changed, Tensor) or changed.shape != output.shape:
-                raise TypeError(f"{type(self).__name__}: {type(module).__name__} gave an output of another "
-                                "shape with changed weights")
+                raise TypeError(
+                    f"{type(self).__name__}: {type(module).__name__} gave an output of another "
+                    "shape with changed weights"
+                )
         z = output.detach()
         # computed now: the model may change its output in place later (an in-place activation)
         zc = wide(changed.detach())
@@ -301,11 +305,14 @@ class IdentityRule(EpsilonRule):
     def apply(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         x = _first_input(args, kwargs)
         if not isinstance(output, Tensor) or x is None:
-            raise TypeError(f"IdentityRule needs a module mapping one tensor to one tensor; "
-                            f"{type(module).__name__} does not")
+            raise TypeError(
+                f"IdentityRule needs a module mapping one tensor to one tensor; {type(module).__name__} does not"
+            )
         if x.shape != output.shape:
-            raise TypeError(f"IdentityRule needs an output of the input's shape; {type(module).__name__} maps "
-                            f"{tuple(x.shape)} to {tuple(output.shape)}")
+            raise TypeError(
+                f"IdentityRule needs an output of the input's shape; {type(module).__name__} maps "
+                f"{tuple(x.shape)} to {tuple(output.shape)}"
+            )
         if not x.requires_grad:
             return None
         return substitute(output, x, activation_ratio(module, x, output))
@@ -318,8 +325,14 @@ _OFFSET_WEIGHT = ("Gemma",)  # RMSNorm classes computing x * (1 + weight)
 def norm_spec(module: nn.Module) -> tuple[bool, float, Tensor | None, int]:
     """``(centred, eps, effective weight, normalised dims)`` of a LayerNorm/RMSNorm-like module."""
     name = type(module).__name__
-    eps = next((getattr(module, a) for a in ("eps", "variance_epsilon", "epsilon")
-                if isinstance(getattr(module, a, None), (int, float))), None)
+    eps = next(
+        (
+            getattr(module, a)
+            for a in ("eps", "variance_epsilon", "epsilon")
+            if isinstance(getattr(module, a, None), (int, float))
+        ),
+        None,
+    )
     weight = getattr(module, "weight", None)
     weight = weight if isinstance(weight, Tensor) else None
     if isinstance(module, nn.LayerNorm):
@@ -352,8 +365,9 @@ class NormRule(PropagationRule):
     def apply(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         x = _first_input(args, kwargs)
         if not isinstance(output, Tensor) or x is None or x.shape != output.shape:
-            raise TypeError(f"NormRule needs a norm module mapping a tensor to one of its shape; "
-                            f"{type(module).__name__} does not")
+            raise TypeError(
+                f"NormRule needs a norm module mapping a tensor to one of its shape; {type(module).__name__} does not"
+            )
         if not x.requires_grad:
             return None
         centred, eps, weight, ndim = norm_spec(module)

@@ -7,8 +7,14 @@ from ..hf.prepare import Prepared
 from .fields import SKIP, ResultFields, per_text, token_mask
 
 
-def ablation(prep: Prepared, *, granularity: str = "token", perturbations_per_eval: int = 16,
-             show_progress: bool = False, fast: bool = True) -> list[ResultFields]:
+def ablation(
+    prep: Prepared,
+    *,
+    granularity: str = "token",
+    perturbations_per_eval: int = 16,
+    show_progress: bool = False,
+    fast: bool = True,
+) -> list[ResultFields]:
     """Score of token i = target(x) − target(x with token i's embedding set to the baseline's).
 
     On causal LMs (``fast``) each perturbation recomputes only the positions from the ablated

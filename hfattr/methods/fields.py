@@ -16,8 +16,17 @@ from torch import Tensor
 from ..core.inputs import expand_additional_args
 from ..hf.prepare import Prepared
 
-__all__ = ["ResultFields", "SKIP", "token_mask", "result_fields", "per_text", "as_result_kwargs", "sites_option",
-           "RowInputs", "row_inputs"]
+__all__ = [
+    "ResultFields",
+    "SKIP",
+    "token_mask",
+    "result_fields",
+    "per_text",
+    "as_result_kwargs",
+    "sites_option",
+    "RowInputs",
+    "row_inputs",
+]
 
 SKIP = -1  # feature id of positions that are never perturbed
 
@@ -48,11 +57,12 @@ def as_result_kwargs(out: Any, method: str) -> dict:
         known = {f.name for f in dc_fields(ResultFields)}
         unknown = sorted(set(out) - known)
         if unknown:
-            raise TypeError(f"method {method!r} returned unknown result field(s) {unknown}; "
-                            f"expected those of hfattr.methods.ResultFields")
+            raise TypeError(
+                f"method {method!r} returned unknown result field(s) {unknown}; "
+                f"expected those of hfattr.methods.ResultFields"
+            )
         return dict(out)
-    raise TypeError(f"method {method!r} must return a list of ResultFields, got an item of type "
-                    f"{type(out).__name__}")
+    raise TypeError(f"method {method!r} must return a list of ResultFields, got an item of type {type(out).__name__}")
 
 
 def token_mask(prep: Prepared, *, granularity: str = "token") -> Tensor:
@@ -73,8 +83,15 @@ def token_mask(prep: Prepared, *, granularity: str = "token") -> Tensor:
     return ids.unsqueeze(-1)
 
 
-def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | None = None,
-                  extras: dict | None = None, delta: Any = None) -> ResultFields:
+def result_fields(
+    prep: Prepared,
+    i: int,
+    scores: Tensor,
+    *,
+    rows: list[str] | None = None,
+    extras: dict | None = None,
+    delta: Any = None,
+) -> ResultFields:
     """Fields of a Result for example ``i``; ``scores`` is ``(L,)`` or ``(R, L)`` over padded length."""
     enc, tok = prep.enc, prep.tokenizer
     pos = enc.positions(i)
@@ -84,8 +101,11 @@ def result_fields(prep: Prepared, i: int, scores: Tensor, *, rows: list[str] | N
     other_rows = rows is not None  # the method's rows are not the target rows (e.g. sites)
     if rows is None and len(t.indices) > 1 and scores.dim() == 2:
         rows = list(t.labels)
-    sc = scores[..., pos].detach().float().cpu() if scores.dtype in (torch.bfloat16, torch.float16) \
+    sc = (
+        scores[..., pos].detach().float().cpu()
+        if scores.dtype in (torch.bfloat16, torch.float16)
         else scores[..., pos].detach().cpu()
+    )
     target = t.describe()
     extras = dict(extras or {})
     if t.is_matrix and other_rows:  # rows are something else (sites): the generated rows are summed
@@ -168,11 +188,17 @@ def row_inputs(prep: Prepared) -> RowInputs:
     dev = prep.embeds.device
     if R == 1:
         B = prep.embeds.shape[0]
-        return RowInputs(prep.embeds, prep.baseline, prep.fixed, prep.forward_args(),
-                         torch.zeros(B, dtype=torch.long, device=dev))
+        return RowInputs(
+            prep.embeds, prep.baseline, prep.fixed, prep.forward_args(), torch.zeros(B, dtype=torch.long, device=dev)
+        )
     args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, Tensor) else a for a in prep.forward_args())
-    return RowInputs(prep.embeds.expand(R, -1, -1), prep.baseline.expand(R, -1, -1), prep.fixed.expand(R, -1),
-                     args, torch.arange(R, device=dev))
+    return RowInputs(
+        prep.embeds.expand(R, -1, -1),
+        prep.baseline.expand(R, -1, -1),
+        prep.fixed.expand(R, -1),
+        args,
+        torch.arange(R, device=dev),
+    )
 
 
 def prep_probability(prep: Prepared, i: int) -> float | list[float]:

@@ -27,15 +27,24 @@ class SummedRows:
         return self.forward(*args, **kwargs).sum(-1)
 
 
-def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: float = 0.0,
-                   perturbations_per_eval: int = 16, fast: bool = True) -> list[ResultFields]:
+def layer_ablation(
+    prep: Prepared,
+    *,
+    sites: Any = "attention",
+    layer_baseline: float = 0.0,
+    perturbations_per_eval: int = 16,
+    fast: bool = True,
+) -> list[ResultFields]:
     """Per site and token: target(x) − target(x with the site's output at that token ablated).
 
     Fast paths (``fast``, same numbers): blocks before the site are not recomputed, and on causal
     LMs only the positions from the ablated one on are.
     """
-    if getattr(prep.model.config, "is_encoder_decoder", False) and isinstance(sites, str) \
-            and sites in ("attention", "mlp", "block", "blocks"):
+    if (
+        getattr(prep.model.config, "is_encoder_decoder", False)
+        and isinstance(sites, str)
+        and sites in ("attention", "mlp", "block", "blocks")
+    ):
         sites = f"encoder.{sites}"  # columns are input (encoder) tokens
     resolved = resolve_sites(prep.model, sites)
     B, L = prep.enc.input_ids.shape
@@ -59,10 +68,17 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
         for mask in (per_token, whole):
             try:
                 (attr,), _ = layer_feature_ablation(
-                    total, module, (prep.embeds,), layer_baselines=layer_baseline,
-                    additional_forward_args=prep.forward_args(), layer_mask=mask.unsqueeze(-1),
-                    perturbations_per_eval=perturbations_per_eval, skip_id=SKIP, root=prep.model,
-                    fast=fast, first_only=True,
+                    total,
+                    module,
+                    (prep.embeds,),
+                    layer_baselines=layer_baseline,
+                    additional_forward_args=prep.forward_args(),
+                    layer_mask=mask.unsqueeze(-1),
+                    perturbations_per_eval=perturbations_per_eval,
+                    skip_id=SKIP,
+                    root=prep.model,
+                    fast=fast,
+                    first_only=True,
                 )
             except ValueError as err:
                 if "layer_mask" not in str(err):
@@ -70,7 +86,8 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
                 raise ValueError(
                     f"site {name!r} ({type(module).__name__}) does not give one value per input token (length "
                     f"{L}); layer_ablation needs a per-token site inside the transformer blocks, e.g. "
-                    "'attention', 'mlp' or 'blocks'") from None
+                    "'attention', 'mlp' or 'blocks'"
+                ) from None
             if attr.dim() < 2 or attr.shape[1] != L:
                 raise ValueError(
                     f"site {name!r} gives values of shape {tuple(attr.shape)}, not one per input token "
@@ -85,7 +102,8 @@ def layer_ablation(prep: Prepared, *, sites: Any = "attention", layer_baseline: 
     site_t = torch.stack(site_scores, dim=1)  # (B, S)
     out = []
     for i in range(B):
-        fields = result_fields(prep, i, grid_t[i], rows=names,
-                               extras={"site_scores": site_t[i].detach().cpu().tolist(), "sites": names})
+        fields = result_fields(
+            prep, i, grid_t[i], rows=names, extras={"site_scores": site_t[i].detach().cpu().tolist(), "sites": names}
+        )
         out.append(fields)
     return out

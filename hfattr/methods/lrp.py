@@ -47,15 +47,17 @@ def _per_token(value: Tensor, grad: Tensor | None) -> Tensor:
     return (value.detach().to(dtype) * grad.to(dtype)).sum(-1)
 
 
-def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = None,
-        sites: Any = None, site: Any = None) -> list[ResultFields]:
+def lrp(
+    prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = None, sites: Any = None, site: Any = None
+) -> list[ResultFields]:
     """Token relevance by LRP for every target row (``composite``: ``"attnlrp"``, ``"cp-lrp"`` or
     ``"epsilon"``; ``rules`` overrides per module type, name pattern or role; ``sites`` adds the
     relevance at those sites to ``extras["site_relevance"]``; ``site=`` is its deprecated spelling)."""
     site = sites_option("lrp", sites, site)
     if prep.forward.score not in LINEAR_IN_LOGITS:
-        raise ValueError(f"lrp explains logits or logit differences (score in {LINEAR_IN_LOGITS}); "
-                         f"got score={prep.forward.score!r}")
+        raise ValueError(
+            f"lrp explains logits or logit differences (score in {LINEAR_IN_LOGITS}); got score={prep.forward.score!r}"
+        )
     model = prep.model
     sites = resolve_sites(model, site) if site is not None else []
     embeds = prep.embeds.detach().clone().requires_grad_(True)
@@ -64,6 +66,7 @@ def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = N
         handles = []
         try:
             for name, module in sites:
+
                 def keep(mod: Any, args: tuple, out: Any, name: str = name) -> Any:
                     t = _first_tensor(out)
                     if t is None or not t.requires_grad:
@@ -78,18 +81,24 @@ def lrp(prep: Prepared, *, composite: str = "attnlrp", rules: Mapping | None = N
             for h in handles:
                 h.remove()
         att.check()
-        check_finite(scores, "the model's prediction (the explained logits)",
-                     hint="check the model's weights and the input embeddings")
+        check_finite(
+            scores,
+            "the model's prediction (the explained logits)",
+            hint="check the model's weights and the input embeddings",
+        )
         for name, values in captured.items():
             if len(values) != 1:
-                raise ValueError(f"site {name!r} produced {len(values)} relevance-carrying values in one forward "
-                                 "pass (not run, or run several times); choose a site that runs once")
+                raise ValueError(
+                    f"site {name!r} produced {len(values)} relevance-carrying values in one forward "
+                    "pass (not run, or run several times); choose a site that runs once"
+                )
         site_values = [captured[name][0] for name, _ in sites]
         B, R = scores.shape
         token_rel, site_rel = [], []
         for r in range(R):
-            grads = torch.autograd.grad(scores[:, r].sum(), [embeds] + site_values,
-                                        retain_graph=r < R - 1, allow_unused=True)
+            grads = torch.autograd.grad(
+                scores[:, r].sum(), [embeds] + site_values, retain_graph=r < R - 1, allow_unused=True
+            )
             token_rel.append(_per_token(embeds, grads[0]))
             site_rel.append([_per_token(v, g) for v, g in zip(site_values, grads[1:])])
     rel = torch.stack(token_rel, dim=1)  # (B, R, L)

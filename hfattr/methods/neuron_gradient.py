@@ -14,8 +14,9 @@ from .fields import ResultFields, result_fields, sites_option
 _REDUCE = ("norm", "sum", "input_x_gradient")
 
 
-def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position: Any = "last",
-                    reduce: str = "norm", site: Any = None) -> list[ResultFields]:
+def neuron_gradient(
+    prep: Prepared, *, sites: Any = None, neuron: int, position: Any = "last", reduce: str = "norm", site: Any = None
+) -> list[ResultFields]:
     """Gradient of the neuron ``neuron`` of the one site ``sites`` names, at ``position`` (``"last"``,
     ``"all"`` or an index among the real tokens), reduced over the embedding dimension per token.
     ``site=`` is the deprecated spelling of ``sites=``.
@@ -29,8 +30,10 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
         raise ValueError(f"reduce must be one of {_REDUCE}, got {reduce!r}")
     found = resolve_sites(prep.model, site)
     if len(found) != 1:
-        raise ValueError(f"site {site!r} matches {len(found)} modules ({[n for n, _ in found][:5]}); "
-                         "neuron_gradient needs exactly one")
+        raise ValueError(
+            f"site {site!r} matches {len(found)} modules ({[n for n, _ in found][:5]}); "
+            "neuron_gradient needs exactly one"
+        )
     name, module = found[0]
     if isinstance(neuron, bool) or not isinstance(neuron, int):
         raise TypeError(f"neuron must be an int index along the site's last dimension, got {neuron!r}")
@@ -64,14 +67,19 @@ def neuron_gradient(prep: Prepared, *, sites: Any = None, neuron: int, position:
         return value[rows.to(value.device), torch.tensor(pos, device=value.device), neuron]
 
     shared = get_architecture(prep.model).shared_blocks
-    (grad,) = core_neuron_gradient(prep.forward, module, (prep.embeds,), selector,
-                                   additional_forward_args=prep.forward_args(), stop_early=not shared)
+    (grad,) = core_neuron_gradient(
+        prep.forward,
+        module,
+        (prep.embeds,),
+        selector,
+        additional_forward_args=prep.forward_args(),
+        stop_early=not shared,
+    )
     per_token = _reduced(grad, prep.embeds, reduce)
     out = []
     for i in range(B):
         fields = result_fields(prep, i, per_token[i])
-        fields.target = {"kind": "neuron", "site": name, "neuron": neuron,
-                         "position": "all" if pos is None else pos[i]}
+        fields.target = {"kind": "neuron", "site": name, "neuron": neuron, "position": "all" if pos is None else pos[i]}
         fields.probability = None
         out.append(fields)
     return out
@@ -90,8 +98,10 @@ def _per_row(prep: Prepared, name: str, module: Any, neuron: int, reduce: str) -
     t = prep.targets[0]
     R = len(t.indices)
     if t.kind == "seq2seq" and not name.startswith("decoder."):
-        raise ValueError(f"site {name!r} is in the encoder, which does not run per generated token; choose a "
-                         "decoder site for one row per generated token, or position='all' or an int")
+        raise ValueError(
+            f"site {name!r} is in the encoder, which does not run per generated token; choose a "
+            "decoder site for one row per generated token, or position='all' or an int"
+        )
     steps = torch.tensor(t.positions)
     embeds = prep.embeds.expand(R, -1, -1)
     args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in prep.forward_args())
@@ -104,8 +114,9 @@ def _per_row(prep: Prepared, name: str, module: Any, neuron: int, reduce: str) -
         return value[torch.arange(R, device=value.device), steps.to(value.device), neuron]
 
     shared = get_architecture(prep.model).shared_blocks
-    (grad,) = core_neuron_gradient(prep.forward, module, (embeds,), selector, additional_forward_args=args,
-                                   stop_early=not shared)
+    (grad,) = core_neuron_gradient(
+        prep.forward, module, (embeds,), selector, additional_forward_args=args, stop_early=not shared
+    )
     fields = result_fields(prep, 0, _reduced(grad, embeds, reduce))
     fields.target.update(site=name, neuron=neuron, explained="neuron")
     fields.target.pop("score", None)

@@ -12,8 +12,17 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["MethodSpec", "register_method", "get_method", "list_methods", "check_options",
-           "ENCODE_OPTIONS", "PREPARE_OPTIONS", "GENERATION_OPTIONS", "GENERAL_OPTIONS"]
+__all__ = [
+    "MethodSpec",
+    "register_method",
+    "get_method",
+    "list_methods",
+    "check_options",
+    "ENCODE_OPTIONS",
+    "PREPARE_OPTIONS",
+    "GENERATION_OPTIONS",
+    "GENERAL_OPTIONS",
+]
 
 ENCODE_OPTIONS = ("max_length", "truncation", "chat", "add_special_tokens")
 PREPARE_OPTIONS = ("baseline", "keep_special", "score")
@@ -118,6 +127,5 @@ def check_options(spec: MethodSpec, options: dict) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(
-            f"method {spec.name!r} got unknown option(s) {unknown}; it accepts {allowed} plus "
-            f"{list(GENERAL_OPTIONS)}"
+            f"method {spec.name!r} got unknown option(s) {unknown}; it accepts {allowed} plus {list(GENERAL_OPTIONS)}"
         )

@@ -11,9 +11,18 @@ from ..hf.prepare import Prepared
 from .fields import ResultFields, result_fields
 
 
-def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gausslegendre",
-        internal_batch_size: int | None = None, tol: float = 1e-3, max_steps: int = 33,
-        show_progress: bool = False, fast: bool = True, memory_budget: int | None = None) -> list[ResultFields]:
+def sig(
+    prep: Prepared,
+    *,
+    n_steps: int | str = 50,
+    integration: str = "gausslegendre",
+    internal_batch_size: int | None = None,
+    tol: float = 1e-3,
+    max_steps: int = 33,
+    show_progress: bool = False,
+    fast: bool = True,
+    memory_budget: int | None = None,
+) -> list[ResultFields]:
     """Token score = Σ over the embedding of SIG; special tokens and padding are skipped (exactly 0).
 
     ``memory_budget`` (bytes) bounds the memory of one forward/backward call when
@@ -36,8 +45,12 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
     if n_steps == "auto" and integration != "gausslegendre":
         raise ValueError("n_steps='auto' chooses its own nested rules; leave integration='gausslegendre' (the default)")
-    if internal_batch_size is not None and not isinstance(internal_batch_size, bool) \
-            and isinstance(internal_batch_size, int) and internal_batch_size < 1:
+    if (
+        internal_batch_size is not None
+        and not isinstance(internal_batch_size, bool)
+        and isinstance(internal_batch_size, int)
+        and internal_batch_size < 1
+    ):
         raise ValueError(f"internal_batch_size must be >= 1 (or None), got {internal_batch_size}")
     if prep.baseline_default and prep.forward.kind == "causal":
         from ..hf.prepare import decoder_baseline_id
@@ -58,9 +71,19 @@ def sig(prep: Prepared, *, n_steps: int | str = 50, integration: str = "gaussleg
         target = list(range(R))
     chunk = internal_batch_size  # None: the core's default budget of row-positions per call
     (attr,), info = sequential_integrated_gradients(
-        prep.perturbation_forward(fast=fast), (embeds,), baselines=(base,), target=target, additional_forward_args=args,
-        n_steps=n_steps, method=integration, internal_batch_size=chunk, positions=active,
-        show_progress=show_progress, tol=tol, max_steps=max_steps, with_completeness=True,
+        prep.perturbation_forward(fast=fast),
+        (embeds,),
+        baselines=(base,),
+        target=target,
+        additional_forward_args=args,
+        n_steps=n_steps,
+        method=integration,
+        internal_batch_size=chunk,
+        positions=active,
+        show_progress=show_progress,
+        tol=tol,
+        max_steps=max_steps,
+        with_completeness=True,
         memory_budget=memory_budget,
     )
     per_token = attr.sum(-1)  # (rows, L)

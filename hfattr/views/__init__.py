@@ -40,5 +40,16 @@ def show(result, *, color=None, width=None, file=None) -> None:
     print(text_table(result, color=color, width=width), file=out)
 
 
-__all__ = ["html", "save_html", "text_table", "plot", "show", "describe", "score_color", "robust_scale",
-           "legend_html", "legend_text", "is_generation"]
+__all__ = [
+    "html",
+    "save_html",
+    "text_table",
+    "plot",
+    "show",
+    "describe",
+    "score_color",
+    "robust_scale",
+    "legend_html",
+    "legend_text",
+    "is_generation",
+]

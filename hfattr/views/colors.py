@@ -15,11 +15,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from ..result import Result
 
-__all__ = ["POS", "NEG", "ANSI", "MEANING", "score_color", "unit", "fixed_positions", "robust_scale",
-           "legend_html", "legend_text", "colormap", "text_color"]
+__all__ = [
+    "POS",
+    "NEG",
+    "ANSI",
+    "MEANING",
+    "score_color",
+    "unit",
+    "fixed_positions",
+    "robust_scale",
+    "legend_html",
+    "legend_text",
+    "colormap",
+    "text_color",
+]
 
-POS = (220, 38, 38)    # red: pushes toward the target
-NEG = (37, 99, 235)    # blue: pushes away from the target
+POS = (220, 38, 38)  # red: pushes toward the target
+NEG = (37, 99, 235)  # blue: pushes away from the target
 ANSI = {"pos": "\x1b[31m", "neg": "\x1b[34m", "dim": "\x1b[2m", "bold": "\x1b[1m", "reset": "\x1b[0m"}
 MEANING = ("red: pushes toward the target", "blue: pushes away from it")
 
@@ -84,15 +96,17 @@ def legend_html(scale: float) -> str:
     neg = "rgb({},{},{})".format(*NEG)
     pos = "rgb({},{},{})".format(*POS)
     label = _html.escape(legend_text(scale) + "; scores beyond the range are drawn at full colour", quote=True)
-    return (f'<div class="hfattr-legend" role="img" aria-label="{label}" style="display:flex;align-items:center;'
-            f'gap:6px;font-size:0.8em;color:#333;margin:4px 0">'
-            f'<span class="hfattr-legend-min">&minus;{scale:.3g}</span>'
-            f'<span class="hfattr-legend-bar" style="display:inline-block;width:160px;height:12px;'
-            f'border:1px solid #999;background:linear-gradient(to right,{neg},#ffffff,{pos})"></span>'
-            f'<span class="hfattr-legend-max">+{scale:.3g}</span>'
-            f'<span style="color:#555">&nbsp;<b style="color:{pos}">red</b>: pushes toward the target, '
-            f'<b style="color:{neg}">blue</b>: pushes away from it</span>'
-            f"</div>")
+    return (
+        f'<div class="hfattr-legend" role="img" aria-label="{label}" style="display:flex;align-items:center;'
+        f'gap:6px;font-size:0.8em;color:#333;margin:4px 0">'
+        f'<span class="hfattr-legend-min">&minus;{scale:.3g}</span>'
+        f'<span class="hfattr-legend-bar" style="display:inline-block;width:160px;height:12px;'
+        f'border:1px solid #999;background:linear-gradient(to right,{neg},#ffffff,{pos})"></span>'
+        f'<span class="hfattr-legend-max">+{scale:.3g}</span>'
+        f'<span style="color:#555">&nbsp;<b style="color:{pos}">red</b>: pushes toward the target, '
+        f'<b style="color:{neg}">blue</b>: pushes away from it</span>'
+        f"</div>"
+    )
 
 
 def colormap():
@@ -100,5 +114,6 @@ def colormap():
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list(
-        "hfattr", [tuple(c / 255 for c in NEG), (1.0, 1.0, 1.0), tuple(c / 255 for c in POS)], N=511)
+        "hfattr", [tuple(c / 255 for c in NEG), (1.0, 1.0, 1.0), tuple(c / 255 for c in POS)], N=511
+    )
     return cmap.with_extremes(bad=(1.0, 1.0, 1.0, 0.0))

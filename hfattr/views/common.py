@@ -15,8 +15,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..result import Result
 
-__all__ = ["matrix", "specials", "row_labels", "describe", "fmt_target", "display_name", "is_generation",
-           "prompt_length", "step_scores", "STEP_SCORES"]
+__all__ = [
+    "matrix",
+    "specials",
+    "row_labels",
+    "describe",
+    "fmt_target",
+    "display_name",
+    "is_generation",
+    "prompt_length",
+    "step_scores",
+    "STEP_SCORES",
+]
 
 STEP_SCORES = ("probability", "log_prob", "entropy", "rank")
 

@@ -65,14 +65,17 @@ def html(result: "Result", *, scale: float | None = None, values: bool = False) 
     scale = robust_scale(result) if scale is None else float(scale)
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
-    header = (f'<div class="hfattr-header" style="font-size:0.9em;color:#333;margin-bottom:2px">'
-              f"{esc(describe(result))}</div>")
+    header = (
+        f'<div class="hfattr-header" style="font-size:0.9em;color:#333;margin-bottom:2px">{esc(describe(result))}</div>'
+    )
     body = html_body(result, scale, values=values)
     text = ""
     if result.text is not None:
-        text = ('<details class="hfattr-text" style="font-size:0.85em;color:#555">'
-                '<summary>text</summary><pre style="white-space:pre-wrap">'
-                f"{_html.escape(result.text.translate(BIDI), quote=True)}</pre></details>")
+        text = (
+            '<details class="hfattr-text" style="font-size:0.85em;color:#555">'
+            '<summary>text</summary><pre style="white-space:pre-wrap">'
+            f"{_html.escape(result.text.translate(BIDI), quote=True)}</pre></details>"
+        )
     return f'<div class="hfattr">{STYLE}{header}{legend_html(scale)}{body}{text}</div>'
 
 
@@ -99,32 +102,41 @@ def _tokens(result: "Result", scale: float) -> str:
             f'<span class="hfattr-tok" tabindex="0" data-index="{i}" data-score="{v!r}" '
             f'data-special="{str(special[i]).lower()}" title="{esc(tip)}" data-tip="{esc(tip)}" '
             f'aria-label="{esc(tip)}" style="{_style(v, scale, fixed[i])}padding:1px 3px;margin:1px;'
-            f'border-radius:3px;white-space:pre;display:inline-block">{esc(tok)}</span>')
-    return ('<div class="hfattr-tokens" style="line-height:2;font-family:ui-monospace,monospace;'
-            'padding-bottom:1.6em">' + "".join(spans) + "</div>")
+            f'border-radius:3px;white-space:pre;display:inline-block">{esc(tok)}</span>'
+        )
+    return (
+        '<div class="hfattr-tokens" style="line-height:2;font-family:ui-monospace,monospace;'
+        'padding-bottom:1.6em">' + "".join(spans) + "</div>"
+    )
 
 
 def _toggled(table: str, values: bool) -> str:
     """``table`` after a "show values" checkbox (CSS only: the checkbox is the table's sibling)."""
     ident = "hfattr-v" + hashlib.sha1(table.encode("utf-8")).hexdigest()[:12]
     checked = " checked" if values else ""
-    return (f'<input type="checkbox" class="hfattr-show" id="{ident}"{checked}>'
-            f'<label class="hfattr-toggle" for="{ident}"> show values</label>'
-            f'<div class="hfattr-scroll">{table}</div>')
+    return (
+        f'<input type="checkbox" class="hfattr-show" id="{ident}"{checked}>'
+        f'<label class="hfattr-toggle" for="{ident}"> show values</label>'
+        f'<div class="hfattr-scroll">{table}</div>'
+    )
 
 
 def _col_head(j: int, tok: str, muted: bool) -> str:
-    return (f'<th class="hfattr-col" data-index="{j}" title="{esc(tok)}" scope="col"'
-            f'{" style=" + chr(34) + "opacity:0.5" + chr(34) if muted else ""}>'
-            f'<div class="hfattr-colhead">{esc(tok)}</div></th>')
+    return (
+        f'<th class="hfattr-col" data-index="{j}" title="{esc(tok)}" scope="col"'
+        f"{' style=' + chr(34) + 'opacity:0.5' + chr(34) if muted else ''}>"
+        f'<div class="hfattr-colhead">{esc(tok)}</div></th>'
+    )
 
 
 def _cell(r: int, j: int, v: float, scale: float, muted: bool, tip: str) -> str:
     if math.isnan(v):
         return f'<td class="hfattr-empty" data-row="{r}" data-index="{j}"></td>'
-    return (f'<td class="hfattr-tok" tabindex="0" data-row="{r}" data-index="{j}" data-score="{v!r}" '
-            f'title="{esc(tip)}" data-tip="{esc(tip)}" aria-label="{esc(tip)}" style="{_style(v, scale, muted)}">'
-            f'<span class="hfattr-val">{_short(v)}</span></td>')
+    return (
+        f'<td class="hfattr-tok" tabindex="0" data-row="{r}" data-index="{j}" data-score="{v!r}" '
+        f'title="{esc(tip)}" data-tip="{esc(tip)}" aria-label="{esc(tip)}" style="{_style(v, scale, muted)}">'
+        f'<span class="hfattr-val">{_short(v)}</span></td>'
+    )
 
 
 def _short(v: float) -> str:
@@ -151,8 +163,10 @@ def _generation(result: "Result", scale: float, values: bool) -> str:
     rows, fixed = matrix(result), fixed_positions(result)
     gen = row_labels(result)
     n_prompt = prompt_length(result)
-    head = ['<th class="hfattr-corner" style="font-size:10px;color:#666;text-align:right;vertical-align:bottom">'
-            'source \u2193 / generated \u2192</th>']
+    head = [
+        '<th class="hfattr-corner" style="font-size:10px;color:#666;text-align:right;vertical-align:bottom">'
+        "source \u2193 / generated \u2192</th>"
+    ]
     head += [_col_head(g, tok, False) for g, tok in enumerate(gen)]
     lines = ['<tr class="hfattr-head">' + "".join(head) + "</tr>"]
     for j, tok in enumerate(result.tokens):
@@ -162,9 +176,11 @@ def _generation(result: "Result", scale: float, values: bool) -> str:
         first_gen = j == n_prompt
         cls = ' class="hfattr-first-gen"' if first_gen else ""
         kind = "generated" if j >= n_prompt else "prompt"
-        label = (f'<th class="hfattr-row" scope="row" data-index="{j}" data-kind="{kind}" title="{esc(tok)} '
-                 f'({kind})"{" style=" + chr(34) + "font-style:italic" + chr(34) if j >= n_prompt else ""}>'
-                 f"{esc(tok)}</th>")
+        label = (
+            f'<th class="hfattr-row" scope="row" data-index="{j}" data-kind="{kind}" title="{esc(tok)} '
+            f'({kind})"{" style=" + chr(34) + "font-style:italic" + chr(34) if j >= n_prompt else ""}>'
+            f"{esc(tok)}</th>"
+        )
         cells = [label]
         for g, v in enumerate(column):
             tip = f"{printable(tok)} \u2192 {printable(gen[g])}: {v:+.4g}"
@@ -173,18 +189,22 @@ def _generation(result: "Result", scale: float, values: bool) -> str:
     for k, (name, vals) in enumerate(step_scores(result).items()):
         cls = "hfattr-step hfattr-step-first" if k == 0 else "hfattr-step"
         cells = [f'<th class="hfattr-row" scope="row">{esc(name)}</th>']
-        cells += [f'<td class="hfattr-stepval" data-row="{g}" data-step="{esc(name)}" '
-                  f'title="{esc(name)} of {esc(gen[g])}: {esc(fmt_step(name, v))}">{esc(fmt_step(name, v))}</td>'
-                  for g, v in enumerate(vals)]
+        cells += [
+            f'<td class="hfattr-stepval" data-row="{g}" data-step="{esc(name)}" '
+            f'title="{esc(name)} of {esc(gen[g])}: {esc(fmt_step(name, v))}">{esc(fmt_step(name, v))}</td>'
+            for g, v in enumerate(vals)
+        ]
         lines.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>")
     return _toggled('<table class="hfattr-grid hfattr-gen">' + "".join(lines) + "</table>", values)
 
 
 def page(body: str, *, title: str = "hfattr attributions") -> str:
     """A complete HTML document around ``body`` (no external resources)."""
-    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{_html.escape(title)}</title>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_html.escape(title)}</title>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def save_html(result_or_results: "Result | Iterable[Result]", path: str | Path, **options) -> Path:
@@ -200,8 +220,9 @@ def save_html(result_or_results: "Result | Iterable[Result]", path: str | Path, 
         try:
             results = list(result_or_results)
         except TypeError:
-            raise TypeError("result_or_results must be a Result or an iterable of Results, "
-                            f"got {type(result_or_results).__name__}") from None
+            raise TypeError(
+                f"result_or_results must be a Result or an iterable of Results, got {type(result_or_results).__name__}"
+            ) from None
         bad = [type(r).__name__ for r in results if not isinstance(r, Result)]
         if bad:
             raise TypeError(f"result_or_results must contain only Results, got {bad[0]}")

@@ -48,8 +48,7 @@ def _colorbar(fig, ax, scale: float, *, orientation: str = "vertical"):
     vmax = scale if scale > 0 else 1.0
     mappable = ScalarMappable(norm=Normalize(-vmax, vmax), cmap=colormap())
     bar = fig.colorbar(mappable, ax=ax, orientation=orientation, fraction=0.05, pad=0.02, aspect=30)
-    bar.set_label(_CBAR_LABEL if orientation == "horizontal" else "attribution (red: toward the target)",
-                  fontsize=8)
+    bar.set_label(_CBAR_LABEL if orientation == "horizontal" else "attribution (red: toward the target)", fontsize=8)
     return bar
 
 
@@ -94,8 +93,13 @@ def _bars(result: "Result", ax, scale: float):
         fig, (ax,) = _figure(width, 3.8)
     else:
         fig = ax.figure
-    ax.bar(range(n), [0.0 if math.isnan(v) else v for v in values],
-           color=[score_color(v, scale) for v in values], edgecolor="#555555", linewidth=0.5)
+    ax.bar(
+        range(n),
+        [0.0 if math.isnan(v) else v for v in values],
+        color=[score_color(v, scale) for v in values],
+        edgecolor="#555555",
+        linewidth=0.5,
+    )
     ax.axhline(0.0, color="#444444", linewidth=0.8)
     ax.set_ylabel("attribution")
     ax.set_xlim(-0.6, n - 0.4)
@@ -107,8 +111,15 @@ def _bars(result: "Result", ax, scale: float):
         for i, v in enumerate(values):
             if math.isfinite(v) and (v > hi + pad or v < lo - pad):
                 y = hi + pad * 0.5 if v > 0 else lo - pad * 0.5
-                ax.annotate(f"{v:+.3g}", (i, y), ha="center", va="center", fontsize=7, color="#333333",
-                            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#999999", "lw": 0.5})
+                ax.annotate(
+                    f"{v:+.3g}",
+                    (i, y),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="#333333",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "#999999", "lw": 0.5},
+                )
     _token_ticks(ax, result.tokens, fixed)
     _title(ax, result, fig.get_size_inches()[0])
     _colorbar(fig, ax, scale)
@@ -125,8 +136,14 @@ def _heatmap(result: "Result", ax, scale: float):
     else:
         fig = ax.figure
     vmax = scale if scale > 0 else 1.0
-    ax.imshow(result.scores.detach().cpu().double().numpy(), cmap=colormap(), vmin=-vmax, vmax=vmax,
-              aspect="auto", interpolation="nearest")
+    ax.imshow(
+        result.scores.detach().cpu().double().numpy(),
+        cmap=colormap(),
+        vmin=-vmax,
+        vmax=vmax,
+        aspect="auto",
+        interpolation="nearest",
+    )
     ax.set_yticks(range(n_rows))
     ax.set_yticklabels([_mpl_text(r) for r in labels], fontsize=8)
     _token_ticks(ax, result.tokens, fixed)
@@ -151,15 +168,17 @@ def _generation(result: "Result", ax, scale: float):
         width = min(max(5.5, 0.42 * len(gen) + 3.5), 30.0)
         height = min(max(3.5, 0.24 * len(keep) + 2.5), 40.0)
         if steps:
-            fig, (ax, step_ax) = _figure(width, height + 0.25 * len(steps) + 0.4, 2,
-                                         ratios=[max(len(keep), 1), max(len(steps), 1) + 0.6])
+            fig, (ax, step_ax) = _figure(
+                width, height + 0.25 * len(steps) + 0.4, 2, ratios=[max(len(keep), 1), max(len(steps), 1) + 0.6]
+            )
         else:
             fig, (ax,) = _figure(width, height)
     else:
         fig = ax.figure
     vmax = scale if scale > 0 else 1.0
-    ax.imshow(np.ma.masked_invalid(data), cmap=colormap(), vmin=-vmax, vmax=vmax, aspect="auto",
-              interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_invalid(data), cmap=colormap(), vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest"
+    )
     ax.set_facecolor("white")
     _token_ticks(ax, src, [fixed[j] for j in keep], axis="y")
     ax.set_xticks(range(len(gen)))

@@ -94,9 +94,16 @@ def _load(run_dir: Path, max_rows: int, progress: bool = False) -> tuple[list[di
         if len(rows) >= max_rows:
             continue
         result = row_to_result(row) if row["status"] == "ok" else None
-        rows.append({"row_id": row["row_id"], "status": row["status"], "error": row.get("error"),
-                     "text": row.get("text"), "result": result,
-                     "prediction": (row.get("prediction_label"), row.get("prediction_probability"))})
+        rows.append(
+            {
+                "row_id": row["row_id"],
+                "status": row["status"],
+                "error": row.get("error"),
+                "text": row.get("text"),
+                "result": result,
+                "prediction": (row.get("prediction_label"), row.get("prediction_probability")),
+            }
+        )
     return rows, total
 
 
@@ -148,11 +155,16 @@ def _summary(run_dir: Path, manifest: dict, rows: list[dict], total: int) -> str
         ("model", display_name(manifest.get("model", "?"))),
         ("method", manifest.get("method", "?")),
         ("options", json.dumps(manifest.get("options") or {}, sort_keys=True, default=str)),
-        ("target", "the prediction" if target is None else (f"column {target}" if ident.get("target_column")
-                                                             else str(target))),
+        (
+            "target",
+            "the prediction" if target is None else (f"column {target}" if ident.get("target_column") else str(target)),
+        ),
         ("data", str((manifest.get("source") or {}).get("data", "?"))),
-        ("rows", f"{manifest.get('rows_done', total)} of {manifest.get('rows_total', total)} done, "
-                 f"{manifest.get('failures', total - ok)} failed ({manifest.get('status', '?')})"),
+        (
+            "rows",
+            f"{manifest.get('rows_done', total)} of {manifest.get('rows_total', total)} done, "
+            f"{manifest.get('failures', total - ok)} failed ({manifest.get('status', '?')})",
+        ),
         ("tokens", str(sum(s.get("tokens", 0) for s in manifest.get("shards", [])))),
         ("speed", f"{last.get('rows_per_s', 0):.1f} rows/s, {last.get('wall_s', 0):.1f} s (last run)"),
         ("hfattr", str(manifest.get("hfattr_version", "?"))),
@@ -163,8 +175,10 @@ def _summary(run_dir: Path, manifest: dict, rows: list[dict], total: int) -> str
 
 def _bar_cell(v: float, vmax: float) -> str:
     w = 0 if vmax <= 0 else round(80 * min(abs(v) / vmax, 1.0))
-    return (f'<td class="num">{v:+.3f}</td><td><span class="hfattr-bar" style="width:{w}px;'
-            f'background:{_HEX_POS if v > 0 else _HEX_NEG}"></span></td>')
+    return (
+        f'<td class="num">{v:+.3f}</td><td><span class="hfattr-bar" style="width:{w}px;'
+        f'background:{_HEX_POS if v > 0 else _HEX_NEG}"></span></td>'
+    )
 
 
 def _rankings(results: list[Any], min_count: int, top_k: int) -> str:
@@ -173,12 +187,16 @@ def _rankings(results: list[Any], min_count: int, top_k: int) -> str:
     flat = [r for r in results if r.scores.dim() == 1]
     head = "<h2>Tokens ranked by mean score, per label</h2>"
     if not flat:
-        return head + ('<p class="hfattr-note hfattr-rank">No ranking: this run\'s rows have no single score per '
-                       "token (a grid or a generation matrix per row).</p>")
+        return head + (
+            '<p class="hfattr-note hfattr-rank">No ranking: this run\'s rows have no single score per '
+            "token (a grid or a generation matrix per row).</p>"
+        )
     summary = corpus_summary(flat, min_count=min_count)
-    note = (f'<p class="hfattr-note">Mean attribution of each token over the {len(flat)} rows shown, per explained '
-            f"label; tokens seen at least {min_count} time{'s' if min_count > 1 else ''}, special tokens left out. "
-            f"Count = occurrences.</p>")
+    note = (
+        f'<p class="hfattr-note">Mean attribution of each token over the {len(flat)} rows shown, per explained '
+        f"label; tokens seen at least {min_count} time{'s' if min_count > 1 else ''}, special tokens left out. "
+        f"Count = occurrences.</p>"
+    )
     blocks = []
     for label in sorted({r["label"] for r in summary}):
         pair = []
@@ -186,11 +204,16 @@ def _rankings(results: list[Any], min_count: int, top_k: int) -> str:
         toward, away = group[:top_k], [r for r in reversed(group) if r["mean_score"] < 0][:top_k]
         vmax = max((abs(r["mean_score"]) for r in group), default=0.0)
         for title, part in (("toward", toward), ("away from", away)):
-            lines = "".join(f"<tr><td>{esc(r['token'])}</td><td class=\"num\">{r['count']}</td>"
-                            f"{_bar_cell(r['mean_score'], vmax)}</tr>" for r in part)
-            pair.append(f'<div class="hfattr-rank"><h3>{esc(label)}: most {title} the label</h3>'
-                          f'<table class="hfattr-table"><tr><th>token</th><th>count</th><th>mean</th><th></th></tr>'
-                          f"{lines or '<tr><td colspan=4>none</td></tr>'}</table></div>")
+            lines = "".join(
+                f'<tr><td>{esc(r["token"])}</td><td class="num">{r["count"]}</td>'
+                f"{_bar_cell(r['mean_score'], vmax)}</tr>"
+                for r in part
+            )
+            pair.append(
+                f'<div class="hfattr-rank"><h3>{esc(label)}: most {title} the label</h3>'
+                f'<table class="hfattr-table"><tr><th>token</th><th>count</th><th>mean</th><th></th></tr>'
+                f"{lines or '<tr><td colspan=4>none</td></tr>'}</table></div>"
+            )
         blocks.append('<div class="hfattr-ranks">' + "".join(pair) + "</div>")
     if not blocks:
         return head + note + f'<p class="hfattr-note hfattr-rank">No token was seen {min_count} times.</p>'
@@ -202,9 +225,11 @@ def _faith_section(faith) -> str:
         return ""
     metrics, means, per_row, skipped = faith
     cells = "".join(f'<tr><th>{esc(m)}</th><td class="num">{means[m]:+.4f}</td></tr>' for m in metrics)
-    return (f"<h2>Faithfulness</h2><p class=\"hfattr-note\">Means over {len(per_row)} evaluated rows "
-            f"({skipped} skipped), from {FAITHFULNESS_FILE} (<code>hfattr evaluate</code>).</p>"
-            f'<table class="hfattr-table hfattr-faith">{cells}</table>')
+    return (
+        f'<h2>Faithfulness</h2><p class="hfattr-note">Means over {len(per_row)} evaluated rows '
+        f"({skipped} skipped), from {FAITHFULNESS_FILE} (<code>hfattr evaluate</code>).</p>"
+        f'<table class="hfattr-table hfattr-faith">{cells}</table>'
+    )
 
 
 def _label(result: Any) -> str:
@@ -233,13 +258,22 @@ def _row(row: dict, scale: float, faith_row: dict | None) -> tuple[str, str]:
         meta = " \u00b7 ".join(bits)
         body = html_body(result, scale)
     search = esc(f"#{rid} {text}".lower())
-    return label, (f'<div class="hfattr-report-row" data-row-id="{rid}" data-label="{esc(label)}" '
-                   f'data-search="{search}"><div class="hfattr-meta">{esc(meta)}</div>{body}</div>')
+    return label, (
+        f'<div class="hfattr-report-row" data-row-id="{rid}" data-label="{esc(label)}" '
+        f'data-search="{search}"><div class="hfattr-meta">{esc(meta)}</div>{body}</div>'
+    )
 
 
 # --------------------------------------------------------------------------- page
-def build_report(run_dir: str | os.PathLike, *, min_count: int | None = None, top_k: int = 15,
-                 page_size: int = 25, max_rows: int = DEFAULT_MAX_ROWS, progress: bool = False) -> str:
+def build_report(
+    run_dir: str | os.PathLike,
+    *,
+    min_count: int | None = None,
+    top_k: int = 15,
+    page_size: int = 25,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    progress: bool = False,
+) -> str:
     """The report page of a dataset run as an HTML string (see the module docstring).
 
     ``min_count`` (default: 3, or 1 for runs of fewer than 30 successful rows) filters the
@@ -253,8 +287,9 @@ def build_report(run_dir: str | os.PathLike, *, min_count: int | None = None, to
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir) if run_dir.is_dir() else None
     if manifest is None:
-        raise FileNotFoundError(f"{run_dir} is not a dataset-run directory (no manifest.json); "
-                                "make one with `hfattr attribute-dataset`")
+        raise FileNotFoundError(
+            f"{run_dir} is not a dataset-run directory (no manifest.json); make one with `hfattr attribute-dataset`"
+        )
     rows, total = _load(run_dir, max_rows, progress)
     results = [r["result"] for r in rows if r["result"] is not None]
     if min_count is None:
@@ -271,17 +306,28 @@ def build_report(run_dir: str | os.PathLike, *, min_count: int | None = None, to
         rendered.append(markup)
     shown = f"{len(rows)} of {total}" if total > len(rows) else f"all {total}"
     options = "".join(f'<option value="{esc(lab)}">{esc(lab)}</option>' for lab in sorted(labels))
-    controls = (f'<div class="hfattr-controls"><input type="search" id="hfattr-search" placeholder="search the texts" '
-                f'aria-label="search the texts"><select id="hfattr-label" aria-label="label">'
-                f'<option value="">all labels'
-                f'</option>{options}</select><button id="hfattr-prev" type="button">\u2190 previous</button>'
-                f'<button id="hfattr-next" type="button">next \u2192</button><span id="hfattr-pageinfo"></span></div>')
-    body = (f'<div class="hfattr">{STYLE}<h1>hfattr report: {esc(run_dir.resolve().name)}</h1>'
-            + _summary(run_dir, manifest, rows, total) + _rankings(results, min_count, top_k) + _faith_section(faith)
-            + f"<h2>Rows ({shown})</h2>" + legend_html(scale)
-            + '<p class="hfattr-note">One colour range for every row (the 99th percentile of |score|); '
-              "hover or focus a token for its score.</p>"
-            + controls + '<div id="hfattr-rows">' + "".join(rendered) + "</div></div>" + _SCRIPT % page_size)
+    controls = (
+        f'<div class="hfattr-controls"><input type="search" id="hfattr-search" placeholder="search the texts" '
+        f'aria-label="search the texts"><select id="hfattr-label" aria-label="label">'
+        f'<option value="">all labels'
+        f'</option>{options}</select><button id="hfattr-prev" type="button">\u2190 previous</button>'
+        f'<button id="hfattr-next" type="button">next \u2192</button><span id="hfattr-pageinfo"></span></div>'
+    )
+    body = (
+        f'<div class="hfattr">{STYLE}<h1>hfattr report: {esc(run_dir.resolve().name)}</h1>'
+        + _summary(run_dir, manifest, rows, total)
+        + _rankings(results, min_count, top_k)
+        + _faith_section(faith)
+        + f"<h2>Rows ({shown})</h2>"
+        + legend_html(scale)
+        + '<p class="hfattr-note">One colour range for every row (the 99th percentile of |score|); '
+        "hover or focus a token for its score.</p>"
+        + controls
+        + '<div id="hfattr-rows">'
+        + "".join(rendered)
+        + "</div></div>"
+        + _SCRIPT % page_size
+    )
     return page(_REPORT_STYLE + body, title=f"hfattr report: {run_dir.resolve().name}")
 
 

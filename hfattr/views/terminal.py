@@ -29,8 +29,7 @@ def _clip(s: str, width: int) -> str:
     return s if len(s) <= width else s[: max(width - 1, 0)] + "\u2026"
 
 
-def text_table(result: "Result", *, color: bool = True, width: int | None = None,
-               scale: float | None = None) -> str:
+def text_table(result: "Result", *, color: bool = True, width: int | None = None, scale: float | None = None) -> str:
     """The terminal view: summary line, legend line, then one line per token with its score and a bar
     (1-D), a rows × tokens grid (2-D) or the source × generated matrix with step scores (generation).
     """
@@ -51,8 +50,9 @@ def text_table(result: "Result", *, color: bool = True, width: int | None = None
 def _legend(scale: float, color: bool, width: int) -> list[str]:
     lines = textwrap.wrap(legend_text(scale), width)
     if color:
-        lines = [s.replace("red", _paint("red", "pos", True)).replace("blue", _paint("blue", "neg", True))
-                 for s in lines]
+        lines = [
+            s.replace("red", _paint("red", "pos", True)).replace("blue", _paint("blue", "neg", True)) for s in lines
+        ]
     return lines
 
 
@@ -81,18 +81,31 @@ def _bars(result: "Result", color: bool, width: int, scale: float) -> list[str]:
         a = unit(v, scale)
         bar = "" if math.isnan(a) else "\u2588" * round(abs(a) * bar_w)
         kind = _kind(v, fixed[i])
-        line = (f"{i:>{idx_w}}  {_clip(tok, tok_w):<{tok_w}}  "
-                f"{_paint(f'{num:>{num_w}}', kind, color)}  {_paint(bar, kind, color)}")
+        line = (
+            f"{i:>{idx_w}}  {_clip(tok, tok_w):<{tok_w}}  "
+            f"{_paint(f'{num:>{num_w}}', kind, color)}  {_paint(bar, kind, color)}"
+        )
         lines.append(line.rstrip())
     return lines
 
 
-def _blocks(labels: list[str], heads: list[str], cells: list[list[str]], kinds: list[list[str]],
-            color: bool, width: int, extra: Sequence[tuple[str, list[str]]] = ()) -> list[str]:
+def _blocks(
+    labels: list[str],
+    heads: list[str],
+    cells: list[list[str]],
+    kinds: list[list[str]],
+    color: bool,
+    width: int,
+    extra: Sequence[tuple[str, list[str]]] = (),
+) -> list[str]:
     """Rows of right-aligned cells under column heads, wrapped into blocks of columns to fit ``width``."""
     lab_w = min(max([len(s) for s in labels + [e[0] for e in extra]] + [3]), 30)
-    cell_w = max([len(c) for row in cells for c in row] + [len(c) for _, row in extra for c in row] + [7]
-                 + [min(max(len(h) for h in heads), 10)])
+    cell_w = max(
+        [len(c) for row in cells for c in row]
+        + [len(c) for _, row in extra for c in row]
+        + [7]
+        + [min(max(len(h) for h in heads), 10)]
+    )
     per_block = max((width - lab_w - 1) // (cell_w + 1), 1)
     lines: list[str] = []
     for start in range(0, len(heads), per_block):
