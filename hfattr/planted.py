@@ -2,6 +2,6 @@
 
 import sys
 
-from .evaluate import planted as _planted
+from .evaluate import planted
 
-sys.modules[__name__] = _planted
+sys.modules[__name__] = planted

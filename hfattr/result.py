@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import torch
 
-from . import views as _views
+from . import views
 from ._version import __version__
 
 __all__ = ["Result", "read_text_file", "STORED_DTYPES"]
@@ -395,25 +395,25 @@ class Result:
     # ----------------------------------------------------------------- views
     def to_html(self, **options: Any) -> str:
         """Self-contained HTML fragment with a legend (see :func:`hfattr.views.html`)."""
-        return _views.html(self, **options)
+        return views.html(self, **options)
 
     def _repr_html_(self) -> str:
-        return _views.html(self)
+        return views.html(self)
 
     def plot(self, *, ax=None, **options: Any):
         """Matplotlib bar chart (1-D), heatmap (2-D) or generation matrix; returns the Axes."""
-        return _views.plot(self, ax=ax, **options)
+        return views.plot(self, ax=ax, **options)
 
     def to_text(self, *, color: bool = True, width: int | None = None, **options: Any) -> str:
         """Terminal view (see :func:`hfattr.views.text_table`)."""
-        return _views.text_table(self, color=color, width=width, **options)
+        return views.text_table(self, color=color, width=width, **options)
 
     def show(self, *, color: bool | None = None, width: int | None = None, file=None) -> None:
         """Show the Result: the HTML view in a notebook, the terminal view (colour on a tty) elsewhere."""
-        _views.show(self, color=color, width=width, file=file)
+        views.show(self, color=color, width=width, file=file)
 
     def __str__(self) -> str:
-        return _views.text_table(self, color=False)
+        return views.text_table(self, color=False)
 
 
 def read_text_file(path: str | Path, *, max_bytes: int | None = None, what: str = "file") -> str:

@@ -166,7 +166,7 @@ def _check_digest(explainer: Any, manifest: dict | None) -> None:
     if not want:
         return
     try:
-        from ..dataset.run import model_digest
+        from ..dataset.identity import model_digest
     except ImportError:
         return
     if model_digest(explainer) != want:

@@ -8,9 +8,6 @@ skips the shards already there. Under ``accelerate launch`` shard ``k`` goes to 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import os
 import sys
@@ -38,8 +35,9 @@ from .storage import (
     write_shard,
 )
 from ..explainer import Explainer, jsonable
-from ..hf.access import model_config
 from ..hf.text import check_max_length
+from .data import check_columns, data_digest, load_data
+from .identity import build_manifest, check_resume, describe_data, fingerprint, model_reference, run_identity
 from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, check_options, get_method
 
 __all__ = [
@@ -53,19 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_SHARD_SIZE = 1000
-_FILE_BUILDERS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".json": "json",
-    ".jsonl": "json",
-    ".ndjson": "json",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".txt": "text",
-    ".text": "text",
-    ".arrow": "arrow",
-}
-_OWN_FILES = ("corpus_summary.csv", "corpus_summary.png", "faithfulness.csv", "report.html")
 
 
 class AllRowsFailedError(RuntimeError):
@@ -119,171 +104,6 @@ class RunSummary:
         )
 
 
-# --------------------------------------------------------------------------- data
-def load_data(data: Any, *, split: str | None = None) -> Any:
-    """``data`` as a ``datasets.Dataset``: a Dataset, a DatasetDict (with ``split``), a local
-    CSV / JSON Lines / Parquet / text / Arrow file or folder, or a name for ``datasets.load_dataset``."""
-    import datasets
-
-    if isinstance(data, datasets.DatasetDict):
-        return _pick_split(data, split)
-    if isinstance(data, datasets.Dataset):
-        if split is not None:
-            raise ValueError(f"split={split!r} was given but data is already a single Dataset")
-        return data
-    if isinstance(data, (datasets.IterableDataset, datasets.IterableDatasetDict)):
-        raise TypeError("data is a streaming (iterable) dataset; give a Dataset (load it without streaming=True)")
-    if not isinstance(data, (str, os.PathLike)):
-        raise TypeError(
-            f"data must be a datasets.Dataset, a file or folder path, or a dataset name, got {type(data).__name__}"
-        )
-    path = os.path.expanduser(os.fspath(data))
-    if not path.strip():
-        raise ValueError("data is an empty string; give a file path or a dataset name")
-    if os.path.isfile(path):
-        ext = os.path.splitext(path)[1].lower()
-        builder = _FILE_BUILDERS.get(ext)
-        if builder is None:
-            raise ValueError(
-                f"data file {path!r} has an unknown extension {ext!r}; expected one of {sorted(_FILE_BUILDERS)}"
-            )
-        kwargs = {"delimiter": "\t"} if ext == ".tsv" else {}
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"data file {path!r} is empty (0 rows); nothing to attribute")
-        try:
-            loaded = datasets.load_dataset(builder, data_files=path, **kwargs)
-        except Exception as err:  # datasets and pandas raise many kinds; name the file
-            if "corresponds to no data" in str(err):
-                raise ValueError(f"data file {path!r} is empty (0 rows); nothing to attribute") from None
-            raise ValueError(f"could not read data file {path!r} as {builder}: {err}") from err
-        return _pick_split(loaded, split)
-    if os.path.isdir(path) or os.path.isabs(path) or path.startswith(("./", "../")):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"data path {path!r} does not exist")
-    try:
-        loaded = datasets.load_dataset(path, split=split)
-    except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
-        raise ValueError(f"could not load dataset {path!r}: {err}") from err
-    return _pick_split(loaded, None) if isinstance(loaded, datasets.DatasetDict) else loaded
-
-
-def _pick_split(dd: Any, split: str | None) -> Any:
-    names = list(dd.keys())
-    if split is None:
-        if len(names) == 1:
-            return dd[names[0]]
-        raise ValueError(f"the dataset has splits {names}; pass split= (--split) to choose one")
-    if split not in dd:
-        raise ValueError(f"split {split!r} not found; the dataset has splits {names}")
-    return dd[split]
-
-
-def _check_columns(ds: Any, text_column: str, target_column: str | None) -> None:
-    import datasets
-
-    cols = list(ds.column_names)
-    for arg, col in (("text_column", text_column), ("target_column", target_column)):
-        if col is not None and col not in cols:
-            raise ValueError(f"{arg} {col!r} is not a column of the dataset; its columns are {cols}")
-    if len(ds) == 0:
-        raise ValueError("the dataset is empty (0 rows); nothing to attribute")
-    feat = ds.features[text_column]
-    if not (isinstance(feat, datasets.Value) and feat.dtype in ("string", "large_string")):
-        kind = feat.dtype if isinstance(feat, datasets.Value) else type(feat).__name__
-        raise TypeError(f"text_column {text_column!r} holds {kind} values, not text (strings)")
-    if target_column is not None:
-        tf = ds.features[target_column]
-        ok = isinstance(tf, datasets.ClassLabel) or (
-            isinstance(tf, datasets.Value)
-            and (tf.dtype.startswith(("int", "uint", "float")) or "string" in tf.dtype or tf.dtype == "null")
-        )
-        if not ok:
-            kind = tf.dtype if isinstance(tf, datasets.Value) else type(tf).__name__
-            raise TypeError(
-                f"target_column {target_column!r} holds {kind} values; expected label ids (int) "
-                "or label names / target texts (str)"
-            )
-
-
-def _data_digest(ds: Any, text_column: str, target_column: str | None) -> str:
-    h = hashlib.sha256()
-    cols = [text_column] + ([target_column] if target_column else [])
-    for batch in ds.select_columns(cols).iter(batch_size=4096):
-        targets = batch[target_column] if target_column else [None] * len(batch[text_column])
-        for t, g in zip(batch[text_column], targets):
-            h.update(json.dumps([t, g]).encode("utf-8"))
-            h.update(b"\n")
-    return h.hexdigest()
-
-
-def model_digest(explainer: Explainer) -> str:
-    """A cheap identity of model and tokenizer: config, parameter names/shapes and sampled values."""
-    model, tok = explainer.model, explainer.tokenizer
-    h = hashlib.sha256(type(model).__name__.encode())
-    cfg = {
-        k: v
-        for k, v in model_config(model).to_dict().items()
-        if not k.startswith("_") and k not in ("name_or_path", "transformers_version")
-    }
-    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for name, p in model.named_parameters():
-        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
-        if p.device.type != "meta" and p.numel():
-            flat = p.detach().reshape(-1)
-            h.update(flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes())
-    h.update(type(tok).__name__.encode())
-    with contextlib.suppress(Exception):
-        h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- run identity
-def _identity(
-    explainer: Explainer,
-    method: str,
-    options: dict,
-    target: Any,
-    text_column: str,
-    target_column: str | None,
-    n_rows: int,
-    digest: str,
-    shard_size: int,
-) -> dict:
-    return {
-        "model": {"digest": model_digest(explainer)},  # the name is kept in the manifest, not compared
-        "method": method,
-        "options": jsonable(options),
-        "target": jsonable(target),
-        "text_column": text_column,
-        "target_column": target_column,
-        "data": {"rows": n_rows, "digest": digest},
-        "shard_size": shard_size,
-    }
-
-
-def _fingerprint(identity: dict) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-
-
-_WHAT = {
-    "model": "model",
-    "method": "method",
-    "options": "method options",
-    "target": "target",
-    "text_column": "text column",
-    "target_column": "target column",
-    "data": "data rows",
-    "shard_size": "shard size",
-}
-
-
-def _model_reference(name: Any) -> Any:
-    """A local model directory is recorded as an absolute path, so the run can be reopened anywhere."""
-    if isinstance(name, str) and name and os.path.isdir(os.path.expanduser(name)):
-        return os.path.abspath(os.path.expanduser(name))
-    return name
-
-
 def _dry_run(explainer: Any, ds: Any, text_column: str, method: str, target: Any, options: dict) -> None:
     """Explain one row before anything is written, so that a bad method option or target is an
     error of the run (raised here) rather than a failure of every row."""
@@ -320,43 +140,6 @@ def _check_labels(explainer: Any, ds: Any, target_column: str | None, n: int = 2
             f"target_column {target_column!r}: none of its first {len(labels)} labels is a class of "
             f"the model ({problems[0]})"
         )
-
-
-def _check_resume(out: Path, manifest: dict | None, identity: dict, fp: str, model_name: str) -> None:
-    if manifest is not None and manifest.get("fingerprint") != fp:
-        old = manifest.get("identity", {})
-        diffs = []
-        for key, what in _WHAT.items():
-            a, b = old.get(key), identity[key]
-            if a == b:
-                continue
-            if key == "model":
-                a = f"{manifest.get('model')} (weights/config digest {(a or {}).get('digest', '?')[:12]})"
-                b = f"{model_name} (weights/config digest {b['digest'][:12]})"
-            elif key == "data":
-                a = f"{(a or {}).get('rows')} rows with digest {(a or {}).get('digest', '?')[:12]}"
-                b = f"{b['rows']} rows with digest {b['digest'][:12]}"
-            else:
-                a, b = json.dumps(a, sort_keys=True), json.dumps(b, sort_keys=True)
-            diffs.append(f"{what}: {a} there, {b} now")
-        raise ValueError(
-            f"output_dir {str(out)!r} holds a run with different settings ({'; '.join(diffs)}); "
-            "rerun with the same settings to resume, or choose a new output directory"
-        )
-    if manifest is None and out.is_dir():
-        stray = [p.name for p in out.iterdir() if not (p.name.startswith((".tmp-", "shard-")) or p.name in _OWN_FILES)]
-        if stray:
-            raise ValueError(
-                f"output_dir {str(out)!r} is not empty and holds no hfattr manifest "
-                f"(found {sorted(stray)[:5]}); choose a new or empty directory"
-            )
-    for path in list_shards(out).values():
-        info = shard_info(path)
-        if info is not None and info.get("fingerprint") != fp:
-            raise ValueError(
-                f"output_dir {str(out)!r} holds {path.name} from a different run "
-                f"(fingerprint {info.get('fingerprint')}, now {fp}); choose a new output directory"
-            )
 
 
 # --------------------------------------------------------------------------- the run
@@ -620,7 +403,7 @@ def attribute_dataset(
     state = process_state()
     with state.main_process_first():
         ds = load_data(data, split=split)
-    _check_columns(ds, text_column, target_column)
+    check_columns(ds, text_column, target_column)
     if max_rows is not None and max_rows < len(ds):
         ds = ds.select(range(max_rows))
     ds = ds.select_columns([text_column] + ([target_column] if target_column else []))
@@ -629,7 +412,7 @@ def attribute_dataset(
     manifest = read_manifest(out)
     if shard_size is None:
         shard_size = (manifest or {}).get("identity", {}).get("shard_size") or DEFAULT_SHARD_SIZE
-    identity = _identity(
+    identity = run_identity(
         explainer,
         method,
         method_options,
@@ -637,11 +420,11 @@ def attribute_dataset(
         text_column,
         target_column,
         n,
-        _data_digest(ds, text_column, target_column),
+        data_digest(ds, text_column, target_column),
         shard_size,
     )
-    fp = _fingerprint(identity)
-    _check_resume(out, manifest, identity, fp, explainer.model_name)
+    fp = fingerprint(identity)
+    check_resume(out, manifest, identity, fp, explainer.model_name)
     _check_labels(explainer, ds, target_column)
     _dry_run(explainer, ds, text_column, method, target, method_options)
     n_shards = math.ceil(n / shard_size)
@@ -654,11 +437,11 @@ def attribute_dataset(
         "hfattr_version": __version__,
         "fingerprint": fp,
         "identity": identity,
-        "model": _model_reference(explainer.model_name),
+        "model": model_reference(explainer.model_name),
         "method": method,
         "options": jsonable(method_options),
         "target": jsonable(target),
-        "source": {"data": data_source or _describe(data), "split": split, "max_rows": max_rows},
+        "source": {"data": data_source or describe_data(data), "split": split, "max_rows": max_rows},
         "rows_total": n,
         "n_shards": n_shards,
         "batch_size": batch_size,
@@ -666,7 +449,7 @@ def attribute_dataset(
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
-        write_manifest(out, _manifest(base, done_before, status="running", num_processes=state.num_processes))
+        write_manifest(out, build_manifest(base, done_before, status="running", num_processes=state.num_processes))
     state.wait_for_everyone()
 
     run = _Run(
@@ -706,44 +489,10 @@ def attribute_dataset(
     if state.is_main_process:
         status = "complete" if summary.complete else "incomplete"
         write_manifest(
-            out, _manifest(base, done, status=status, num_processes=state.num_processes, last_run=summary.to_dict())
+            out,
+            build_manifest(base, done, status=status, num_processes=state.num_processes, last_run=summary.to_dict()),
         )
     state.wait_for_everyone()
     if summary.rows_done and summary.failures >= summary.rows_done:
         raise AllRowsFailedError(summary)
     return summary
-
-
-def _manifest(
-    base: dict, done: dict[int, dict], *, status: str, num_processes: int, last_run: dict | None = None
-) -> dict:
-    shards = [
-        {
-            "file": shard_name(k),
-            **{
-                key: info[key]
-                for key in ("start", "stop", "rows", "failures", "tokens", "process", "sha256")
-                if key in info
-            },
-        }
-        for k, info in sorted(done.items())
-    ]
-    return {
-        **base,
-        "status": status,
-        "num_processes": num_processes,
-        "shards": shards,
-        "rows_done": sum(s["rows"] for s in shards),
-        "failures": sum(s["failures"] for s in shards),
-        "tokens": sum(s["tokens"] for s in shards),
-        "last_run": last_run,
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _describe(data: Any) -> str:
-    if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        return os.path.abspath(path) if os.path.exists(path) else path
-    fp = getattr(data, "_fingerprint", None)
-    return f"{type(data).__name__}" + (f" (fingerprint {fp})" if fp else "")

@@ -13,9 +13,9 @@ from .terminal import text_table
 
 def plot(result, **options):
     """See :func:`hfattr.views.plots.plot` (matplotlib is imported on call)."""
-    from .plots import plot as _plot
+    from . import plots
 
-    return _plot(result, **options)
+    return plots.plot(result, **options)
 
 
 def show(result, *, color=None, width=None, file=None) -> None:
