@@ -252,7 +252,7 @@ def _resolve_causal(model: nn.Module, tokenizer: Any, enc: Encoded, targets: lis
                 ids, text, gkind = _token_ids(tokenizer, t, "continuation"), t, "continuation"
             else:
                 ids, text, gkind = list(t.ids), t.text, t.kind
-            pos = [last + k for k in range(len(ids))]
+            pos: list[int | None] = [last + k for k in range(len(ids))]
             meta = {"kind": gkind, "generated_text": text, "prompt_length": len(enc.positions(i))}
             out.append(
                 TargetRows(
