@@ -9,8 +9,9 @@ import transformers
 
 from hfattr import testing
 from hfattr.evaluate import metrics
-from hfattr.hf import heads, loading
+from hfattr.hf import heads, loading, targets
 from hfattr.hf.targets import head_kind
+from hfattr.hf.text import encode
 from hfattr.testing import ZOO, tiny_model
 
 
@@ -48,3 +49,24 @@ def test_task_from_config_without_architectures():
     assert heads.task_from_config(ns(id2label={0: "a"}, is_decoder=True)) == "causal-lm"
     assert heads.task_from_config(ns()) == "causal-lm"
     assert heads.head_of_class_name("MyModel") is None
+
+
+def test_every_head_kind_has_a_target_resolver():
+    assert set(targets.TARGET_RESOLVERS) == set(heads.HEAD_KINDS)
+
+
+def test_resolve_targets_checks_then_dispatches_on_the_head_kind(monkeypatch):
+    model, tok = testing.tiny("bert", "sequence-classification")
+    enc, _ = encode(tok, ["a b", "c d"])
+    seen = []
+
+    def fake(model_, tok_, enc_, targets_):
+        seen.append(targets_)
+        return ["rows"]
+
+    monkeypatch.setitem(targets.TARGET_RESOLVERS, "class", fake)
+    assert targets.resolve_targets(model, tok, enc, 1) == ["rows"]
+    assert seen == [[1, 1]]  # a single target is repeated per text before dispatch
+    with pytest.raises(ValueError, match="target list has 3 entries but 2 texts were given"):
+        targets.resolve_targets(model, tok, enc, [0, 1, 0])
+    assert len(seen) == 1  # the shared length check runs before the resolver

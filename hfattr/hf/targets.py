@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -22,6 +23,8 @@ from .text import Encoded
 __all__ = [
     "TargetRows",
     "resolve_targets",
+    "TARGET_RESOLVERS",
+    "TargetResolver",
     "TargetForward",
     "head_kind",
     "SCORES",
@@ -177,6 +180,153 @@ def _predict(model: nn.Module, enc: Encoded, kind: str, decoder_start: Tensor | 
     return model(**kwargs).logits
 
 
+def _resolve_class(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
+    logits = _predict(model, enc, "class") if any(t is None for t in targets) else None
+    out: list[TargetRows] = []
+    for i, t in enumerate(targets):
+        if t is None:
+            assert logits is not None  # predicted above when any target is None
+            idx = int(logits[i].argmax())
+        else:
+            idx = _label_id(model, t)
+        out.append(TargetRows([None], [idx], [_label_name(model, idx)], "class"))
+    return out
+
+
+def _resolve_token(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
+    out: list[TargetRows] = []
+    for i, t in enumerate(targets):
+        if not (isinstance(t, tuple) and len(t) == 2):
+            raise ValueError("token classification needs target=(token_index, label)")
+        pos, lab = t
+        real = enc.positions(i)
+        if not isinstance(pos, int) or not -len(real) <= pos < len(real):
+            raise ValueError(f"token index {pos!r} is out of range for a text of {len(real)} tokens")
+        idx = _label_id(model, lab)
+        out.append(TargetRows([real[pos]], [idx], [_label_name(model, idx)], "token"))
+    return out
+
+
+def _resolve_masked(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
+    mask_id = tokenizer.mask_token_id
+    vocab = vocab_size(model)
+    given: list[list[int] | None] = []
+    for t in targets:  # checked before any forward pass
+        if t is None or isinstance(t, str):
+            given.append(None if t is None else _token_ids(tokenizer, t, "target"))
+        elif isinstance(t, numbers.Integral) and not isinstance(t, bool):
+            if not 0 <= int(t) < vocab:
+                raise ValueError(
+                    f"masked-LM target token id {t} is outside the vocabulary of the model (0..{vocab - 1})"
+                )
+            given.append([int(t)])
+        else:
+            raise TypeError(f"masked-LM target must be None, a token id or a token text, got {t!r}")
+    logits = _predict(model, enc, "masked")
+    out: list[TargetRows] = []
+    for i, t in enumerate(targets):
+        where = (enc.input_ids[i] == mask_id).nonzero().flatten().tolist() if mask_id is not None else []
+        if not where:
+            raise ValueError(f"masked-LM target needs a {tokenizer.mask_token!r} token in the text")
+        if t is None:
+            ids = [int(logits[i, p].argmax()) for p in where]
+        else:
+            ids = cast("list[int]", given[i])  # every target that is not None has its ids in given
+            if len(ids) != len(where):
+                raise ValueError(f"target gives {len(ids)} token(s) for {len(where)} mask token(s)")
+        out.append(TargetRows(where, ids, tokenizer.convert_ids_to_tokens(ids), "masked"))
+    return out
+
+
+def _resolve_causal(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
+    logits = _predict(model, enc, "causal") if any(t is None for t in targets) else None
+    out: list[TargetRows] = []
+    for i, t in enumerate(targets):
+        last = _last_real(enc, i)
+        if t is None:
+            assert logits is not None  # predicted above when any target is None
+            idx = int(logits[i, last].argmax())
+            out.append(TargetRows([last], [idx], tokenizer.convert_ids_to_tokens([idx]), "next_token"))
+        elif isinstance(t, (str, Generated)):
+            if isinstance(t, str):
+                ids, text, gkind = _token_ids(tokenizer, t, "continuation"), t, "continuation"
+            else:
+                ids, text, gkind = list(t.ids), t.text, t.kind
+            pos: list[int | None] = [last + k for k in range(len(ids))]
+            meta = {"kind": gkind, "generated_text": text, "prompt_length": len(enc.positions(i))}
+            out.append(
+                TargetRows(
+                    pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids, generation=meta
+                )
+            )
+        elif isinstance(t, int) and not isinstance(t, bool):
+            if not 0 <= t < vocab_size(model):
+                raise ValueError(
+                    f"target token id {t} is outside the vocabulary of the model (0..{vocab_size(model) - 1})"
+                )
+            out.append(TargetRows([last], [t], tokenizer.convert_ids_to_tokens([t]), "next_token"))
+        else:
+            raise TypeError(f"causal-LM target must be None, a token id or a continuation text, got {t!r}")
+    return out
+
+
+def _resolve_seq2seq(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
+    device = enc.input_ids.device
+    start = model_config(model).decoder_start_token_id
+    if start is None:
+        start = model_config(model).pad_token_id
+    out: list[TargetRows] = []
+    for i, t in enumerate(targets):
+        if t is None:
+            dec = torch.tensor([[start]], device=device)
+            sub = Encoded(
+                enc.input_ids[i : i + 1],
+                enc.attention_mask[i : i + 1],
+                enc.special_mask[i : i + 1],
+                enc.texts[i : i + 1],
+                extra={k: v[i : i + 1] for k, v in enc.extra.items()},
+            )
+            idx = int(_predict(model, sub, "seq2seq", dec)[0, -1].argmax())
+            ids = [idx]
+        elif isinstance(t, str):
+            ids = _token_ids(tokenizer, t, "target")
+            eos = getattr(tokenizer, "eos_token_id", None)
+            if eos is not None and (not ids or ids[-1] != eos):
+                ids = ids + [eos]
+        elif isinstance(t, Generated):
+            ids = list(t.ids)
+        else:
+            raise TypeError(f"seq2seq target must be None or a target text, got {t!r}")
+        dec = torch.tensor([start] + ids[:-1], device=device)
+        meta = None
+        if isinstance(t, Generated):
+            meta = {"kind": t.kind, "generated_text": t.text, "prompt_length": len(enc.positions(i))}
+        out.append(
+            TargetRows(
+                list(range(len(ids))),
+                ids,
+                tokenizer.convert_ids_to_tokens(ids),
+                "seq2seq",
+                decoder_ids=dec,
+                generation=meta,
+            )
+        )
+    return out
+
+
+TargetResolver = Callable[[nn.Module, Any, Encoded, list[Any]], list[TargetRows]]
+"""``(model, tokenizer, enc, targets) -> rows``: one text's target per entry of ``targets``."""
+
+TARGET_RESOLVERS: dict[str, TargetResolver] = {
+    "class": _resolve_class,
+    "token": _resolve_token,
+    "masked": _resolve_masked,
+    "causal": _resolve_causal,
+    "seq2seq": _resolve_seq2seq,
+}
+"""Head kind (see :data:`hfattr.hf.heads.HEAD_KINDS`) -> its target resolver."""
+
+
 def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any) -> list[TargetRows]:
     """Turn the user's ``target`` (None, id, label name, text, ...) into rows for each text."""
     kind = head_kind(model)
@@ -184,122 +334,7 @@ def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any)
     targets = target if isinstance(target, list) else [target] * B
     if len(targets) != B:
         raise ValueError(f"target list has {len(targets)} entries but {B} texts were given")
-    device = enc.input_ids.device
-    out: list[TargetRows] = []
-    if kind == "class":
-        logits = _predict(model, enc, kind) if any(t is None for t in targets) else None
-        for i, t in enumerate(targets):
-            if t is None:
-                assert logits is not None  # predicted above when any target is None
-                idx = int(logits[i].argmax())
-            else:
-                idx = _label_id(model, t)
-            out.append(TargetRows([None], [idx], [_label_name(model, idx)], "class"))
-    elif kind == "token":
-        for i, t in enumerate(targets):
-            if not (isinstance(t, tuple) and len(t) == 2):
-                raise ValueError("token classification needs target=(token_index, label)")
-            pos, lab = t
-            real = enc.positions(i)
-            if not isinstance(pos, int) or not -len(real) <= pos < len(real):
-                raise ValueError(f"token index {pos!r} is out of range for a text of {len(real)} tokens")
-            idx = _label_id(model, lab)
-            out.append(TargetRows([real[pos]], [idx], [_label_name(model, idx)], "token"))
-    elif kind == "masked":
-        mask_id = tokenizer.mask_token_id
-        vocab = vocab_size(model)
-        given: list[list[int] | None] = []
-        for t in targets:  # checked before any forward pass
-            if t is None or isinstance(t, str):
-                given.append(None if t is None else _token_ids(tokenizer, t, "target"))
-            elif isinstance(t, numbers.Integral) and not isinstance(t, bool):
-                if not 0 <= int(t) < vocab:
-                    raise ValueError(
-                        f"masked-LM target token id {t} is outside the vocabulary of the model (0..{vocab - 1})"
-                    )
-                given.append([int(t)])
-            else:
-                raise TypeError(f"masked-LM target must be None, a token id or a token text, got {t!r}")
-        logits = _predict(model, enc, kind)
-        for i, t in enumerate(targets):
-            where = (enc.input_ids[i] == mask_id).nonzero().flatten().tolist() if mask_id is not None else []
-            if not where:
-                raise ValueError(f"masked-LM target needs a {tokenizer.mask_token!r} token in the text")
-            if t is None:
-                ids = [int(logits[i, p].argmax()) for p in where]
-            else:
-                ids = cast("list[int]", given[i])  # every target that is not None has its ids in given
-                if len(ids) != len(where):
-                    raise ValueError(f"target gives {len(ids)} token(s) for {len(where)} mask token(s)")
-            out.append(TargetRows(where, ids, tokenizer.convert_ids_to_tokens(ids), "masked"))
-    elif kind == "causal":
-        logits = _predict(model, enc, kind) if any(t is None for t in targets) else None
-        for i, t in enumerate(targets):
-            last = _last_real(enc, i)
-            if t is None:
-                assert logits is not None  # predicted above when any target is None
-                idx = int(logits[i, last].argmax())
-                out.append(TargetRows([last], [idx], tokenizer.convert_ids_to_tokens([idx]), "next_token"))
-            elif isinstance(t, (str, Generated)):
-                if isinstance(t, str):
-                    ids, text, gkind = _token_ids(tokenizer, t, "continuation"), t, "continuation"
-                else:
-                    ids, text, gkind = list(t.ids), t.text, t.kind
-                pos = [last + k for k in range(len(ids))]
-                meta = {"kind": gkind, "generated_text": text, "prompt_length": len(enc.positions(i))}
-                out.append(
-                    TargetRows(
-                        pos, ids, tokenizer.convert_ids_to_tokens(ids), "continuation", extra_ids=ids, generation=meta
-                    )
-                )
-            elif isinstance(t, int) and not isinstance(t, bool):
-                if not 0 <= t < vocab_size(model):
-                    raise ValueError(
-                        f"target token id {t} is outside the vocabulary of the model (0..{vocab_size(model) - 1})"
-                    )
-                out.append(TargetRows([last], [t], tokenizer.convert_ids_to_tokens([t]), "next_token"))
-            else:
-                raise TypeError(f"causal-LM target must be None, a token id or a continuation text, got {t!r}")
-    else:  # seq2seq
-        start = model_config(model).decoder_start_token_id
-        if start is None:
-            start = model_config(model).pad_token_id
-        for i, t in enumerate(targets):
-            if t is None:
-                dec = torch.tensor([[start]], device=device)
-                sub = Encoded(
-                    enc.input_ids[i : i + 1],
-                    enc.attention_mask[i : i + 1],
-                    enc.special_mask[i : i + 1],
-                    enc.texts[i : i + 1],
-                    extra={k: v[i : i + 1] for k, v in enc.extra.items()},
-                )
-                idx = int(_predict(model, sub, kind, dec)[0, -1].argmax())
-                ids = [idx]
-            elif isinstance(t, str):
-                ids = _token_ids(tokenizer, t, "target")
-                eos = getattr(tokenizer, "eos_token_id", None)
-                if eos is not None and (not ids or ids[-1] != eos):
-                    ids = ids + [eos]
-            elif isinstance(t, Generated):
-                ids = list(t.ids)
-            else:
-                raise TypeError(f"seq2seq target must be None or a target text, got {t!r}")
-            dec = torch.tensor([start] + ids[:-1], device=device)
-            meta = None
-            if isinstance(t, Generated):
-                meta = {"kind": t.kind, "generated_text": t.text, "prompt_length": len(enc.positions(i))}
-            out.append(
-                TargetRows(
-                    list(range(len(ids))),
-                    ids,
-                    tokenizer.convert_ids_to_tokens(ids),
-                    "seq2seq",
-                    decoder_ids=dec,
-                    generation=meta,
-                )
-            )
-    return out
+    return TARGET_RESOLVERS[kind](model, tokenizer, enc, targets)
 
 
 def contrast_ids(tokenizer: Any, contrast: Any, n: int) -> list[int]:
