@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from typing import Any, Callable, Iterable, Mapping, cast
+from typing import Any, Iterable, Mapping, cast
 
 import torch.nn as nn
 
 from .access import pretrained
 from .arch_specs import ArchSpec, BlockSpec, StackSpec, as_spec
+from .generic_arch import base_model, find_module, generic_spec
 
 __all__ = [
     "BlockSpec",
@@ -366,20 +367,6 @@ def _examples(arch: Architecture, n: int = 8) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _base_model(model: nn.Module) -> nn.Module:
-    base = getattr(model, "base_model", None)
-    return base if isinstance(base, nn.Module) else model
-
-
-def _get(root: nn.Module, alt: nn.Module, path: str) -> nn.Module | None:
-    for r in (root, alt):
-        try:
-            return r.get_submodule(path)
-        except AttributeError:
-            continue
-    return None
-
-
 def _stack_prefix(name: str) -> str:
     return f"{name}.blocks" if name else "blocks"
 
@@ -390,7 +377,7 @@ def _add_block(roles: dict, prefix: str, block: nn.Module, bspec: BlockSpec, *, 
         path = getattr(bspec, kind)
         if path is None:
             continue
-        sub = _get(block, block, path)
+        sub = find_module(block, block, path)
         if sub is None:
             if strict:
                 raise ValueError(
@@ -400,7 +387,7 @@ def _add_block(roles: dict, prefix: str, block: nn.Module, bspec: BlockSpec, *, 
             continue
         roles[f"{prefix}.{kind}"] = sub
     for k, path in enumerate(bspec.norms, 1):
-        sub = _get(block, block, path)
+        sub = find_module(block, block, path)
         if sub is not None:
             roles[f"{prefix}.norm{k}"] = sub
         elif strict:
@@ -408,11 +395,11 @@ def _add_block(roles: dict, prefix: str, block: nn.Module, bspec: BlockSpec, *, 
 
 
 def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bool = False) -> Architecture:
-    base = _base_model(model)
+    base = base_model(model)
     config = getattr(model, "config", None)
     what = f"architecture {model_type!r}"
     roles: dict[str, nn.Module] = {}
-    emb = _get(base, model, spec.embed) if spec.embed else None
+    emb = find_module(base, model, spec.embed) if spec.embed else None
     if emb is None:
         emb = _input_embeddings(model)
     if emb is not None:
@@ -423,13 +410,13 @@ def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bo
         if callable(st.blocks):
             blocks = list(st.blocks(base, config))
         else:
-            found = _get(base, model, st.blocks)
+            found = find_module(base, model, st.blocks)
             if found is None:
                 continue  # e.g. an encoder-only class of an encoder-decoder family
             blocks = list(cast("Iterable[nn.Module]", found))  # a block path names a ModuleList
         prefix = _stack_prefix(sname)
         if st.embed and sname:
-            sub = _get(base, model, st.embed)
+            sub = find_module(base, model, st.embed)
             if sub is not None and sub is not roles.get("embed"):
                 roles[f"{sname}.embed"] = sub
         stacks[prefix] = blocks
@@ -437,7 +424,7 @@ def _from_spec(model: nn.Module, spec: ArchSpec, model_type: str, *, generic: bo
         for i, block in enumerate(blocks):
             _add_block(roles, f"{prefix}.{i}", block, st.block, strict=not generic, what=what)
         if st.final_norm:
-            sub = _get(base, model, st.final_norm)
+            sub = find_module(base, model, st.final_norm)
             if sub is not None:
                 roles[f"{sname}.final_norm" if sname else "final_norm"] = sub
     if not stacks:
@@ -470,152 +457,6 @@ def _input_embeddings(model: nn.Module) -> nn.Module | None:
     return next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
 
 
-# ---- generic fallback --------------------------------------------------------
-
-_LAYER_KEYS = (
-    "num_hidden_layers",
-    "n_layer",
-    "num_layers",
-    "n_layers",
-    "encoder_layers",
-    "decoder_layers",
-    "num_encoder_layers",
-    "num_decoder_layers",
-)
-
-
-def _is_norm(m: nn.Module) -> bool:
-    name = type(m).__name__.lower()
-    return isinstance(m, (nn.LayerNorm, nn.GroupNorm)) or "norm" in name
-
-
-def _is_plain(m: nn.Module) -> bool:
-    """Dropout, activation, norm or other parameter-free helper."""
-    return _is_norm(m) or isinstance(m, nn.Dropout) or not any(True for _ in m.parameters())
-
-
-def _find_child(block: nn.Module, pred: Callable[[str, nn.Module], bool], depth: int = 3) -> str | None:
-    """Shallowest descendant path (up to ``depth`` levels) whose name/module satisfies ``pred``."""
-    level = [("", block)]
-    for _ in range(depth):
-        nxt = []
-        for path, mod in level:
-            for name, child in mod.named_children():
-                full = f"{path}.{name}" if path else name
-                if pred(name.lower(), child):
-                    return full
-                nxt.append((full, child))
-        level = nxt
-    return None
-
-
-def _residual_update(block: nn.Module, path: str) -> str:
-    """For BERT-like sub-layers (``X.output.dense`` / ``output.dense``), the projection before the residual add."""
-    for cand in (f"{path}.output.dense", f"{path}.dense"):
-        if isinstance(_get(block, block, cand), nn.Linear):
-            return cand
-    return path
-
-
-def _generic_block_spec(block: nn.Module) -> BlockSpec:
-    def is_attn(name, m):
-        return ("attn" in name or "attention" in name) and not _is_plain(m) and not _is_cross(name)
-
-    def _is_cross(name):
-        return "cross" in name or "encoder_attn" in name or "encdec" in name
-
-    attn = _find_child(block, is_attn)
-    cross = _find_child(block, lambda n, m: _is_cross(n) and not _is_plain(m))
-    children = dict(block.named_children())
-    mlp = None
-    if "intermediate" in children and "output" in children:
-        mlp = _residual_update(block, "output")
-        if attn is not None:
-            attn = _residual_update(block, attn)
-    elif "fc1" in children and "fc2" in children:
-        mlp = "fc2"
-    else:
-        outs = [n for n in children if n.endswith("_output") and n[: -len("_output")] in children]
-        if outs and not _is_plain(children[outs[0]]):
-            mlp = outs[0]
-        else:
-            mlp = _find_child(
-                block,
-                lambda n, m: (
-                    (n in ("mlp", "ffn", "ff", "feed_forward", "feedforward") or "mlp" in n or "densereludense" in n)
-                    and not _is_plain(m)
-                ),
-            )
-    taken = [p for p in (attn, cross, mlp) if p]
-    skip = tuple(p + "." for p in taken)
-    norms = tuple(
-        n
-        for n, m in block.named_modules()
-        if n
-        and _is_norm(m)
-        and n not in taken
-        and not n.startswith(skip)
-        and not any(_is_norm(p) for p in _parents(block, n))
-    )
-    return BlockSpec(attn, mlp, norms, cross)
-
-
-def _parents(root: nn.Module, path: str) -> list[nn.Module]:
-    parts = path.split(".")
-    return [root.get_submodule(".".join(parts[:k])) for k in range(1, len(parts))]
-
-
-def _generic_spec(model: nn.Module) -> ArchSpec:
-    base = _base_model(model)
-    config = getattr(model, "config", None)
-    counts = {v for k in _LAYER_KEYS if isinstance(v := getattr(config, k, None), int) and v > 0}
-    lists = [
-        (n, m)
-        for n, m in base.named_modules()
-        if isinstance(m, nn.ModuleList)
-        and len(m) > 0
-        and len({type(c) for c in m}) == 1
-        and (not counts or len(m) in counts)
-    ]
-    top = [(n, m) for n, m in lists if not any(n.startswith(o + ".") for o, _ in lists if o != n)]
-    if not top:
-        raise ValueError(
-            f"no block list found in {type(model).__name__} (layer counts {sorted(counts)}); "
-            "describe it with register_architecture(model_type, spec)"
-        )
-    enc = [(n, m) for n, m in top if "encoder" in n.split(".")[0]]
-    dec = [(n, m) for n, m in top if "decoder" in n.split(".")[0]]
-    if enc and dec and getattr(config, "is_encoder_decoder", False):
-        chosen = {"encoder": enc[0], "decoder": dec[0]}
-    else:
-        if not counts:
-            top = [max(top, key=lambda nm: len(nm[1]))]
-        chosen = {"": top[0]}
-    stacks = {}
-    for sname, (path, blocks) in chosen.items():
-        parent = base.get_submodule(path.rsplit(".", 1)[0]) if "." in path else base
-        ppath = path.rsplit(".", 1)[0] + "." if "." in path else ""
-        final = _final_norm(parent, path.rsplit(".", 1)[-1])
-        embed = None
-        if sname == "decoder":
-            emb = getattr(parent, "embed_tokens", None)
-            embed = ppath + "embed_tokens" if isinstance(emb, nn.Module) else None
-        stacks[sname] = StackSpec(path, _generic_block_spec(blocks[0]), ppath + final if final else None, embed)
-    return ArchSpec(stacks)
-
-
-def _final_norm(parent: nn.Module, list_name: str) -> str | None:
-    names = list(dict(parent.named_children()))
-    after = names[names.index(list_name) + 1 :] if list_name in names else []
-    for name, child in parent.named_children():
-        low = name.lower()
-        if not _is_norm(child) or "emb" in low:
-            continue
-        if "final" in low or low in ("ln_f", "norm", "norm_f") or name in after:
-            return name
-    return None
-
-
 def get_architecture(model: nn.Module | Architecture, *, spec: ArchSpec | Mapping | None = None) -> Architecture:
     """Role map for ``model``: an explicit ``spec``, the registry entry for its
     ``config.model_type`` (class name for plain modules), or the generic fallback."""
@@ -631,7 +472,7 @@ def get_architecture(model: nn.Module | Architecture, *, spec: ArchSpec | Mappin
         return _from_spec(model, _REGISTRY[model_type], model_type)
     if type(model).__name__ in _REGISTRY:
         return _from_spec(model, _REGISTRY[type(model).__name__], model_type)
-    return _from_spec(model, _generic_spec(model), model_type, generic=True)
+    return _from_spec(model, generic_spec(model), model_type, generic=True)
 
 
 # ---------------------------------------------------------------------------
