@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
 
+from browser_helpers import Dom, chromium_path
 from hfattr import Result
 from hfattr.viz import save_html
 
@@ -113,15 +112,9 @@ def _result_2d() -> Result:
 
 
 # --------------------------------------------------------------------------- chromium
-def _chromium_path() -> str | None:
-    if os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    return shutil.which("chromium")
-
-
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HOME": str(tmp), "DBUS_SESSION_BUS_ADDRESS": "disabled:"}
-    cmd = [_chromium_path(), *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args]
+    cmd = [chromium_path(), *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args]
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env)
     except subprocess.TimeoutExpired:
@@ -142,7 +135,7 @@ def _skip_if_unusable(tmp: Path) -> None:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """(report path, parsed probed DOM, screenshot path) for a two-result report."""
-    if _chromium_path() is None:
+    if chromium_path() is None:
         pytest.skip(
             f"chromium not installed: no {CHROMIUM} and no `chromium` on PATH "
             "(install Debian's `chromium` package to run this test)"
@@ -161,7 +154,7 @@ def rendered(tmp_path_factory):
             f"chromium rendered a trivial page but not the report (rc={proc.returncode}); "
             f"stdout tail: {proc.stdout[-800:]!r}; stderr tail: {proc.stderr[-800:]!r}"
         )
-    dom = _Dom()
+    dom = Dom()
     dom.feed(proc.stdout)
     dom.close()
 
@@ -169,33 +162,6 @@ def rendered(tmp_path_factory):
     proc = _chromium([f"--screenshot={shot}", report.as_uri()], tmp)
     assert proc.returncode == 0 and shot.is_file(), f"screenshot failed: {proc.stderr[-800:]}"
     return report, dom, shot
-
-
-class _Dom(HTMLParser):
-    """Flat list of (tag, attrs, text) for every element of the dumped DOM."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.elements: list[dict] = []
-        self._open: list[dict] = []
-
-    def handle_starttag(self, tag, attrs):
-        el = {"tag": tag, "attrs": dict(attrs), "text": ""}
-        self.elements.append(el)
-        if tag not in ("img", "br", "meta", "hr", "input", "link"):
-            self._open.append(el)
-
-    def handle_endtag(self, tag):
-        while self._open:
-            if self._open.pop()["tag"] == tag:
-                break
-
-    def handle_data(self, data):
-        for el in self._open:
-            el["text"] += data
-
-    def by_class(self, cls: str) -> list[dict]:
-        return [e for e in self.elements if cls in e["attrs"].get("class", "").split()]
 
 
 def _rgb(css: str) -> tuple[int, int, int]:
