@@ -25,29 +25,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from browser_helpers import Dom, chromium_path
+from browser_helpers import CHROMIUM, Dom, chromium_path
+from browser_helpers import FLAGS as BASE_FLAGS
 from hfattr import Result
 from hfattr.viz import save_html
 
-CHROMIUM = "/usr/bin/chromium"
 WINDOW = (1200, 900)
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--disable-default-apps",
-    "--mute-audio",
-    "--hide-scrollbars",
-    "--force-device-scale-factor=1",
-    "--force-color-profile=srgb",
-    f"--window-size={WINDOW[0]},{WINDOW[1]}",
-]
+FLAGS = [*BASE_FLAGS, f"--window-size={WINDOW[0]},{WINDOW[1]}"]
 WHITE = (255, 255, 255)
 
 # Each hostile token would set window.__pwned and an attribute on <html> if it ran.
