@@ -92,7 +92,7 @@ def sig(
     out = []
     for i in range(B if R == 1 else 1):
         sl = slice(i, i + 1) if R == 1 else slice(None)
-        scores = per_token[i] if R == 1 else per_token
+        attributions = per_token[i] if R == 1 else per_token
         pos = prep.enc.positions(i)
         extras = {
             "steps": info.steps[sl][..., pos].squeeze(0).tolist(),
@@ -100,6 +100,6 @@ def sig(
             "passes": info.passes,
             "baseline_id": prep.baseline_id,
         }
-        fields = result_fields(prep, i, scores, extras=extras, delta=float(err[sl].abs().max()))
+        fields = result_fields(prep, i, attributions, extras=extras, delta=float(err[sl].abs().max()))
         out.append(fields)
     return out

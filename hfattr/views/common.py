@@ -33,8 +33,8 @@ STEP_STATS = ("probability", "log_prob", "entropy", "rank")
 
 def matrix(result: "Result") -> list[list[float]]:
     """Scores as a list of rows of python floats (1-D scores give one row)."""
-    scores = result.scores.detach().cpu().double()
-    return [scores.tolist()] if scores.dim() == 1 else scores.tolist()
+    attributions = result.scores.detach().cpu().double()
+    return [attributions.tolist()] if attributions.dim() == 1 else attributions.tolist()
 
 
 def specials(result: "Result") -> list[bool]:
