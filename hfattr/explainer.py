@@ -197,15 +197,15 @@ class Explainer:
         from .hf.targets import contrast_ids
 
         enc = enc.to(input_device(self.model))
-        rows = resolve_targets(self.model, self.tokenizer, enc, targets)
-        for r, c in zip(rows, contrasts or [None] * len(rows)):
+        resolved = resolve_targets(self.model, self.tokenizer, enc, targets)
+        for r, c in zip(resolved, contrasts or [None] * len(resolved)):
             if c is not None:
                 r.contrast = contrast_ids(self.tokenizer, c, len(r.indices))
-        multi = any(len(r.indices) > 1 or r.kind in ("continuation", "seq2seq") or r.is_matrix for r in rows)
+        multi = any(len(r.indices) > 1 or r.kind in ("continuation", "seq2seq") or r.is_matrix for r in resolved)
         if spec.batched and not multi:
-            yield prepare(self.model, self.tokenizer, enc, rows, **prep_opts)
+            yield prepare(self.model, self.tokenizer, enc, resolved, **prep_opts)
             return
-        for i, r in enumerate(rows):
+        for i, r in enumerate(resolved):
             one, shift = _one_text(enc, i)
             if shift and r.kind != "seq2seq":  # seq2seq positions are decoder positions
                 r.positions = [p - shift if p is not None else None for p in r.positions]
@@ -226,7 +226,7 @@ class Explainer:
 
 
 def empty_entries(attributions: Any, target: Any) -> torch.Tensor | None:
-    """The entries of a generation's scores that are empty by construction (NaN by design):
+    """The entries of a generation's attributions that are empty by construction (NaN by design):
     row ``j`` at and after column ``prompt_length + j``; ``None`` for any other Result."""
     if not isinstance(target, dict) or target.get("kind") not in ("generation", "continuation"):
         return None

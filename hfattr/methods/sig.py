@@ -64,12 +64,12 @@ def sig(
         target: Any = 0
     else:  # one text, several target rows: one copy of the text per row
         embeds, base, active = embeds.expand(R, -1, -1), base.expand(R, -1, -1), active.expand(R, -1)
-        if prep.targets[0].kind == "continuation":  # causal: columns after a row's read position score 0
+        if prep.targets[0].kind == "continuation":  # causal: columns after a row's read position get 0
             read = torch.tensor(prep.targets[0].positions, device=active.device).unsqueeze(1)
             active = active & (torch.arange(L, device=active.device).unsqueeze(0) <= read)
         args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in args)
         target = list(range(R))
-    chunk = internal_batch_size  # None: the core's default budget of row-positions per call
+    chunk = internal_batch_size  # None: the core's default budget of tokens per call
     (attr,), info = sequential_integrated_gradients(
         prep.perturbation_forward(fast=fast),
         (embeds,),
