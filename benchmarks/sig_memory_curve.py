@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from hfattr.core.budget import RowBudget
+from hfattr.core.budget import TokenBudget
 from hfattr.core.sig import sequential_integrated_gradients
 
 
@@ -81,7 +81,7 @@ def main() -> None:
             base_rss = rss()
             reset_peak()
             w0, c0 = time.perf_counter(), time.process_time()
-            budget = RowBudget((x,))
+            budget = TokenBudget((x,))
             sequential_integrated_gradients(
                 forward, (x,), target=0, n_steps=a.steps, positions=pos, internal_batch_size=chunk
             )

@@ -90,13 +90,13 @@ def rows(result: Any, reduce: str = "sum") -> Any:
 
     if result.scores.dim() != 2:
         raise ValueError("aggregate_rows needs a Result with 2-D scores (rows × tokens)")
-    scores = nan_reduce(result.scores, reduce, dim=0)
+    attributions = nan_reduce(result.scores, reduce, dim=0)
     extras = copy.deepcopy(result.extras)
     extras["aggregate"] = {"rows": reduce, "row_labels": list(result.rows or [])}
     return Result(
         tokens=list(result.tokens),
         token_ids=list(result.token_ids),
-        scores=scores,
+        scores=attributions,
         text=result.text,
         offsets=copy.copy(result.offsets),
         special_mask=copy.copy(result.special_mask),

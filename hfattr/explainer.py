@@ -197,15 +197,15 @@ class Explainer:
         from .hf.targets import contrast_ids
 
         enc = enc.to(input_device(self.model))
-        rows = resolve_targets(self.model, self.tokenizer, enc, targets)
-        for r, c in zip(rows, contrasts or [None] * len(rows)):
+        resolved = resolve_targets(self.model, self.tokenizer, enc, targets)
+        for r, c in zip(resolved, contrasts or [None] * len(resolved)):
             if c is not None:
                 r.contrast = contrast_ids(self.tokenizer, c, len(r.indices))
-        multi = any(len(r.indices) > 1 or r.kind in ("continuation", "seq2seq") or r.is_matrix for r in rows)
+        multi = any(len(r.indices) > 1 or r.kind in ("continuation", "seq2seq") or r.is_matrix for r in resolved)
         if spec.batched and not multi:
-            yield prepare(self.model, self.tokenizer, enc, rows, **prep_opts)
+            yield prepare(self.model, self.tokenizer, enc, resolved, **prep_opts)
             return
-        for i, r in enumerate(rows):
+        for i, r in enumerate(resolved):
             one, shift = _one_text(enc, i)
             if shift and r.kind != "seq2seq":  # seq2seq positions are decoder positions
                 r.positions = [p - shift if p is not None else None for p in r.positions]
@@ -225,27 +225,27 @@ class Explainer:
         return f"Explainer(model={self.model_name!r}, methods={list_methods()})"
 
 
-def empty_entries(scores: Any, target: Any) -> torch.Tensor | None:
-    """The entries of a generation's scores that are empty by construction (NaN by design):
+def empty_entries(attributions: Any, target: Any) -> torch.Tensor | None:
+    """The entries of a generation's attributions that are empty by construction (NaN by design):
     row ``j`` at and after column ``prompt_length + j``; ``None`` for any other Result."""
     if not isinstance(target, dict) or target.get("kind") not in ("generation", "continuation"):
         return None
     p = target.get("prompt_length")
-    if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or not isinstance(p, int):
+    if not isinstance(attributions, torch.Tensor) or attributions.dim() != 2 or not isinstance(p, int):
         return None
-    rows = torch.arange(scores.shape[0]).unsqueeze(1)
-    cols = torch.arange(scores.shape[1]).unsqueeze(0)
+    rows = torch.arange(attributions.shape[0]).unsqueeze(1)
+    cols = torch.arange(attributions.shape[1]).unsqueeze(0)
     return cols >= p + rows
 
 
 def check_result_finite(fields: dict, *, method: str, index: int) -> None:
     """Raise if a method's scores (outside a generation's empty entries) or probability are NaN/Inf."""
     where = f"method {method!r}, result {index}" + (f" (text {fields['text'][:40]!r})" if fields.get("text") else "")
-    scores = fields.get("scores")
+    attributions = fields.get("scores")
     check_finite(
-        scores,
+        attributions,
         f"the attribution scores of {where}",
-        ignore=empty_entries(scores, fields.get("target")),
+        ignore=empty_entries(attributions, fields.get("target")),
         hint="the model's output or gradient is NaN/Inf (check its weights and the baseline)",
     )
     prob = fields.get("probability")
@@ -258,8 +258,8 @@ def check_result_finite(fields: dict, *, method: str, index: int) -> None:
 
 
 def _warn_only_specials(fields: dict, method: str, index: int) -> None:
-    special, scores = fields.get("special_mask"), fields.get("scores")
-    if special and all(special) and isinstance(scores, torch.Tensor) and bool((scores == 0).all()):
+    special, attributions = fields.get("special_mask"), fields.get("scores")
+    if special and all(special) and isinstance(attributions, torch.Tensor) and bool((attributions == 0).all()):
         warnings.warn(
             f"text {index} ({fields.get('text')!r}) is made only of special tokens, which {method!r} keeps "
             "fixed: every score is 0 by construction (pass keep_special=False to attribute to them)",

@@ -249,13 +249,13 @@ class Result:
             texts.append(word)
             offsets.append(span)
         pooled = [self._reduce(self.scores[..., idx], reduce) for idx in groups]
-        scores = torch.stack(pooled, dim=-1)
+        attributions = torch.stack(pooled, dim=-1)
         extras = copy.deepcopy(self.extras)
         extras["aggregate"] = {"level": level, "reduce": reduce, "token_groups": groups}
         return Result(
             tokens=texts,
             token_ids=[self.token_ids[idx[0]] for idx in groups],
-            scores=scores,
+            scores=attributions,
             # with token offsets every span is known (None only without them)
             text=self.text,
             offsets=cast("list[tuple[int, int]]", offsets) if self.offsets is not None else None,
@@ -321,24 +321,24 @@ class Result:
         return [(self.tokens[i], float(vec[i]), i) for i in order[:k]]
 
     def _row(self, row: int | str | None) -> torch.Tensor:
-        scores = self.scores.detach().cpu()
-        if scores.dim() == 1:
+        attributions = self.scores.detach().cpu()
+        if attributions.dim() == 1:
             if row not in (None, 0):
                 raise ValueError(f"row={row!r} given but scores are 1-D")
-            return scores
+            return attributions
         if row is None:
-            if scores.shape[0] != 1:
+            if attributions.shape[0] != 1:
                 raise ValueError(
-                    f"scores have {scores.shape[0]} rows; pass row= (an index, or one of the labels {self.rows})"
+                    f"scores have {attributions.shape[0]} rows; pass row= (an index, or one of the labels {self.rows})"
                 )
-            return scores[0]
+            return attributions[0]
         if isinstance(row, str):
             if self.rows is None or row not in self.rows:
                 raise ValueError(f"row {row!r} not found; rows are {self.rows}")
-            return scores[self.rows.index(row)]
-        if not -scores.shape[0] <= row < scores.shape[0]:
-            raise ValueError(f"row index {row} out of range for {scores.shape[0]} rows")
-        return scores[row]
+            return attributions[self.rows.index(row)]
+        if not -attributions.shape[0] <= row < attributions.shape[0]:
+            raise ValueError(f"row index {row} out of range for {attributions.shape[0]} rows")
+        return attributions[row]
 
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict:

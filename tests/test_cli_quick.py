@@ -145,10 +145,10 @@ def test_report_command(runs, tmp_path, capsys):
 
 
 def test_grid_runs_write_no_empty_corpus_files(runs, capsys):
-    from hfattr.dataset.corpus import token_score_rows, write_corpus_summary
+    from hfattr.dataset.corpus import token_attribution_records, write_corpus_summary
 
     run = runs["layer_ablation"]
-    assert token_score_rows(run) == 0
+    assert token_attribution_records(run) == 0
     assert write_corpus_summary(run) == (None, None)
     assert not (run / "corpus_summary.csv").exists() and not (run / "corpus_summary.png").exists()
     assert main(["corpus-summary", str(run)]) == 0
@@ -156,7 +156,7 @@ def test_grid_runs_write_no_empty_corpus_files(runs, capsys):
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "No ranking" in page and page.count('class="hfattr-grid"') == 3
-    assert token_score_rows(runs["ablation"]) == 3
+    assert token_attribution_records(runs["ablation"]) == 3
 
 
 def test_elapsed_line_only_on_a_terminal_and_only_after_the_delay():

@@ -16,7 +16,7 @@ import hfattr
 from hfattr.cli import main
 from hfattr.dataset import attribute_dataset, load_results
 from hfattr.dataset.run import AllRowsFailedError
-from hfattr.dataset.storage import csv_cell, list_shards, read_manifest, row_to_result, write_shard
+from hfattr.dataset.storage import csv_cell, list_shards, read_manifest, record_to_result, write_shard
 from hfattr.hf.default_model import DEFAULT_MODEL_NAME, load_default_model
 from hfattr.testing import save_tiny, tiny
 
@@ -212,7 +212,7 @@ def test_stored_dtype_allow_list(explainer, tmp_path):
         meta = json.loads(row["result_meta"])
         meta["scores_dtype"] = bad
         with pytest.raises(ValueError, match="stored scores dtype"):
-            row_to_result({**row, "result_meta": json.dumps(meta)})
+            record_to_result({**row, "result_meta": json.dumps(meta)})
 
 
 def test_evaluate_loads_named_models_from_safetensors_only(tmp_path, capsys):

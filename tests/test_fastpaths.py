@@ -201,13 +201,13 @@ def test_sig_out_of_memory_shrinks_the_chunk():
     torch.testing.assert_close(out, sig(net).attribute(x, target=1, n_steps=5), atol=1e-12, rtol=0)
 
 
-def test_auto_rows_uses_free_memory(monkeypatch):
+def test_auto_samples_uses_free_memory(monkeypatch):
     x = torch.zeros(1, 100, 10)  # 4000 bytes of input per row
     monkeypatch.setattr(batching, "free_memory", lambda device: 4000 * batching.CPU_BYTES_PER_INPUT_BYTE * 10)
-    assert batching.auto_rows((x,), rows_measured=1) == int(10 * batching.HEADROOM)
+    assert batching.auto_samples((x,), samples_measured=1) == int(10 * batching.HEADROOM)
     monkeypatch.setattr(batching, "free_memory", lambda device: 10**15)
-    assert batching.auto_rows((x,), rows_measured=1) == batching.CPU_ROW_CAP
-    assert batching.auto_rows((x,), rows_measured=1, limit=3) == 3
+    assert batching.auto_samples((x,), samples_measured=1) == batching.CPU_SAMPLE_CAP
+    assert batching.auto_samples((x,), samples_measured=1, limit=3) == 3
     assert batching.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
     assert not batching.is_out_of_memory(RuntimeError("shape mismatch"))
 

@@ -138,13 +138,13 @@ def test_a_real_generation_aggregates_and_round_trips_through_json(tmp_path):
 
 
 def test_storage_keeps_2d_scores_with_empty_entries(tmp_path):
-    from hfattr.dataset.storage import read_rows, result_row, row_to_result, write_shard
+    from hfattr.dataset.storage import read_records, result_record, record_to_result, write_shard
 
     s = triangle(3, 2)
     r = generation(["a", "b", "c", "d", "e"], 2, s)
-    write_shard(tmp_path / "part-00000.parquet", [result_row(0, r, (None, None, None))], {"fingerprint": "x"})
-    (row,) = list(read_rows(tmp_path / "part-00000.parquet"))
-    back = row_to_result(row)
+    write_shard(tmp_path / "part-00000.parquet", [result_record(0, r, (None, None, None))], {"fingerprint": "x"})
+    (row,) = list(read_records(tmp_path / "part-00000.parquet"))
+    back = record_to_result(row)
     torch.testing.assert_close(back.scores, r.scores, equal_nan=True, atol=0, rtol=0)
     assert back.target == r.target and back.rows == r.rows and back.is_generation
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hfattr import SequentialIntegratedGradients
-from hfattr.core.budget import RowBudget
+from hfattr.core.budget import TokenBudget
 from hfattr.core.quadrature import cc_levels, cc_node_index, clenshaw_curtis
 from hfattr.core.sig import sequential_integrated_gradients
 
@@ -132,7 +132,7 @@ def test_row_budget_measures_saved_activations():
     for p in lin.parameters():
         p.requires_grad_(False)
     x = torch.randn(8, 10, 64, dtype=D64)
-    b = RowBudget((x,), budget=10**9)
+    b = TokenBudget((x,), budget=10**9)
     leaf = x.clone().requires_grad_(True)
     with b.measure(positions=80):
         y = torch.tanh(lin(leaf * 2))  # saves (leaf*2 is needed? no: mul by const saves nothing) tanh output

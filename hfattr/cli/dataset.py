@@ -1,7 +1,7 @@
 """CLI commands ``hfattr attribute-dataset`` and ``hfattr corpus-summary`` (registered on import).
 
 ``attribute-dataset`` runs the same under ``accelerate launch -m hfattr attribute-dataset ...``:
-the rows are split across the processes and the main process prints the summary.
+the records are split across the processes and the main process prints the summary.
 """
 
 from __future__ import annotations

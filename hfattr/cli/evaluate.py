@@ -94,7 +94,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- inputs
 def _load(paths: list[str]) -> tuple[list[Any], list[int], dict | None, Path | None]:
-    """``(results, row_ids, manifest, run_dir)``; results may hold None (failed rows)."""
+    """``(results, row_ids, manifest, run_dir)``; results may hold None (failed records)."""
     from ..result import Result
 
     first = Path(paths[0])
@@ -183,22 +183,22 @@ def evaluate_results(
 ) -> tuple[list[dict], dict[str, float]]:
     """Metrics for each Result (``None`` and unsupported Results get an ``error``) and their means.
 
-    Returns ``(rows, means)``; ``rows[i]`` has ``index``, the metric values and ``error``.
-    ``options`` go to :func:`hfattr.evaluate.faithfulness`; ``progress=True`` shows a bar over the rows
-    (in chunks of at most 32 rows).
+    Returns ``(records, means)``; ``records[i]`` has ``index``, the metric values and ``error``.
+    ``options`` go to :func:`hfattr.evaluate.faithfulness`; ``progress=True`` shows a bar over the
+    results (in chunks of at most 32).
     """
     from ..evaluate import check_result, faithfulness
 
-    rows: list[dict] = [{"index": i, **{m: None for m in metrics}, "error": None} for i in range(len(results))]
+    records: list[dict] = [{"index": i, **{m: None for m in metrics}, "error": None} for i in range(len(results))]
     todo = []
     for i, r in enumerate(results):
         if r is None:
-            rows[i]["error"] = "no result (failed or missing row)"
+            records[i]["error"] = "no result (failed or missing row)"
             continue
         try:  # unsupported Results (2-D grids, neuron targets, ...) are reported, not fatal
             check_result(explainer, r)
         except ValueError as err:
-            rows[i]["error"] = " ".join(str(err).removeprefix("result ").split())
+            records[i]["error"] = " ".join(str(err).removeprefix("result ").split())
             continue
         todo.append(i)
     bar = None
@@ -213,7 +213,7 @@ def evaluate_results(
             values = faithfulness(explainer, [results[i] for i in idx], metrics=metrics, **options)
             for m, v in values.items():
                 for i, x in zip(idx, v.tolist()):  # type: ignore[union-attr]  # a tensor for a list of results
-                    rows[i][m] = x
+                    records[i][m] = x
             if bar is not None:
                 bar.update(len(idx))
     finally:
@@ -221,9 +221,9 @@ def evaluate_results(
             bar.close()
     means = {}
     for m in metrics:
-        vals = [row[m] for row in rows if row[m] is not None and math.isfinite(row[m])]
+        vals = [record[m] for record in records if record[m] is not None and math.isfinite(record[m])]
         means[m] = sum(vals) / len(vals) if vals else math.nan
-    return rows, means
+    return records, means
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.path[0]} holds no successful rows to evaluate")
     explainer = _explainer(args, _model_name(args, results, manifest))
     _check_digest(explainer, manifest)
-    rows, means = evaluate_results(
+    records, means = evaluate_results(
         explainer,
         results,
         metrics=metrics,
@@ -256,19 +256,19 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=args.progress,
     )
-    n_ok = sum(r["error"] is None for r in rows)
+    n_ok = sum(r["error"] is None for r in records)
     if n_ok == 0:
-        raise CLIError(f"no row could be evaluated; e.g. {rows[0]['error']}")
+        raise CLIError(f"no row could be evaluated; e.g. {records[0]['error']}")
     out = Path(args.output) if args.output else (run_dir / _OUTPUT_NAME if run_dir else None)
     if out is not None:
-        _write_csv(out, rows, ids, metrics)
+        _write_csv(out, records, ids, metrics)
     print(f"model:       {explainer.model_name}")
-    print(f"rows:        {n_ok} evaluated, {len(rows) - n_ok} skipped")
+    print(f"rows:        {n_ok} evaluated, {len(records) - n_ok} skipped")
     print(f"top_k:       {args.top_k}   ranking: {args.by}")
     w = max(len(m) for m in metrics)
     for m in metrics:
         print(f"{m:<{w}}  {means[m]:+.4f}")
-    skipped = [r["error"] for r in rows if r["error"]]
+    skipped = [r["error"] for r in records if r["error"]]
     if skipped:
         print(f"skipped, e.g.: {skipped[0]}", file=sys.stderr)
     if out is not None:
@@ -276,15 +276,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_csv(path: Path, rows: list[dict], ids: list[int], metrics: list[str]) -> None:
+def _write_csv(path: Path, records: list[dict], ids: list[int], metrics: list[str]) -> None:
     from ..dataset.storage import atomic_write_text, csv_cell
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["row_id", *metrics, "error"])
-    for rid, row in zip(ids, rows):
+    for rid, record in zip(ids, records):
         w.writerow(
-            [rid, *("" if row[m] is None else repr(float(row[m])) for m in metrics), csv_cell(row["error"] or "")]
+            [
+                rid,
+                *("" if record[m] is None else repr(float(record[m])) for m in metrics),
+                csv_cell(record["error"] or ""),
+            ]
         )
     atomic_write_text(path, buf.getvalue())
 

@@ -28,7 +28,7 @@ from .inputs import (
     select_target,
 )
 from .finite import check_finite, nonfinite_where
-from .batching import MemoryProbe, auto_rows, is_auto, is_out_of_memory
+from .batching import MemoryProbe, auto_samples, is_auto, is_out_of_memory
 from .progress import progress_bar
 
 __all__ = ["feature_ablation", "feature_ablation_future", "format_feature_mask"]
@@ -99,7 +99,7 @@ class _Step:
     inputs: tuple[Tensor, ...]
     args: tuple[Any, ...] | None
     target: Any
-    ids: Any = None  # the feature ids ablated (one per block of rows)
+    ids: Any = None  # the feature ids ablated (one per block of samples)
 
     @property
     def n(self) -> int:
@@ -160,11 +160,13 @@ class _Plan:
         if self.auto:
             most = max([len(ids) for ids in self.ids] + [1])
             self.ppe = max(
-                1, auto_rows(self.inputs, rows_measured=self.batch, probe=probe, limit=most * self.batch) // self.batch
+                1,
+                auto_samples(self.inputs, samples_measured=self.batch, probe=probe, limit=most * self.batch)
+                // self.batch,
             )
 
     def step(self, i: int, chunk: Tensor) -> _Step:
-        """The batch ablating feature ids ``chunk`` of input ``i`` (one block of rows per id)."""
+        """The batch ablating feature ids ``chunk`` of input ``i`` (one block of samples per id)."""
         n = len(chunk)
         if self._repeated is None or self._repeated[0] != n:
             self._repeated = (

@@ -1,9 +1,9 @@
-"""Automatic batch sizes: the largest number of rows per call that fits in free memory.
+"""Automatic batch sizes: the largest number of samples per call that fits in free memory.
 
-On a GPU the memory one row needs is measured on the first (unperturbed) call and the free memory
-is asked of the driver. On the CPU the free memory comes from the operating system and a row's
+On a GPU the memory one sample needs is measured on the first (unperturbed) call and the free memory
+is asked of the driver. On the CPU the free memory comes from the operating system and a sample's
 working memory is estimated from its input size; CPUs gain little from very large batches, so the
-size is also capped. A call that still runs out of memory is retried with half the rows.
+size is also capped. A call that still runs out of memory is retried with half the samples.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["AUTO", "is_auto", "is_out_of_memory", "free_memory", "auto_rows", "MemoryProbe"]
+__all__ = ["AUTO", "is_auto", "is_out_of_memory", "free_memory", "auto_samples", "MemoryProbe"]
 
 AUTO = "auto"
-CPU_ROW_CAP = 256
-CPU_BYTES_PER_INPUT_BYTE = 256  # working memory of a transformer row relative to its input embeddings
+CPU_SAMPLE_CAP = 256
+CPU_BYTES_PER_INPUT_BYTE = 256  # working memory of a transformer sample relative to its input embeddings
 HEADROOM = 0.6  # use at most this share of the free memory
 
 
@@ -74,20 +74,20 @@ class MemoryProbe:
         self.peak = max(1, torch.cuda.max_memory_allocated(self.device) - before)
 
 
-def auto_rows(
-    inputs: tuple[Tensor, ...], *, rows_measured: int, probe: MemoryProbe | None = None, limit: int | None = None
+def auto_samples(
+    inputs: tuple[Tensor, ...], *, samples_measured: int, probe: MemoryProbe | None = None, limit: int | None = None
 ) -> int:
-    """How many rows of the shape of ``inputs``' examples fit in one call (at least 1)."""
+    """How many samples of the shape of ``inputs``' examples fit in one call (at least 1)."""
     device = inputs[0].device
     free = free_memory(device) * HEADROOM
     peak = None if probe is None else probe.peak
     measured = peak is not None and peak > 2**20
     if peak is not None and measured and device.type == "cuda":  # (a call that did almost nothing measures nothing)
-        per_row = peak / max(1, rows_measured)
-        rows = int(free // per_row)
+        per_sample = peak / max(1, samples_measured)
+        samples = int(free // per_sample)
     else:
-        per_row = sum(x[:1].numel() * x.element_size() for x in inputs) * CPU_BYTES_PER_INPUT_BYTE
-        rows = min(int(free // max(1, per_row)), CPU_ROW_CAP)
+        per_sample = sum(x[:1].numel() * x.element_size() for x in inputs) * CPU_BYTES_PER_INPUT_BYTE
+        samples = min(int(free // max(1, per_sample)), CPU_SAMPLE_CAP)
     if limit is not None:
-        rows = min(rows, limit)
-    return max(1, rows)
+        samples = min(samples, limit)
+    return max(1, samples)

@@ -1,12 +1,13 @@
-"""How many row-positions a gradient call may hold: a throughput cap and a memory budget.
+"""How many tokens a gradient call may hold: a throughput cap and a memory budget.
 
-A *row-position* is one sequence position of one row that the forward pass runs (a row of length
-``L`` is ``L`` of them; on a prefix-reusing forward a row changed from position ``p`` on is
-``L - p``). The memory a call keeps for its backward pass grows linearly with them, so the budget
-is measured on the calls themselves: every call records the bytes autograd saved (activations only:
-tensors without a ``grad_fn``, such as weights, are not counted) and later calls are sized so that
-``saved bytes × TRANSIENT`` stays within the budget. The first call, before anything is measured,
-is kept small. See docs/performance.md for the measured curves.
+A *token* here is one sequence position of one sample that the forward pass runs (a sample of
+length ``L`` is ``L`` of them; on a prefix-reusing forward a sample changed from position ``p`` on
+is ``L - p``; docs/performance.md calls them row-positions). The memory a call keeps for its backward pass
+grows linearly with them, so the budget is measured on the calls themselves: every call records the
+bytes autograd saved (activations only: tensors without a ``grad_fn``, such as weights, are not
+counted) and later calls are sized so that ``saved bytes × TRANSIENT`` stays within the budget. The
+first call, before anything is measured, is kept small. See docs/performance.md for the measured
+curves.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from torch import Tensor
 
 from .batching import free_memory
 
-__all__ = ["RowBudget", "default_budget", "CPU_SHARE", "GPU_SHARE", "CPU_TOKEN_CAP", "TRANSIENT"]
+__all__ = ["TokenBudget", "default_budget", "CPU_SHARE", "GPU_SHARE", "CPU_TOKEN_CAP", "TRANSIENT"]
 
 CPU_SHARE = 0.25  # default budget: this share of the memory the OS reports available (shared machines)
 GPU_SHARE = 0.6  # ... or of the free memory of the GPU
-CPU_TOKEN_CAP = 8192  # row-positions per call beyond which CPUs run no faster (docs/performance.md)
+CPU_TOKEN_CAP = 8192  # tokens per call beyond which CPUs run no faster (docs/performance.md)
 GPU_TOKEN_CAP = 1 << 20
-FIRST_TOKENS = 2048  # the first, unmeasured call holds at most this many row-positions
+FIRST_TOKENS = 2048  # the first, unmeasured call holds at most this many tokens
 GUESS_BYTES_PER_INPUT_BYTE = 512  # first-call guess: working memory per position / input bytes per position
 TRANSIENT = 1.5  # peak memory of a call / bytes saved for its backward (gradients in flight, logits)
 
@@ -36,8 +37,8 @@ def default_budget(device: torch.device) -> int:
     return int(free_memory(device) * share)
 
 
-class RowBudget:
-    """Row-positions per call (see the module docstring); ``tokens`` is re-read before every call."""
+class TokenBudget:
+    """Tokens per call (see the module docstring); ``tokens`` is re-read before every call."""
 
     def __init__(self, inputs: tuple[Tensor, ...], budget: int | None = None, cap: int | None = None) -> None:
         dev = inputs[0].device
@@ -46,7 +47,7 @@ class RowBudget:
         L = max(1, inputs[0].shape[1])
         per_pos_in = sum(x[:1].numel() * x.element_size() for x in inputs) / L
         self.guess = max(1.0, per_pos_in * GUESS_BYTES_PER_INPUT_BYTE)
-        self.per_position: float | None = None  # measured saved bytes per row-position
+        self.per_position: float | None = None  # measured saved bytes per token
 
     @property
     def tokens(self) -> int:
@@ -60,7 +61,7 @@ class RowBudget:
 
     @contextlib.contextmanager
     def measure(self, positions: int) -> Iterator[None]:
-        """Count the activation bytes autograd saves inside the block (``positions`` row-positions)."""
+        """Count the activation bytes autograd saves inside the block (``positions`` tokens)."""
         seen: dict[int, int] = {}
 
         def pack(t: Tensor) -> Tensor:

@@ -164,10 +164,10 @@ def reuse_prefix(rec: PrefixRecorder | None, *, suffix: bool = False) -> Iterato
             original = mod.forward
 
             def forward(*args: Any, _mod=mod, _out=out, _b=batch, _orig=original, **kwargs: Any) -> Any:
-                n_rows = batch_of(args, kwargs)
-                if n_rows is None or n_rows % _b:
+                n_samples = batch_of(args, kwargs)
+                if n_samples is None or n_samples % _b:
                     return _orig(*args, **kwargs)
-                out = _repeat(_out, n_rows // _b)
+                out = _repeat(_out, n_samples // _b)
                 if suffix:
                     length = _seq_len(args, kwargs)
                     full = _seq_len((_out,) if isinstance(_out, Tensor) else _out, {})

@@ -185,7 +185,7 @@ def _sequence_like(values: tuple[Tensor, ...]) -> bool:
 
 
 def _first_changed(values: tuple[Tensor, ...], new_values: tuple[Tensor, ...]) -> int:
-    """First position along dimension 1 where any row of ``new_values`` differs from ``values``."""
+    """First position along dimension 1 where any sample of ``new_values`` differs from ``values``."""
     first = values[0].shape[1]
     for old, new in zip(values, new_values):
         n = new.shape[0] // old.shape[0]

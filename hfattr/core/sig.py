@@ -1,10 +1,10 @@
 """Sequential Integrated Gradients (arXiv 2305.15853), batched across positions.
 
 SIG at position ``i`` is Integrated Gradients from the baseline "``x`` with position ``i`` set to
-its baseline" to ``x``, read at position ``i``. Every ``(position, step, example)`` is one row;
-rows from all positions are packed into chunks of at most ``internal_batch_size`` and each chunk
-costs one forward and one backward pass. Positions whose input equals the baseline get exactly 0
-and cost nothing (with ``multiply_by_inputs``).
+its baseline" to ``x``, read at position ``i``. Every ``(position, step, example)`` is one path
+point (one sample of a forward batch); points from all positions are packed into chunks of at most
+``internal_batch_size`` and each chunk costs one forward and one backward pass. Positions whose
+input equals the baseline get exactly 0 and cost nothing (with ``multiply_by_inputs``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from torch import Tensor
 
 from .finite import check_finite
 from .inputs import format_additional_args, format_baselines, run_forward
-from .batching import auto_rows, is_auto, is_out_of_memory
-from .budget import RowBudget
+from .batching import auto_samples, is_auto, is_out_of_memory
+from .budget import TokenBudget
 from .progress import progress_bar
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "completeness_error",
 ]
 
-_ROW_TOKENS = 16384  # default rows per call × sequence length when internal_batch_size is None
+_CHUNK_TOKENS = 16384  # default points per call × sequence length when internal_batch_size is None
 FIRST_CHANGED = "accepts_first_changed"  # forward functions with this attribute get first_changed=
 
 METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -78,7 +78,7 @@ class SIGInfo:
     steps: Tensor  # (B, L) integration points used per position (0 where skipped)
     completeness_error: Tensor | None = None  # (B, L): Σ_features attr − (F(x) − F(x with i at baseline))
     passes: int = 0  # forward+backward calls made
-    rows: int = 0  # rows evaluated in those calls
+    rows: int = 0  # path points (samples) evaluated in those calls
     extra: dict = field(default_factory=dict)
 
 
@@ -140,9 +140,9 @@ def _gather_target(target: Any, idx: Tensor) -> Any:
     return target
 
 
-def _chunks(n_rows: int, size: int) -> Iterator[slice]:
-    for start in range(0, n_rows, size):
-        yield slice(start, min(n_rows, start + size))
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
 
 
 def integrate(
@@ -151,33 +151,33 @@ def integrate(
     bases: tuple[Tensor, ...],
     target: Any,
     args: tuple | None,
-    rows: tuple[Tensor, Tensor],
+    points: tuple[Tensor, Tensor],
     alphas: Tensor,
     weights: Tensor,
     chunk: int,
     grads: list[Tensor],
     bar: Any,
     *,
-    budget: RowBudget | None = None,
+    budget: TokenBudget | None = None,
     shrink_on_oom: bool = False,
     slots: Tensor | None = None,
     values: Tensor | None = None,
 ) -> int:
-    """Add ``weight * dF/dx[b, i]`` at the interpolated point of every row into ``grads``.
+    """Add ``weight * dF/dx[b, i]`` at every path point ``(b, i, alpha)`` into ``grads``.
 
-    Rows are sorted by position. A call holds at most ``chunk`` rows and, with ``budget``, at most
-    ``budget.tokens`` row-positions (on a prefix-reusing forward a row at position p runs ``L - p``).
-    With ``shrink_on_oom`` a chunk that runs out of memory is retried with half the rows.
-    With ``slots`` (one per row) ``grads`` have a leading slot dimension (one slot per node of a
-    rule); ``values`` ``(B, L)`` receives the forward value of rows at ``alpha = 0``.
+    Points are sorted by position. A call holds at most ``chunk`` points and, with ``budget``, at most
+    ``budget.tokens`` tokens (on a prefix-reusing forward a point at position p runs ``L - p``).
+    With ``shrink_on_oom`` a chunk that runs out of memory is retried with half the points.
+    With ``slots`` (one per point) ``grads`` have a leading slot dimension (one slot per node of a
+    rule); ``values`` ``(B, L)`` receives the forward value of points at ``alpha = 0``.
     """
-    ex, pos = rows
+    ex, pos = points
     L = inputs[0].shape[1]
     suffix = bool(getattr(forward_func, FIRST_CHANGED, False))
     calls, start = 0, 0
     while start < len(ex):
         size, cost = chunk, (L - int(pos[start]) if suffix else L)
-        if budget is not None:  # rows cost the positions they run: from their first change on
+        if budget is not None:  # points cost the positions they run: from their first change on
             size = min(chunk, max(1, budget.tokens // cost))
         sl = slice(start, min(len(ex), start + size))
         measure = budget.measure((sl.stop - sl.start) * cost) if budget is not None else contextlib.nullcontext()
@@ -227,11 +227,11 @@ def _integrate_chunk(
     slot: Tensor | None = None,
     values: Tensor | None = None,
 ) -> None:
-    """One forward + backward over the rows ``(e, p)`` at interpolation points ``a``, weights ``w``."""
+    """One forward + backward over the path points ``(e, p)`` at ``alpha = a``, weights ``w``."""
     B = inputs[0].shape[0]
     fwd = forward_func
     if getattr(forward_func, FIRST_CHANGED, False):
-        # the rows perturb positions p and later only (a row at alpha = 1 may equal its input)
+        # the points perturb positions p and later only (a point at alpha = 1 may equal its input)
         fwd = functools.partial(forward_func, first_changed=int(p.min()))
     # the batch is built with gradients on: under a caller's no_grad (a noise tunnel, a metric)
     # it would not depend on the leaves and every gradient would silently be zero
@@ -250,8 +250,8 @@ def _integrate_chunk(
     if values is not None and out.dim() > 0 and out.shape[0] == len(e):
         start = a == 0
         if bool(start.any()):
-            per_row = out.detach().reshape(len(e), -1).sum(1).to(values.dtype)
-            values[e[start], p[start]] = per_row[start]
+            per_point = out.detach().reshape(len(e), -1).sum(1).to(values.dtype)
+            values[e[start], p[start]] = per_point[start]
     where = (e, p) if slot is None else (slot, e, p)
     for k, gk in enumerate(g):
         if gk is None:
@@ -378,8 +378,8 @@ def sequential_integrated_gradients(
         quadrature(method, cast(int, n_steps))  # validates n_steps and method early (an int or bad: not "auto")
     auto_chunk = is_auto(internal_batch_size)
     if auto_chunk:
-        # forward + backward: budget twice the working memory of a forward row
-        internal_batch_size = max(inputs[0].shape[0], auto_rows(inputs, rows_measured=1) // 2)
+        # forward + backward: budget twice the working memory of a forward sample
+        internal_batch_size = max(inputs[0].shape[0], auto_samples(inputs, samples_measured=1) // 2)
     if internal_batch_size is not None:
         if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int):
             raise TypeError(f"internal_batch_size must be an int or None, got {internal_batch_size!r}")
@@ -400,9 +400,9 @@ def sequential_integrated_gradients(
         check_finite(b, f"baselines[{k}]")
     active = _active(inputs, bases, positions, skip_equal=multiply_by_inputs)
     steps = torch.zeros(B, L, dtype=torch.long, device=active.device)
-    # results do not depend on chunking; by default a call holds up to a budget of row-positions
-    default_chunk = max(B, _ROW_TOKENS // max(L, 1))
-    budget = None if internal_batch_size is not None else RowBudget(inputs, memory_budget)
+    # results do not depend on chunking; by default a call holds up to a budget of tokens
+    default_chunk = max(B, _CHUNK_TOKENS // max(L, 1))
+    budget = None if internal_batch_size is not None else TokenBudget(inputs, memory_budget)
     info = SIGInfo(steps=steps)
     dev = inputs[0].device
 
@@ -410,18 +410,18 @@ def sequential_integrated_gradients(
         weights, alphas = quadrature(method, n)
         ex, pos = act.nonzero(as_tuple=True)
         m = len(weights)
-        # rows ordered position-major, then step, then example (like the reference's blocks)
+        # points ordered position-major, then step, then example (like the reference's blocks)
         order = torch.argsort(pos * B + ex, stable=True)
         ex, pos = ex[order], pos[order]
         n_cells = len(ex)
-        row_ex = ex.repeat_interleave(m)
-        row_pos = pos.repeat_interleave(m)
-        row_a = torch.tensor(alphas, dtype=torch.float64, device=dev).repeat(n_cells)
-        row_w = torch.tensor(weights, dtype=torch.float64, device=dev).repeat(n_cells)
-        chunk = internal_batch_size or len(row_ex) or 1
+        pt_ex = ex.repeat_interleave(m)
+        pt_pos = pos.repeat_interleave(m)
+        pt_alpha = torch.tensor(alphas, dtype=torch.float64, device=dev).repeat(n_cells)
+        pt_w = torch.tensor(weights, dtype=torch.float64, device=dev).repeat(n_cells)
+        chunk = internal_batch_size or len(pt_ex) or 1
         # accumulate in at least float32 (half-precision sums lose the small step contributions)
         grads = [torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in inputs]
-        expected = -(-len(row_ex) // (internal_batch_size or default_chunk))
+        expected = -(-len(pt_ex) // (internal_batch_size or default_chunk))
         with progress_bar(expected, show_progress, label) as bar:
             info.passes += integrate(
                 forward_func,
@@ -429,16 +429,16 @@ def sequential_integrated_gradients(
                 bases,
                 target,
                 args,
-                (row_ex, row_pos),
-                row_a,
-                row_w,
+                (pt_ex, pt_pos),
+                pt_alpha,
+                pt_w,
                 chunk,
                 grads,
                 bar,
                 budget=budget,
                 shrink_on_oom=auto_chunk or budget is not None,
             )
-        info.rows += len(row_ex)
+        info.rows += len(pt_ex)
         steps[act] = n
         out = []
         for k, g in enumerate(grads):

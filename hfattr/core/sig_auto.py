@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .inputs import run_forward
 from .quadrature import cc_levels, cc_node_index, clenshaw_curtis
-from .budget import RowBudget
+from .budget import TokenBudget
 from .progress import progress_bar
 from .sig import FIRST_CHANGED, SIGInfo, integrate, position_drops
 
@@ -54,7 +54,7 @@ def adaptive_sig(
     max_steps: int,
     multiply_by_inputs: bool,
     chunk: int | None,
-    budget: RowBudget | None,
+    budget: TokenBudget | None,
     shrink_on_oom: bool,
     show_progress: bool,
     chunk_eval: int,
@@ -108,39 +108,39 @@ def adaptive_sig(
             m = len(new)
             order = torch.argsort(pos * B + ex, stable=True)
             ex, pos = ex[order], pos[order]
-            row_ex, row_pos = ex.repeat_interleave(m), pos.repeat_interleave(m)
-            row_slot = torch.arange(m, device=dev).repeat(len(ex))
-            row_a = torch.tensor([alphas[j] for j in new], dtype=torch.float64, device=dev).repeat(len(ex))
-            row_a = torch.where(graded[row_ex, row_pos], row_a * row_a, row_a)
-            row_w = torch.ones(len(row_ex), dtype=torch.float64, device=dev)
+            pt_ex, pt_pos = ex.repeat_interleave(m), pos.repeat_interleave(m)
+            pt_slot = torch.arange(m, device=dev).repeat(len(ex))
+            pt_alpha = torch.tensor([alphas[j] for j in new], dtype=torch.float64, device=dev).repeat(len(ex))
+            pt_alpha = torch.where(graded[pt_ex, pt_pos], pt_alpha * pt_alpha, pt_alpha)
+            pt_w = torch.ones(len(pt_ex), dtype=torch.float64, device=dev)
             grads = [torch.zeros((m,) + tuple(x.shape), dtype=a, device=dev) for x, a in zip(inputs, acc)]
-            size = chunk or len(row_ex)
-            with progress_bar(-(-len(row_ex) // size), show_progress, f"SIG ({n} points)") as bar:
+            size = chunk or len(pt_ex)
+            with progress_bar(-(-len(pt_ex) // size), show_progress, f"SIG ({n} points)") as bar:
                 info.passes += integrate(
                     forward_func,
                     inputs,
                     bases,
                     target,
                     args,
-                    (row_ex, row_pos),
-                    row_a,
-                    row_w,
+                    (pt_ex, pt_pos),
+                    pt_alpha,
+                    pt_w,
                     size,
                     grads,
                     bar,
                     budget=budget,
                     shrink_on_oom=shrink_on_oom,
-                    slots=row_slot,
+                    slots=pt_slot,
                     values=f_start,
                 )
-            info.rows += len(row_ex)
+            info.rows += len(pt_ex)
             for i, j in enumerate(new):
                 node_grads[j] = [g[i] for g in grads]
         level_of[todo] = k
         steps[todo] = n
         if k == 0:
             missing = active & torch.isnan(f_start)
-            if bool(missing.any()):  # the forward gives no per-row values: evaluate the drops directly
+            if bool(missing.any()):  # the forward gives no per-sample values: evaluate the drops directly
                 drops = position_drops(forward_func, inputs, bases, target, args, missing, chunk_eval)
                 f_start = torch.where(missing, f_x.view(B, 1).to(torch.float64) - drops, f_start)
         # the n-point rule on every position that is at this level

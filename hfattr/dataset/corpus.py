@@ -1,7 +1,7 @@
 """Corpus summary of a dataset run: tokens ranked by mean attribution, per explained label.
 
 For each label (the explained target's label, e.g. ``POSITIVE``), every token string gets the
-mean of its scores over all its occurrences in successful rows; tokens are ranked by that mean
+mean of its attributions over all its occurrences in successful records; tokens are ranked by that mean
 (highest first). Special tokens are left out; 2-D results (several target rows) are skipped.
 """
 
@@ -14,12 +14,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["corpus_summary", "write_corpus_summary", "plot_corpus_summary", "token_score_rows", "CSV_COLUMNS"]
+__all__ = ["corpus_summary", "write_corpus_summary", "plot_corpus_summary", "token_attribution_records", "CSV_COLUMNS"]
 
 CSV_COLUMNS = ("label", "rank", "token", "mean_score", "count", "total_score")
 
 
-def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, Any, Any, Any]]:
+def _records_from_results(results: Iterable[Any]) -> Iterable[tuple[str, Any, Any, Any]]:
     from ..result import Result
 
     for res in results:
@@ -35,31 +35,33 @@ def _rows_from_results(results: Iterable[Any]) -> Iterable[tuple[str, Any, Any, 
         yield str(label), res.tokens, res.scores.tolist(), res.special_mask
 
 
-def _rows_from_run(path: str | os.PathLike) -> Iterable[tuple[str, Any, Any, Any]]:
-    from .storage import read_rows
+def _records_from_run(path: str | os.PathLike) -> Iterable[tuple[str, Any, Any, Any]]:
+    from .storage import read_records
 
-    for row in read_rows(path, columns=["status", "target_label", "target_id", "tokens", "scores", "special_mask"]):
-        if row["status"] != "ok":
+    for record in read_records(
+        path, columns=["status", "target_label", "target_id", "tokens", "scores", "special_mask"]
+    ):
+        if record["status"] != "ok":
             continue
-        if row["scores"] is None:
+        if record["scores"] is None:
             yield "", None, None, None
             continue
-        label = row["target_label"] if row["target_label"] is not None else row["target_id"]
-        yield str("all" if label is None else label), row["tokens"], row["scores"], row["special_mask"]
+        label = record["target_label"] if record["target_label"] is not None else record["target_id"]
+        yield str("all" if label is None else label), record["tokens"], record["scores"], record["special_mask"]
 
 
 def _collect(source: Any, skip_special: bool) -> tuple[dict, dict, int]:
-    """``(total, count, rows)``: per label and token the sum and number of scores, and the rows used."""
-    rows = _rows_from_run(source) if isinstance(source, (str, os.PathLike)) else _rows_from_results(source)
+    """``(total, count, records)``: per label and token the sum and number of attributions, and the records used."""
+    records = _records_from_run(source) if isinstance(source, (str, os.PathLike)) else _records_from_results(source)
     total: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     count: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     used = 0
-    for label, tokens, scores, special in rows:
+    for label, tokens, attributions, special in records:
         if tokens is None:
             continue
         used += 1
         total[label]  # a label with only special tokens still appears
-        for j, (tok, s) in enumerate(zip(tokens, scores)):
+        for j, (tok, s) in enumerate(zip(tokens, attributions)):
             if skip_special and special is not None and special[j]:
                 continue
             total[label][tok] += float(s)
@@ -98,8 +100,8 @@ def corpus_summary(source: Any, *, min_count: int = 1, skip_special: bool = True
     return _ranked(total, count, min_count)
 
 
-def token_score_rows(source: Any) -> int:
-    """How many successful rows of ``source`` have one score per token (what the summary uses)."""
+def token_attribution_records(source: Any) -> int:
+    """How many successful records of ``source`` have one attribution per token (what the summary uses)."""
     return _collect(source, True)[2]
 
 
@@ -144,7 +146,7 @@ def write_corpus_summary(
 
     Paths default to ``corpus_summary.csv`` / ``.png`` inside a run directory ``source``.
     Returns ``(csv_path, plot_path or None)``, or ``(None, None)`` without writing anything when no
-    row has one score per token (methods such as ``layer_ablation``, or generations).
+    record has one attribution per token (methods such as ``layer_ablation``, or generations).
     """
     if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
         raise FileNotFoundError(f"run directory {str(source)!r} does not exist")

@@ -56,7 +56,7 @@ def run_identity(
     target: Any,
     text_column: str,
     target_column: str | None,
-    n_rows: int,
+    n_records: int,
     digest: str,
     shard_size: int,
 ) -> dict:
@@ -67,7 +67,7 @@ def run_identity(
         "target": jsonable(target),
         "text_column": text_column,
         "target_column": target_column,
-        "data": {"rows": n_rows, "digest": digest},
+        "data": {"rows": n_records, "digest": digest},
         "shard_size": shard_size,
     }
 

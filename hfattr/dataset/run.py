@@ -1,7 +1,7 @@
 """Attribution over a whole dataset: ``attribute_dataset`` writes Parquet shards and a manifest.
 
-Rows are cut into shards of ``shard_size`` consecutive row ids. Each shard is attributed in
-batches of rows sorted by length, then written atomically; a rerun on the same output directory
+Records are cut into shards of ``shard_size`` consecutive record ids. Each shard is attributed in
+batches of records sorted by length, then written atomically; a rerun on the same output directory
 skips the shards already there. Under ``accelerate launch`` shard ``k`` goes to process
 ``k % num_processes``, so the files are the same whatever the number of processes.
 """
@@ -22,13 +22,13 @@ import torch
 from .._version import __version__
 from .storage import (
     RUN_FORMAT,
-    failed_row,
+    failed_record,
     file_sha256,
     list_shards,
     load_results,
     read_manifest,
     remove_stale_temporaries,
-    result_row,
+    result_record,
     shard_info,
     shard_name,
     write_manifest,
@@ -54,7 +54,7 @@ DEFAULT_SHARD_SIZE = 1000
 
 
 class AllRowsFailedError(RuntimeError):
-    """Every row of a dataset run failed; ``.summary`` is the run's :class:`RunSummary`."""
+    """Every record of a dataset run failed; ``.summary`` is the run's :class:`RunSummary`."""
 
     def __init__(self, summary: "RunSummary") -> None:
         super().__init__(
@@ -105,8 +105,8 @@ class RunSummary:
 
 
 def _dry_run(explainer: Any, ds: Any, text_column: str, method: str, target: Any, options: dict) -> None:
-    """Explain one row before anything is written, so that a bad method option or target is an
-    error of the run (raised here) rather than a failure of every row."""
+    """Explain one record before anything is written, so that a bad method option or target is an
+    error of the run (raised here) rather than a failure of every record."""
     for text in ds.select(range(min(50, len(ds))))[text_column]:
         if isinstance(text, str) and text.strip():
             try:
@@ -117,7 +117,7 @@ def _dry_run(explainer: Any, ds: Any, text_column: str, method: str, target: Any
 
 
 def _check_labels(explainer: Any, ds: Any, target_column: str | None, n: int = 20) -> None:
-    """For a classifier, the first rows' labels must name the model's classes (else every row would fail)."""
+    """For a classifier, the first records' labels must name the model's classes (else every record would fail)."""
     from ..hf.targets import head_kind, label_id
 
     if target_column is None:
@@ -185,32 +185,32 @@ class _Run:
         chunk = self.ds[start:stop]
         texts = chunk[self.text_column]
         targets = chunk[self.target_column] if self.target_column else [self.target] * len(texts)
-        rows, todo = [], []
+        records, todo = [], []
         for j, (text, tgt) in enumerate(zip(texts, targets)):
             tgt = _whole(tgt)
             problem = _text_problem(text) or _target_problem(tgt)
             if problem:
-                rows.append(failed_row(start + j, text, problem, tgt))
+                records.append(failed_record(start + j, text, problem, tgt))
             else:
                 todo.append((start + j, text, tgt))
-        bar.update(len(rows))
+        bar.update(len(records))
         lengths = self._lengths([t for _, t, _ in todo])
         order = sorted(range(len(todo)), key=lambda i: (lengths[i], i))
         for b in range(0, len(order), self.batch_size):
             batch = [todo[i] for i in order[b : b + self.batch_size]]
-            rows.extend(self._attribute(batch))
+            records.extend(self._attribute(batch))
             bar.update(len(batch))
         info = {
             "fingerprint": self.fp,
             "shard": k,
             "start": start,
             "stop": stop,
-            "rows": len(rows),
-            "failures": sum(r["status"] != "ok" for r in rows),
-            "tokens": sum(r["n_tokens"] or 0 for r in rows),
+            "rows": len(records),  # stored key (manifest and shard metadata)
+            "failures": sum(r["status"] != "ok" for r in records),
+            "tokens": sum(r["n_tokens"] or 0 for r in records),
             "process": self.process_index,
         }
-        write_shard(self.out / shard_name(k), rows, info)
+        write_shard(self.out / shard_name(k), records, info)
         return info
 
     def _lengths(self, texts: list[str]) -> list[int]:
@@ -222,7 +222,7 @@ class _Run:
             return [len(t) for t in texts]
 
     def _attribute(self, batch: list[tuple[int, str, Any]]) -> list[dict]:
-        """Rows for a batch; on an error, each row is retried alone so one bad row fails alone."""
+        """Records for a batch; on an error, each text is retried alone so one bad record fails alone."""
         texts = [t for _, t, _ in batch]
         targets = [g for _, _, g in batch]
         grad = torch.enable_grad() if self.spec.needs_grad else torch.no_grad()
@@ -236,10 +236,10 @@ class _Run:
             preds = self._predictions(texts, targets, results)
         except Exception as err:
             if len(batch) > 1:
-                return [row for one in batch for row in self._attribute([one])]
+                return [record for one in batch for record in self._attribute([one])]
             rid, text, tgt = batch[0]
-            return [failed_row(rid, text, f"{type(err).__name__}: {' '.join(str(err).split())}", tgt)]
-        return [result_row(rid, res, p) for (rid, _, _), res, p in zip(batch, results, preds)]
+            return [failed_record(rid, text, f"{type(err).__name__}: {' '.join(str(err).split())}", tgt)]
+        return [result_record(rid, res, p) for (rid, _, _), res, p in zip(batch, results, preds)]
 
     def _predictions(self, texts: list[str], targets: list, results: list) -> list[tuple]:
         """``(id, label, probability)`` of the model's prediction per text (None where unknown)."""
@@ -368,11 +368,11 @@ def attribute_dataset(
     data_source: str | None = None,
     **method_options: Any,
 ) -> RunSummary:
-    """Attribute every row of ``data`` and write Parquet shards and a manifest to ``output_dir``.
+    """Attribute every record of ``data`` and write Parquet shards and a manifest to ``output_dir``.
 
     ``data``: a ``datasets.Dataset`` (or DatasetDict with ``split``), a local CSV / JSON Lines /
-    Parquet / text file, or a dataset name. ``target_column`` holds each row's target (label id
-    or name, or a continuation text); without it every row uses ``target`` (default: the
+    Parquet / text file, or a dataset name. ``target_column`` holds each record's target (label id
+    or name, or a continuation text); without it every record uses ``target`` (default: the
     prediction). Rerunning on the same ``output_dir`` resumes; other settings are refused.
     Returns a :class:`RunSummary`.
     """

@@ -1,9 +1,9 @@
-"""Files of a dataset run: Parquet shards (one row per input row), the manifest, and reading them back.
+"""Files of a dataset run: Parquet shards (one table row per record), the manifest, and reading them back.
 
-A run directory holds ``shard-NNNNN.parquet`` files, each covering a fixed range of row ids,
+A run directory holds ``shard-NNNNN.parquet`` files, each covering a fixed range of record ids (``row_id``),
 and ``manifest.json``. Every file is written to a temporary name and then renamed, so a file
 that exists is complete. Each shard's Parquet schema metadata (key ``hfattr``) records the
-run fingerprint and its row range, which is what a resumed run checks.
+run fingerprint and its record range, which is what a resumed run checks.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ __all__ = [
     "write_manifest",
     "atomic_write_text",
     "remove_stale_temporaries",
-    "result_row",
-    "failed_row",
-    "read_rows",
-    "row_to_result",
+    "result_record",
+    "failed_record",
+    "read_records",
+    "record_to_result",
     "load_results",
     "file_sha256",
     "csv_cell",
@@ -77,14 +77,14 @@ def schema():
         [
             ("row_id", pa.int64()),
             ("status", pa.string()),  # "ok" or "failed"
-            ("error", pa.string()),  # why a row failed
+            ("error", pa.string()),  # why a record failed
             ("text", pa.string()),
             ("n_tokens", pa.int64()),
             ("tokens", pa.list_(pa.string())),
             ("token_ids", pa.list_(pa.int64())),
-            ("scores", pa.list_(pa.float64())),  # 1-D scores (null for 2-D results)
-            ("scores_2d", pa.list_(pa.list_(pa.float64()))),  # 2-D scores, one list per row (null for 1-D)
-            ("score_rows", pa.list_(pa.string())),  # labels of the rows of scores_2d
+            ("scores", pa.list_(pa.float64())),  # 1-D attributions (null for 2-D results)
+            ("scores_2d", pa.list_(pa.list_(pa.float64()))),  # 2-D attributions, one list per target row (null for 1-D)
+            ("score_rows", pa.list_(pa.string())),  # labels of the target rows of scores_2d
             ("target_id", pa.int64()),
             ("target_label", pa.string()),
             ("target", pa.string()),  # the Result's target dict as JSON
@@ -141,7 +141,7 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> int:
     return n
 
 
-# --------------------------------------------------------------------------- rows
+# --------------------------------------------------------------------------- records
 def _probability(p: Any) -> float | None:
     if isinstance(p, (int, float)) and not isinstance(p, bool):
         return float(p)
@@ -156,12 +156,12 @@ def _delta(d: Any) -> float | None:
     return None
 
 
-def result_row(row_id: int, res: Result, prediction: tuple[int | None, str | None, float | None]) -> dict:
-    """One output row for a successful Result."""
+def result_record(row_id: int, res: Result, prediction: tuple[int | None, str | None, float | None]) -> dict:
+    """The stored record of a successful Result."""
     d = res.to_dict()
     meta = {k: v for k, v in d.items() if k not in _COLUMN_FIELDS}
     meta["scores_dtype"] = str(res.scores.dtype).removeprefix("torch.")
-    scores = res.scores.detach().cpu().double()
+    attributions = res.scores.detach().cpu().double()
     target = res.target or {}
     return {
         "row_id": int(row_id),
@@ -171,8 +171,8 @@ def result_row(row_id: int, res: Result, prediction: tuple[int | None, str | Non
         "n_tokens": len(res.tokens),
         "tokens": list(res.tokens),
         "token_ids": list(res.token_ids),
-        "scores": scores.tolist() if scores.dim() == 1 else None,
-        "scores_2d": scores.tolist() if scores.dim() == 2 else None,
+        "scores": attributions.tolist() if attributions.dim() == 1 else None,
+        "scores_2d": attributions.tolist() if attributions.dim() == 2 else None,
         "score_rows": res.rows,
         "target_id": target.get("id") if isinstance(target.get("id"), int) else None,
         "target_label": None if target.get("label") is None else str(target.get("label")),
@@ -189,27 +189,27 @@ def result_row(row_id: int, res: Result, prediction: tuple[int | None, str | Non
     }
 
 
-def failed_row(row_id: int, text: Any, reason: str, target: Any = None) -> dict:
-    """One output row for an input row that could not be attributed."""
-    row: dict[str, Any] = {name: None for name in schema().names}
-    row.update(row_id=int(row_id), status="failed", error=str(reason), text=text if isinstance(text, str) else None)
+def failed_record(row_id: int, text: Any, reason: str, target: Any = None) -> dict:
+    """The stored record of an input that could not be attributed."""
+    record: dict[str, Any] = {name: None for name in schema().names}
+    record.update(row_id=int(row_id), status="failed", error=str(reason), text=text if isinstance(text, str) else None)
     if isinstance(target, bool):
         target = None
     if isinstance(target, int):
-        row["target_id"] = target
+        record["target_id"] = target
     elif isinstance(target, str):
-        row["target_label"] = target
-    return row
+        record["target_label"] = target
+    return record
 
 
 # --------------------------------------------------------------------------- shards
-def write_shard(path: str | os.PathLike, rows: list[dict], info: dict) -> None:
-    """Write ``rows`` (sorted by row id) as one Parquet file, atomically; ``info`` goes to its metadata."""
+def write_shard(path: str | os.PathLike, records: list[dict], info: dict) -> None:
+    """Write ``records`` (sorted by ``row_id``) as one Parquet file, atomically; ``info`` goes to its metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = sorted(rows, key=lambda r: r["row_id"])
-    table = pa.Table.from_pylist(rows, schema=schema())
+    records = sorted(records, key=lambda r: r["row_id"])
+    table = pa.Table.from_pylist(records, schema=schema())
     meta = dict(table.schema.metadata or {})
     meta[_META_KEY] = json.dumps(info, sort_keys=True).encode("utf-8")
     table = table.replace_schema_metadata(meta)
@@ -276,54 +276,54 @@ def _shard_paths(path: str | os.PathLike) -> list[Path]:
     return shards
 
 
-def read_rows(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[dict]:
-    """The stored rows (dicts), in row-id order, from a run directory or one shard file."""
+def read_records(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[dict]:
+    """The stored records (dicts), in ``row_id`` order, from a run directory or one shard file."""
     import pyarrow.parquet as pq
 
     import pyarrow as pa
 
-    rows: list[dict] = []
+    records: list[dict] = []
     for shard in _shard_paths(path):
         try:
             table = pq.read_table(shard, columns=columns and sorted(set(columns) | {"row_id"}))
         except (OSError, pa.ArrowException) as err:
             raise ValueError(f"{shard} is not a readable hfattr shard (corrupted or truncated?): {err}") from None
-        rows.extend(table.to_pylist())
-    rows.sort(key=lambda r: r["row_id"])
-    return iter(rows)
+        records.extend(table.to_pylist())
+    records.sort(key=lambda r: r["row_id"])
+    return iter(records)
 
 
-def row_to_result(row: dict) -> Result:
-    """Rebuild the :class:`Result` of one successful stored row."""
-    if row.get("status") != "ok":
-        raise ValueError(f"row {row.get('row_id')} failed ({row.get('error')}); it has no Result")
-    d = json.loads(row["result_meta"])
+def record_to_result(record: dict) -> Result:
+    """Rebuild the :class:`Result` of one successful stored record."""
+    if record.get("status") != "ok":
+        raise ValueError(f"record {record.get('row_id')} failed ({record.get('error')}); it has no Result")
+    d = json.loads(record["result_meta"])
     name = d.pop("scores_dtype", "float32")
     dtype = STORED_DTYPES.get(name) if isinstance(name, str) else None
     if dtype is None or not dtype.is_floating_point:
         raise ValueError(
-            f"row {row.get('row_id')}: stored scores dtype {name!r} is not one of "
+            f"record {record.get('row_id')}: stored scores dtype {name!r} is not one of "
             f"{[k for k, v in STORED_DTYPES.items() if v.is_floating_point]}"
         )
-    values = row["scores"] if row["scores"] is not None else row["scores_2d"]
+    values = record["scores"] if record["scores"] is not None else record["scores_2d"]
     d.update(
-        tokens=row["tokens"],
-        token_ids=row["token_ids"],
-        text=row["text"],
+        tokens=record["tokens"],
+        token_ids=record["token_ids"],
+        text=record["text"],
         scores=torch.tensor(values, dtype=torch.float64).to(dtype),
-        offsets=row["offsets"],
-        special_mask=row["special_mask"],
-        word_ids=row["word_ids"],
-        rows=row["score_rows"],
+        offsets=record["offsets"],
+        special_mask=record["special_mask"],
+        word_ids=record["word_ids"],
+        rows=record["score_rows"],
     )
     return Result.from_dict(d)
 
 
 def load_results(path: str | os.PathLike, *, failed: str = "skip") -> list[Result | None]:
-    """The :class:`Result` objects of a dataset run, in row order.
+    """The :class:`Result` objects of a dataset run, in record order.
 
-    ``failed="skip"`` leaves failed rows out; ``failed="none"`` puts ``None`` in their place (and
-    in place of rows not written yet), so that list index == row id.
+    ``failed="skip"`` leaves failed records out; ``failed="none"`` puts ``None`` in their place (and
+    in place of records not written yet), so that list index == ``row_id``.
     """
     if failed not in ("skip", "none"):
         raise ValueError(f"failed must be 'skip' or 'none', got {failed!r}")
@@ -336,11 +336,11 @@ def load_results(path: str | os.PathLike, *, failed: str = "skip") -> list[Resul
                 "rerun attribute-dataset on the directory to recompute it"
             )
     out: list[Result | None] = []
-    for row in read_rows(path):
+    for record in read_records(path):
         if failed == "none":
-            out.extend([None] * (row["row_id"] - len(out)))
-        if row["status"] == "ok":
-            out.append(row_to_result(row))
+            out.extend([None] * (record["row_id"] - len(out)))
+        if record["status"] == "ok":
+            out.append(record_to_result(record))
         elif failed == "none":
             out.append(None)
     if failed == "none":

@@ -122,21 +122,21 @@ def n_top(top_k: Any, n: int) -> int:
 def ranking(result: Result, *, by: str = "value") -> list[int]:
     """Indices of the tokens that may be perturbed, best first.
 
-    ``by="value"`` ranks by signed score (higher supports the target), ``by="abs"`` by magnitude;
+    ``by="value"`` ranks by signed attribution (higher supports the target), ``by="abs"`` by magnitude;
     ties go to the earlier token; NaN ranks last. Special tokens and fixed target positions are
     left out.
     """
     if by not in ("value", "abs"):
         raise ValueError(f"by must be 'value' or 'abs', got {by!r}")
-    return _order(_score_row(result), _fixed(result, None), by)
+    return _order(_attribution_row(result), _fixed(result, None), by)
 
 
-def _order(row: Tensor, fixed: list[bool], by: str) -> list[int]:
-    keys = (row.abs() if by == "abs" else row).double().nan_to_num(nan=-math.inf).tolist()
+def _order(attributions: Tensor, fixed: list[bool], by: str) -> list[int]:
+    keys = (attributions.abs() if by == "abs" else attributions).double().nan_to_num(nan=-math.inf).tolist()
     return sorted((j for j in range(len(fixed)) if not fixed[j]), key=lambda j: (-keys[j], j))
 
 
-def _score_row(result: Result, where: str = "result") -> Tensor:
+def _attribution_row(result: Result, where: str = "result") -> Tensor:
     s = result.scores
     if s.dim() == 2:
         if s.shape[0] != 1:
@@ -173,7 +173,7 @@ class _Item:
     position: int | None  # fixed position the head reads (masked / token kinds)
     where: str  # how errors name this Result
 
-    def queue(self, scorer: "_Scorer", change: Sequence[int] = (), rep: int | None = None) -> int:
+    def queue(self, log_probs: "_TargetLogProbs", change: Sequence[int] = (), rep: int | None = None) -> int:
         """Queue the input with ``change`` replaced by ``rep`` (or removed); returns its slot."""
         change = set(change)  # type: ignore[assignment]  # (membership tests below)
         pos = self.position
@@ -183,7 +183,7 @@ class _Item:
             ids = tuple(t for j, t in enumerate(self.ids) if j not in change)
             if pos is not None:
                 pos -= sum(1 for j in change if j < pos)
-        return scorer.add(ids, self.target, pos, self.where)
+        return log_probs.add(ids, self.target, pos, self.where)
 
     def cut(self, k: int, *, keep: bool) -> list[int]:
         """Positions to perturb: the top ``k`` (``keep=False``) or all but the top ``k`` (``True``)."""
@@ -198,7 +198,7 @@ def _items(results: list[Result], model: nn.Module, tokenizer: Any, by: str) -> 
         where = f"results[{i}]" if len(results) > 1 else "result"
         if "aggregate" in r.extras:
             raise ValueError(f"{where} holds word-level scores (Result.aggregate); evaluate the token-level Result")
-        row = _score_row(r, where)
+        attr = _attribution_row(r, where)
         t = r.target
         kind = t.get("kind")
         if kind not in _KIND_HEAD or "id" not in t:
@@ -213,7 +213,7 @@ def _items(results: list[Result], model: nn.Module, tokenizer: Any, by: str) -> 
             raise ValueError(f"{where} has token ids outside the model's vocabulary (size {vocab}): {bad[:5]}")
         positions = t.get("positions") or [None]
         pos = positions[0] if kind in ("masked", "token") else None
-        out.append(_Item(list(r.token_ids), _order(row, _fixed(r, tokenizer), by), int(t["id"]), pos, where))
+        out.append(_Item(list(r.token_ids), _order(attr, _fixed(r, tokenizer), by), int(t["id"]), pos, where))
     return out
 
 
@@ -229,7 +229,7 @@ def check_result(model: Any, result: Result, *, tokenizer: Any = None) -> None:
 
 
 # --------------------------------------------------------------------------- model calls
-class _Scorer:
+class _TargetLogProbs:
     """log p(target | ids) for many inputs, batched by length; each distinct input runs once."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, batch_size: int) -> None:
@@ -271,8 +271,8 @@ class _Scorer:
                 )
                 for r, j in enumerate(chunk):
                     _, target, pos = keys[j]
-                    row = logits[r] if logits.dim() == 2 else logits[r, pos]
-                    out[j] = row.log_softmax(-1)[target]
+                    sample_logits = logits[r] if logits.dim() == 2 else logits[r, pos]
+                    out[j] = sample_logits.log_softmax(-1)[target]
         return out
 
 
@@ -281,7 +281,7 @@ def _prepare(model: Any, results: Any, tokenizer: Any, by: str, batch_size: int)
     items_in, single = _results(results)
     if by not in ("value", "abs"):
         raise ValueError(f"by must be 'value' or 'abs', got {by!r}")
-    return _items(items_in, model, tokenizer, by), single, _Scorer(model, tokenizer, batch_size), tokenizer
+    return _items(items_in, model, tokenizer, by), single, _TargetLogProbs(model, tokenizer, batch_size), tokenizer
 
 
 def _out(values: Tensor, single: bool) -> float | Tensor:
@@ -289,27 +289,27 @@ def _out(values: Tensor, single: bool) -> float | Tensor:
 
 
 def _at_top_k(
-    items: list[_Item], scorer: _Scorer, tokenizer: Any, top_k: Any, replacement: Any, keep: bool
+    items: list[_Item], log_probs: _TargetLogProbs, tokenizer: Any, top_k: Any, replacement: Any, keep: bool
 ) -> list[int]:
     """Queue, per item, the input with its top-k perturbed (``keep=False``) or kept alone (``True``)."""
     rep = _replacement_id(tokenizer, replacement)
-    return [it.queue(scorer, it.cut(n_top(top_k, len(it.order)), keep=keep), rep) for it in items]
+    return [it.queue(log_probs, it.cut(n_top(top_k, len(it.order)), keep=keep), rep) for it in items]
 
 
 def _along(
-    items: list[_Item], scorer: _Scorer, tokenizer: Any, fractions: list[float], replacement: Any, keep: bool
+    items: list[_Item], log_probs: _TargetLogProbs, tokenizer: Any, fractions: list[float], replacement: Any, keep: bool
 ) -> Tensor:
     """Queue, per item and fraction, one step of a curve; ``(n, S)`` slots."""
     rep = _replacement_id(tokenizer, replacement)
     slots = [
-        [it.queue(scorer, it.cut(n_top(f, len(it.order)) if f else 0, keep=keep), rep) for f in fractions]
+        [it.queue(log_probs, it.cut(n_top(f, len(it.order)) if f else 0, keep=keep), rep) for f in fractions]
         for it in items
     ]
     return torch.tensor(slots, dtype=torch.long).reshape(len(items), len(fractions))
 
 
-def _full(items: list[_Item], scorer: _Scorer) -> list[int]:
-    return [it.queue(scorer) for it in items]
+def _full(items: list[_Item], log_probs: _TargetLogProbs) -> list[int]:
+    return [it.queue(log_probs) for it in items]
 
 
 # --------------------------------------------------------------------------- the metrics
@@ -440,10 +440,10 @@ def perturbation_curve(
     if kind not in ("deletion", "insertion"):
         raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
     fracs = [0.0] + _fractions(steps)
-    items, _, scorer, tok = _prepare(model, results, tokenizer, by, batch_size)
-    full = _full(items, scorer)
-    grid = _along(items, scorer, tok, fracs, replacement, keep=kind == "insertion")
-    p = scorer.run().exp()
+    items, _, log_probs, tok = _prepare(model, results, tokenizer, by, batch_size)
+    full = _full(items, log_probs)
+    grid = _along(items, log_probs, tok, fracs, replacement, keep=kind == "insertion")
+    p = log_probs.run().exp()
     return Curve(kind, torch.tensor(fracs, dtype=torch.float64), p[grid], p[full])
 
 
@@ -502,17 +502,17 @@ def faithfulness(
     if unknown or not metrics:
         raise ValueError(f"metrics must be a non-empty list of names from {list(METRICS)}, got {list(metrics)}")
     n_top(top_k, 1)  # validate before any model call
-    items, single, scorer, tok = _prepare(model, results, tokenizer, by, batch_size)
-    full = _full(items, scorer)
+    items, single, log_probs, tok = _prepare(model, results, tokenizer, by, batch_size)
+    full = _full(items, log_probs)
     pending: dict[str, Any] = {}
     for m in metrics:
         rep = DEFAULT_REPLACEMENT[m] if replacement is None else replacement
         keep = m in ("sufficiency", "aopc_insertion")
         if m.startswith("aopc"):
-            pending[m] = _along(items, scorer, tok, _fractions(steps), rep, keep=keep)
+            pending[m] = _along(items, log_probs, tok, _fractions(steps), rep, keep=keep)
         else:
-            pending[m] = _at_top_k(items, scorer, tok, top_k, rep, keep=keep)
-    lp = scorer.run()
+            pending[m] = _at_top_k(items, log_probs, tok, top_k, rep, keep=keep)
+    lp = log_probs.run()
     p_full = lp[full].exp()
     out: dict[str, float | Tensor] = {}
     for m, slots in pending.items():

@@ -1,4 +1,4 @@
-"""Generate continuations with ``model.generate`` and turn them into targets (one row per new token)."""
+"""Generate continuations with ``model.generate`` and turn them into targets (one target row per new token)."""
 
 from __future__ import annotations
 
@@ -101,13 +101,13 @@ def generate_targets(
             if not isinstance(seqs, torch.Tensor):  # return_dict_in_generate=True
                 seqs = seqs.sequences
             new = seqs[:, n:] if kind == "causal" else seqs
-            for row, i in zip(new.tolist(), members):
-                if kind == "seq2seq" and row and start is not None and row[0] == start:
-                    row = row[1:]
-                cut = next((k for k, t in enumerate(row) if t in eos), None)
+            for new_ids, i in zip(new.tolist(), members):
+                if kind == "seq2seq" and new_ids and start is not None and new_ids[0] == start:
+                    new_ids = new_ids[1:]
+                cut = next((k for k, t in enumerate(new_ids) if t in eos), None)
                 if cut is not None:
-                    row = row[: cut + 1]
-                if not row:
+                    new_ids = new_ids[: cut + 1]
+                if not new_ids:
                     raise ValueError(f"generation for text {i} produced no new token")
-                out[i] = Generated(tuple(row), tokenizer.decode(row, skip_special_tokens=True))
+                out[i] = Generated(tuple(new_ids), tokenizer.decode(new_ids, skip_special_tokens=True))
     return out  # type: ignore[return-value]

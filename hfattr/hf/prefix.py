@@ -1,9 +1,9 @@
 """Prefix reuse on causal models: a perturbation at position p leaves positions < p unchanged.
 
 ``PrefixReuseForward`` wraps a ``TargetForward`` of a causal LM. It runs the unperturbed batch
-once with a key/value cache; each later call finds the first position where any row differs from
-its original text (rows say which text they come from through ``example_ids``) and runs only
-positions from there on, on top of the cached prefix (logits only at the positions the rows
+once with a key/value cache; each later call finds the first position where any sample differs from
+its original text (samples say which text they come from through ``example_ids``) and runs only
+positions from there on, on top of the cached prefix (logits only at the positions the target rows
 read, where the model takes ``logits_to_keep``). Target rows that read a position before that
 point take the unperturbed logits. Gradients flow as usual (the cache is a constant, which
 it is for every position before the change). Used only where the cache is a plain per-layer
@@ -40,7 +40,7 @@ def supports_prefix_reuse(forward: TargetForward) -> bool:
 class PrefixReuseForward:
     """Same signature and numbers as the wrapped ``TargetForward``, computing only suffixes.
 
-    Callers that know where their perturbation starts pass ``first_changed`` (SIG does: a row at
+    Callers that know where their perturbation starts pass ``first_changed`` (SIG does: a sample at
     the end of its path equals the input, yet needs its gradient).
     """
 
@@ -67,7 +67,7 @@ class PrefixReuseForward:
         self._cache_type = DynamicCache
         cache = None if out is None else (getattr(out, "cache", None) or getattr(out, "past_key_values", None))
         self.layers = _plain_layers(cache)
-        self.rows = forward.row_logits(out.logits, positions).detach() if self.layers else None  # (B, R, V)
+        self.base_logits = forward.row_logits(out.logits, positions).detach() if self.layers else None  # (B, R, V)
         self.keys = [layer.keys.detach() for layer in self.layers] if self.layers else None
         self.values = [layer.values.detach() for layer in self.layers] if self.layers else None
 
@@ -103,10 +103,10 @@ class PrefixReuseForward:
             self.full_calls += 1
             self.positions_run += N * L
             return self.forward(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids)
-        assert self.rows is not None and self.keys is not None and self.values is not None  # enabled
-        base_rows = self.rows.index_select(0, ex)  # (N, R, V)
+        assert self.base_logits is not None and self.keys is not None and self.values is not None  # enabled
+        base = self.base_logits.index_select(0, ex)  # (N, R, V)
         if start == L:
-            return self.forward.finish(base_rows, indices)
+            return self.forward.finish(base, indices)
         cache = self._cache_type()
         same = bool((ex == ex[0]).all())  # one text (the common case): a view, no copy
         for layer_idx, (k, v) in enumerate(zip(self.keys, self.values)):
@@ -125,7 +125,7 @@ class PrefixReuseForward:
         out = self.model(inputs_embeds=embeds[:, start:], attention_mask=attention_mask, use_cache=True, **kw)
         self.positions_run += N * (L - start)
         suffix = out.logits  # (N, kept positions of the suffix, V)
-        row_idx = torch.arange(N, device=suffix.device).unsqueeze(1)
-        from_suffix = suffix[row_idx, rel]  # (N, R, V)
-        rows = torch.where(late.unsqueeze(-1), from_suffix, base_rows.to(from_suffix.dtype))
-        return self.forward.finish(rows, indices)
+        samples = torch.arange(N, device=suffix.device).unsqueeze(1)
+        from_suffix = suffix[samples, rel]  # (N, R, V)
+        row_logits = torch.where(late.unsqueeze(-1), from_suffix, base.to(from_suffix.dtype))
+        return self.forward.finish(row_logits, indices)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -96,7 +97,7 @@ class Prepared:
             idx = torch.stack([idx, con], dim=-1)  # (B, R, 2): target and contrast ids
         dec = None
         if self.targets[0].decoder_ids is not None:
-            # the rows of one seq2seq batch all have decoder ids
+            # the texts of one seq2seq batch all have decoder ids
             dec = torch.stack([cast(Tensor, t.decoder_ids).to(dev) for t in self.targets])
         ex = torch.arange(self.embeds.shape[0], device=dev)
         return (self.enc.attention_mask, pos, idx, dec, self.enc.extra.get("token_type_ids"), ex)
@@ -129,23 +130,35 @@ class Prepared:
         )
 
     @torch.no_grad()
-    def scores(self, *, score: str | None = None) -> Tensor:
-        """The explained values at the unperturbed input, ``(B, R)``."""
+    def target_values(self, *, score: str | None = None) -> Tensor:
+        """The target values (the score of each target row) at the unperturbed input, ``(B, R)``."""
         fwd = self.forward if score is None else TargetForward(self.model, self.forward.kind, score=score)
         return fwd(self.embeds, *self.forward_args())
 
+    def scores(self, *, score: str | None = None) -> Tensor:
+        """Deprecated name of :meth:`target_values` (these are not attributions)."""
+        warnings.warn("Prepared.scores() is deprecated; use Prepared.target_values()", DeprecationWarning, stacklevel=2)
+        return self.target_values(score=score)
+
     @torch.no_grad()
-    def step_scores(self) -> dict[str, Tensor]:
-        """Per row at the unperturbed input: probability, log_prob, entropy and rank of the target id."""
-        from .scores import step_scores
+    def step_stats(self) -> dict[str, Tensor]:
+        """Per target row at the unperturbed input: probability, log_prob, entropy and rank of the target id."""
+        from .scores import step_stats
 
         if getattr(self, "_steps", None) is None:
             args = self.forward_args()
             logits = self.forward.model_logits(self.embeds, args[0], args[3], args[4])
             ids = args[2][..., 0] if args[2].dim() == 3 else args[2]
-            rows = self.forward.row_logits(logits, args[1])
-            self._steps = {k: v.cpu() for k, v in step_scores(rows, ids).items()}
+            row_logits = self.forward.row_logits(logits, args[1])
+            self._steps = {k: v.cpu() for k, v in step_stats(row_logits, ids).items()}
         return self._steps
+
+    def step_scores(self) -> dict[str, Tensor]:
+        """Deprecated name of :meth:`step_stats`."""
+        warnings.warn(
+            "Prepared.step_scores() is deprecated; use Prepared.step_stats()", DeprecationWarning, stacklevel=2
+        )
+        return self.step_stats()
 
 
 def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str) -> Encoded:

@@ -1,10 +1,11 @@
-"""What is explained per target row (``score=``): a small registry of step quantities.
+"""What is explained per target row (``score=``): a small registry of scores (explained quantities).
 
-A score maps the logits each row reads, ``(N, R, V)``, the row's target ids ``(N, R)`` and the
-row's step (its index among the rows, ``(N, R)``) to one value per row ``(N, R)``. Contrastive
+A score maps the logits each target row reads, ``(N, R, V)``, the rows' target ids ``(N, R)`` and
+each row's step (its index among the rows, ``(N, R)``) to one target value per row ``(N, R)``. Contrastive
 scores also receive the contrast ids ``(N, R)``. Built in: ``logit``, ``prob``, ``log_prob``,
 ``contrast`` (logit(target) − logit(contrast)) and ``contrast_prob`` (the probability
-difference). :func:`step_scores` gives the per-row diagnostics recorded for every generation.
+difference). :func:`step_stats` gives the step statistics recorded for every generation
+(stored as ``extras["step_scores"]``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["ScoreSpec", "register_score", "get_score", "list_scores", "apply_score", "step_scores", "LINEAR_IN_LOGITS"]
+__all__ = ["ScoreSpec", "register_score", "get_score", "list_scores", "apply_score", "step_stats", "LINEAR_IN_LOGITS"]
 
 LINEAR_IN_LOGITS = ("logit", "contrast")  # scores LRP can explain (relevance is linear in the logits)
 
@@ -72,20 +73,20 @@ def list_scores() -> list[str]:
     return sorted(_SCORES)
 
 
-def apply_score(spec: ScoreSpec, rows: Tensor, indices: Tensor) -> Tensor:
-    """``rows`` ``(N, R, V)`` logits, ``indices`` ``(N, R)`` or ``(N, R, 2)`` (target, contrast) → ``(N, R)``."""
-    indices = indices.to(rows.device)
+def apply_score(spec: ScoreSpec, logits: Tensor, indices: Tensor) -> Tensor:
+    """``logits`` ``(N, R, V)`` read by each target row, ``indices`` ``(N, R)`` or ``(N, R, 2)`` → ``(N, R)``."""
+    indices = indices.to(logits.device)
     if indices.dim() == 3:
         ids, contrast = indices[..., 0], indices[..., 1]
     else:
         ids, contrast = indices, None
-    step = torch.arange(ids.shape[1], device=rows.device).expand_as(ids)
+    step = torch.arange(ids.shape[1], device=logits.device).expand_as(ids)
     if spec.contrastive:
         if contrast is None:
             raise ValueError(f"score={spec.name!r} needs contrast= (a contrast text or token ids)")
-        out = spec.fn(rows, ids, step, contrast)
+        out = spec.fn(logits, ids, step, contrast)
     else:
-        out = spec.fn(rows, ids, step)
+        out = spec.fn(logits, ids, step)
     if not isinstance(out, Tensor) or tuple(out.shape) != tuple(ids.shape):
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"score {spec.name!r} must return one value per row, shape {tuple(ids.shape)}; got {got}")
@@ -93,9 +94,9 @@ def apply_score(spec: ScoreSpec, rows: Tensor, indices: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def step_scores(rows: Tensor, ids: Tensor) -> dict[str, Tensor]:
-    """Per row: probability, log-probability and rank (1 = argmax) of ``ids``, entropy of the distribution."""
-    logp = _normalised(rows).double().log_softmax(-1)
+def step_stats(logits: Tensor, ids: Tensor) -> dict[str, Tensor]:
+    """Per target row: probability, log-probability and rank (1 = argmax) of ``ids``, entropy of the distribution."""
+    logp = _normalised(logits).double().log_softmax(-1)
     picked = _pick(logp, ids)
     p = logp.exp()
     entropy = -(p * logp.masked_fill(p == 0, 0.0)).sum(-1)

@@ -384,7 +384,7 @@ class TargetForward:
     """``f(embeds, attention_mask, positions, indices, decoder_ids, token_type_ids, example_ids) -> (B, R)``.
 
     Everything but the model is passed as tensors so perturbation batches repeat them correctly;
-    ``example_ids`` says which original text each row comes from (used by fast paths).
+    ``example_ids`` says which original text each sample of the batch comes from (used by fast paths).
     """
 
     def __init__(self, model: nn.Module, kind: str, *, score: str = "logit") -> None:
@@ -406,9 +406,9 @@ class TargetForward:
         example_ids: Tensor | None = None,
     ) -> Tensor:
         if self.keeps_logits:  # the LM head only at the positions the target rows read
-            keep, rows = kept_positions(positions, embeds.shape[1])
+            keep, kept_at = kept_positions(positions, embeds.shape[1])
             logits = self.model_logits(embeds, attention_mask, decoder_ids, token_type_ids, keep=keep)
-            return self.select(logits, rows, indices)
+            return self.select(logits, kept_at, indices)
         return self.select(self.model_logits(embeds, attention_mask, decoder_ids, token_type_ids), positions, indices)
 
     def model_logits(
@@ -436,15 +436,15 @@ class TargetForward:
         """``(B, R, V)``: the logits each target row reads."""
         if logits.dim() == 2:  # sequence classification: (B, C)
             return logits.unsqueeze(1).expand(-1, positions.shape[1], -1)
-        rows = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
-        return logits[rows, positions.clamp(min=0).to(logits.device)]
+        samples = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
+        return logits[samples, positions.clamp(min=0).to(logits.device)]
 
-    def finish(self, rows: Tensor, indices: Tensor) -> Tensor:
-        """The score of each row from its logits ``(B, R, V)`` and ids ``(B, R)`` (``(B, R, 2)`` with a
-        contrast): ``(B, R)``."""
+    def finish(self, row_logits: Tensor, indices: Tensor) -> Tensor:
+        """The target values (the score of each target row) from its logits ``(B, R, V)`` and ids
+        ``(B, R)`` (``(B, R, 2)`` with a contrast): ``(B, R)``."""
         from .scores import apply_score
 
-        return apply_score(self.spec, rows, indices)
+        return apply_score(self.spec, row_logits, indices)
 
     def select(self, logits: Tensor, positions: Tensor, indices: Tensor) -> Tensor:
         return self.finish(self.row_logits(logits, positions), indices)

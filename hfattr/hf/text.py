@@ -169,7 +169,7 @@ def _is_batch_encoding(obj: Any) -> bool:
 
 
 def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
-    """An already tokenized batch; rows are moved to right padding like every other input."""
+    """An already tokenized batch; sequences are moved to right padding like every other input."""
     ids = torch.as_tensor(batch["input_ids"])
     if ids.dim() == 1:
         ids = ids.unsqueeze(0)
@@ -183,23 +183,23 @@ def _from_batch_encoding(tokenizer: Any, batch: Any) -> Encoded:
         raise ValueError(f"input_ids holds a negative token id ({int(ids.min())}); token ids are >= 0")
     mask = torch.as_tensor(batch.get("attention_mask", torch.ones_like(ids))).reshape(ids.shape)
     extra_in = {k: torch.as_tensor(batch[k]).reshape(ids.shape) for k in ("token_type_ids",) if k in batch}
-    keep = [row_mask.bool() for row_mask in mask]
-    rows = [row[k].tolist() for row, k in zip(ids, keep)]
+    keep = [seq_mask.bool() for seq_mask in mask]
+    seqs = [seq[k].tolist() for seq, k in zip(ids, keep)]
     pad_id = getattr(tokenizer, "pad_token_id", None)
     L = ids.shape[1]
-    ids = torch.tensor(_pad(rows, 0 if pad_id is None else pad_id, L), dtype=torch.long)
-    mask = torch.tensor(_pad([[1] * len(r) for r in rows], 0, L), dtype=torch.long)
+    ids = torch.tensor(_pad(seqs, 0 if pad_id is None else pad_id, L), dtype=torch.long)
+    mask = torch.tensor(_pad([[1] * len(r) for r in seqs], 0, L), dtype=torch.long)
     extra = {
         k: torch.tensor(_pad([v[i][k_].tolist() for i, k_ in enumerate(keep)], 0, L), dtype=torch.long)
         for k, v in extra_in.items()
     }
-    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in rows]
+    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in seqs]
     special = _typed_specials(tokenizer, ids) | ~mask.bool()
     return Encoded(ids, mask, special, texts, None, None, extra)
 
 
-def _pad(rows: list[list[Any]], value: Any, length: int) -> list[list[Any]]:
-    return [list(r) + [value] * (length - len(r)) for r in rows]
+def _pad(seqs: list[list[Any]], value: Any, length: int) -> list[list[Any]]:
+    return [list(r) + [value] * (length - len(r)) for r in seqs]
 
 
 def _to_encoded(tokenizer: Any, batch: Any, texts: list[str], content_spans: Any) -> Encoded:
@@ -215,7 +215,7 @@ def _to_encoded(tokenizer: Any, batch: Any, texts: list[str], content_spans: Any
     special = special | ~mask.bool() | _typed_specials(tokenizer, ids)
     offsets = word_ids = None
     if "offset_mapping" in batch:
-        offsets = _pad([[tuple(map(int, o)) for o in row] for row in batch["offset_mapping"]], (0, 0), L)
+        offsets = _pad([[tuple(map(int, o)) for o in seq] for seq in batch["offset_mapping"]], (0, 0), L)
         word_ids = _pad([batch.word_ids(i) for i in range(len(lengths))], None, L)
     if content_spans is not None and offsets is not None:
         for i, spans in enumerate(content_spans):

@@ -153,19 +153,19 @@ class LRP:
         ):
             # copies of the float leaves: a model may change its input in place, the leaves stay intact
             fed = tuple(x.clone() if x.is_floating_point() else x for x in leaves)
-            scores = select_target(explained_output(call_forward(self.model, fed, args, owned=True)), target)
+            explained = select_target(explained_output(call_forward(self.model, fed, args, owned=True)), target)
             att.check()
-            if scores.numel() != n:
+            if explained.numel() != n:
                 raise ValueError(
-                    f"the selected output has shape {tuple(scores.shape)}, not one value per example ({n}); "
+                    f"the selected output has shape {tuple(explained.shape)}, not one value per example ({n}); "
                     "pass a target that picks one output per example"
                 )
             floats = [i for i in range(len(leaves)) if i not in ids]
             wrt = [leaves[i] for i in floats] + [t for _, t in capture.seen]
-            check_finite(scores, "the explained output", hint="check the model's weights and the inputs")
-            if not scores.requires_grad:
+            check_finite(explained, "the explained output", hint="check the model's weights and the inputs")
+            if not explained.requires_grad:
                 raise ValueError("the explained output does not depend on the inputs through the model")
-            grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
+            grads = torch.autograd.grad(explained.sum(), wrt, allow_unused=True)
         result: list[Tensor | None] = [None] * len(leaves)
         for i, g in zip(floats, grads[: len(floats)]):
             result[i] = _relevance(leaves[i], g)
@@ -184,7 +184,7 @@ class LRP:
             check_finite(rel, f"the LRP relevance of inputs[{i}]")
         out = tuple(relevance) if was_tuple else relevance[0]
         if return_convergence_delta:
-            return out, self.compute_convergence_delta(out, scores.detach().reshape(n))
+            return out, self.compute_convergence_delta(out, explained.detach().reshape(n))
         return out
 
     def attribute_future(self) -> Any:

@@ -123,7 +123,7 @@ def result_fields(
             col = torch.tensor(pos).unsqueeze(0)
             read = torch.tensor(t.positions).unsqueeze(1)
             sc[col > read] = float("nan")
-        steps = prep.step_scores()
+        steps = prep.step_stats()
         extras["step_scores"] = {k: v[i].tolist() for k, v in steps.items()}
         probs = [float(p) for p in steps["probability"][i].tolist()]
     return ResultFields(
@@ -203,7 +203,7 @@ def row_inputs(prep: Prepared) -> RowInputs:
 
 def prep_probability(prep: Prepared, i: int) -> float | list[float]:
     if not hasattr(prep, "_probs"):
-        prep._probs = prep.step_scores()["probability"]  # type: ignore[attr-defined]
+        prep._probs = prep.step_stats()["probability"]  # type: ignore[attr-defined]
     row = prep._probs[i].tolist()  # type: ignore[attr-defined]
     return row[0] if len(row) == 1 else row
 

@@ -19,5 +19,5 @@ def input_x_gradient(prep: Prepared, *, from_baseline: bool = False) -> list[Res
     rows = row_inputs(prep)
     grad = rows.gradient(prep.forward, rows.embeds)
     start = rows.embeds - rows.baseline if from_baseline else rows.embeds
-    scores = (start * grad).sum(-1).masked_fill(rows.fixed, 0.0)
-    return per_text(prep, scores)
+    attributions = (start * grad).sum(-1).masked_fill(rows.fixed, 0.0)
+    return per_text(prep, attributions)

@@ -43,10 +43,10 @@ def integrated_gradients(
         points = (base.unsqueeze(0) + al * diff.unsqueeze(0)).reshape(-1, L, D)
         grad = rows.gradient(prep.forward, points, repeats=al.shape[0]).view(-1, N, L, D)
         total += (w * grad).sum(0)
-    scores = (diff * total).sum(-1)
+    attributions = (diff * total).sum(-1)
     with torch.no_grad():
         change = rows.explained(prep.forward(x, *rows.args)) - rows.explained(prep.forward(base, *rows.args))
-    delta = (scores.sum(-1) - change).double().cpu()
+    delta = (attributions.sum(-1) - change).double().cpu()
     if prep.n_rows == 1:
-        return [result_fields(prep, i, scores[i], delta=float(delta[i])) for i in range(N)]
-    return [result_fields(prep, 0, scores, delta=delta.tolist())]
+        return [result_fields(prep, i, attributions[i], delta=float(delta[i])) for i in range(N)]
+    return [result_fields(prep, 0, attributions, delta=delta.tolist())]

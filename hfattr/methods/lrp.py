@@ -76,13 +76,13 @@ def lrp(
                     return _with_first(out, t.clone())
 
                 handles.append(module.register_forward_hook(keep))
-            scores = prep.forward(embeds, *prep.forward_args())  # (B, R)
+            target_values = prep.forward(embeds, *prep.forward_args())  # (B, R)
         finally:
             for h in handles:
                 h.remove()
         att.check()
         check_finite(
-            scores,
+            target_values,
             "the model's prediction (the explained logits)",
             hint="check the model's weights and the input embeddings",
         )
@@ -93,16 +93,16 @@ def lrp(
                     "pass (not run, or run several times); choose a site that runs once"
                 )
         site_values = [captured[name][0] for name, _ in sites]
-        B, R = scores.shape
+        B, R = target_values.shape
         token_rel, site_rel = [], []
         for r in range(R):
             grads = torch.autograd.grad(
-                scores[:, r].sum(), [embeds] + site_values, retain_graph=r < R - 1, allow_unused=True
+                target_values[:, r].sum(), [embeds] + site_values, retain_graph=r < R - 1, allow_unused=True
             )
             token_rel.append(_per_token(embeds, grads[0]))
             site_rel.append([_per_token(v, g) for v, g in zip(site_values, grads[1:])])
     rel = torch.stack(token_rel, dim=1)  # (B, R, L)
-    delta = scores.detach().to(rel.dtype) - rel.sum(-1)  # (B, R)
+    delta = target_values.detach().to(rel.dtype) - rel.sum(-1)  # (B, R)
     L = prep.enc.input_ids.shape[1]
     out = []
     for i in range(B):
@@ -117,7 +117,7 @@ def lrp(
                 per_site[name] = (rows[0] if R == 1 else rows).detach().cpu()
             extras["sites"] = [name for name, _ in sites]
             extras["site_relevance"] = per_site
-        scores_i = rel[i, 0] if R == 1 else rel[i]
+        attributions = rel[i, 0] if R == 1 else rel[i]
         d = delta[i, 0].item() if R == 1 else delta[i].detach().cpu()
-        out.append(result_fields(prep, i, scores_i, extras=extras, delta=d))
+        out.append(result_fields(prep, i, attributions, extras=extras, delta=d))
     return out

@@ -52,7 +52,7 @@ def neuron_gradient(
         pos = [r[position] for r in real]
     else:
         raise ValueError(f"position must be 'last', 'all' or an int, got {position!r}")
-    rows = torch.arange(B)
+    samples = torch.arange(B)
     mask = prep.enc.attention_mask
 
     def selector(value: Any) -> torch.Tensor:
@@ -64,7 +64,7 @@ def neuron_gradient(
             return value[:, neuron]
         if pos is None:
             return (value[..., neuron] * mask.to(value.dtype)).sum(-1)
-        return value[rows.to(value.device), torch.tensor(pos, device=value.device), neuron]
+        return value[samples.to(value.device), torch.tensor(pos, device=value.device), neuron]
 
     shared = get_architecture(prep.model).shared_blocks
     (grad,) = core_neuron_gradient(

@@ -15,5 +15,5 @@ def saliency(prep: Prepared, *, abs: bool = True) -> list[ResultFields]:
         raise TypeError(f"abs must be a bool, got {abs!r}")
     rows = row_inputs(prep)
     grad = rows.gradient(prep.forward, rows.embeds)
-    scores = (grad.abs() if abs else grad).sum(-1).masked_fill(rows.fixed, 0.0)
-    return per_text(prep, scores)
+    attributions = (grad.abs() if abs else grad).sum(-1).masked_fill(rows.fixed, 0.0)
+    return per_text(prep, attributions)

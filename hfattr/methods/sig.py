@@ -64,12 +64,12 @@ def sig(
         target: Any = 0
     else:  # one text, several target rows: one copy of the text per row
         embeds, base, active = embeds.expand(R, -1, -1), base.expand(R, -1, -1), active.expand(R, -1)
-        if prep.targets[0].kind == "continuation":  # causal: columns after a row's read position score 0
+        if prep.targets[0].kind == "continuation":  # causal: columns after a row's read position get 0
             read = torch.tensor(prep.targets[0].positions, device=active.device).unsqueeze(1)
             active = active & (torch.arange(L, device=active.device).unsqueeze(0) <= read)
         args = tuple(a.expand(R, *a.shape[1:]) if isinstance(a, torch.Tensor) else a for a in args)
         target = list(range(R))
-    chunk = internal_batch_size  # None: the core's default budget of row-positions per call
+    chunk = internal_batch_size  # None: the core's default budget of tokens per call
     (attr,), info = sequential_integrated_gradients(
         prep.perturbation_forward(fast=fast),
         (embeds,),
@@ -92,7 +92,7 @@ def sig(
     out = []
     for i in range(B if R == 1 else 1):
         sl = slice(i, i + 1) if R == 1 else slice(None)
-        scores = per_token[i] if R == 1 else per_token
+        attributions = per_token[i] if R == 1 else per_token
         pos = prep.enc.positions(i)
         extras = {
             "steps": info.steps[sl][..., pos].squeeze(0).tolist(),
@@ -100,6 +100,6 @@ def sig(
             "passes": info.passes,
             "baseline_id": prep.baseline_id,
         }
-        fields = result_fields(prep, i, scores, extras=extras, delta=float(err[sl].abs().max()))
+        fields = result_fields(prep, i, attributions, extras=extras, delta=float(err[sl].abs().max()))
         out.append(fields)
     return out

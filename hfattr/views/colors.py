@@ -78,8 +78,8 @@ def fixed_positions(result: "Result") -> list[bool]:
 
 def robust_scale(result: "Result") -> float:
     """Largest finite ``|score|`` outside the fixed positions (all finite entries if every one is fixed)."""
-    scores = result.scores.detach().cpu().double()
-    rows = [scores.tolist()] if scores.dim() == 1 else scores.tolist()
+    attributions = result.scores.detach().cpu().double()
+    rows = [attributions.tolist()] if attributions.dim() == 1 else attributions.tolist()
     fixed = fixed_positions(result)
     keep = [j for j, f in enumerate(fixed) if not f] or list(range(len(fixed)))
     vals = [abs(r[j]) for r in rows for j in keep if math.isfinite(r[j])]

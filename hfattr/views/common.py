@@ -24,17 +24,17 @@ __all__ = [
     "display_name",
     "is_generation",
     "prompt_length",
-    "step_scores",
-    "STEP_SCORES",
+    "step_stats",
+    "STEP_STATS",
 ]
 
-STEP_SCORES = ("probability", "log_prob", "entropy", "rank")
+STEP_STATS = ("probability", "log_prob", "entropy", "rank")
 
 
 def matrix(result: "Result") -> list[list[float]]:
     """Scores as a list of rows of python floats (1-D scores give one row)."""
-    scores = result.scores.detach().cpu().double()
-    return [scores.tolist()] if scores.dim() == 1 else scores.tolist()
+    attributions = result.scores.detach().cpu().double()
+    return [attributions.tolist()] if attributions.dim() == 1 else attributions.tolist()
 
 
 def specials(result: "Result") -> list[bool]:
@@ -76,8 +76,8 @@ def prompt_length(result: "Result") -> int:
     return max(result.n_tokens - result.scores.shape[0], 0)
 
 
-def step_scores(result: "Result") -> dict[str, list[float]]:
-    """The recorded per-step scores (``extras["step_scores"]``), those with one value per row."""
+def step_stats(result: "Result") -> dict[str, list[float]]:
+    """The recorded step statistics (``extras["step_scores"]``), those with one value per target row."""
     raw = (result.extras or {}).get("step_scores") or {}
     n = result.scores.shape[0]
     out = {}
@@ -87,7 +87,7 @@ def step_scores(result: "Result") -> dict[str, list[float]]:
                 out[str(name)] = [float(v) for v in values]
             except (TypeError, ValueError):
                 continue
-    order = [k for k in STEP_SCORES if k in out] + [k for k in out if k not in STEP_SCORES]
+    order = [k for k in STEP_STATS if k in out] + [k for k in out if k not in STEP_STATS]
     return {k: out[k] for k in order}
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from ..viz import BIDI, printable
 from .colors import fixed_positions, legend_html, robust_scale, score_color, text_color
-from .common import describe, fmt_step, is_generation, matrix, prompt_length, row_labels, specials, step_scores
+from .common import describe, fmt_step, is_generation, matrix, prompt_length, row_labels, specials, step_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..result import Result
@@ -186,7 +186,7 @@ def _generation(result: "Result", scale: float, values: bool) -> str:
             tip = f"{printable(tok)} \u2192 {printable(gen[g])}: {v:+.4g}"
             cells.append(_cell(g, j, v, scale, fixed[j], tip))
         lines.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
-    for k, (name, vals) in enumerate(step_scores(result).items()):
+    for k, (name, vals) in enumerate(step_stats(result).items()):
         cls = "hfattr-step hfattr-step-first" if k == 0 else "hfattr-step"
         cells = [f'<th class="hfattr-row" scope="row">{esc(name)}</th>']
         cells += [

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..viz import printable
 from .colors import colormap, fixed_positions, robust_scale, score_color
-from .common import describe, fmt_step, is_generation, matrix, prompt_length, row_labels, step_scores
+from .common import describe, fmt_step, is_generation, matrix, prompt_length, row_labels, step_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..result import Result
@@ -162,7 +162,7 @@ def _generation(result: "Result", ax, scale: float):
     n_prompt = prompt_length(result)
     src = [("*" if j >= n_prompt else "") + result.tokens[j] for j in keep]
     gen = row_labels(result)
-    steps = step_scores(result)
+    steps = step_stats(result)
     step_ax = None
     if ax is None:
         width = min(max(5.5, 0.42 * len(gen) + 3.5), 30.0)

@@ -1,9 +1,9 @@
 """The dataset-run report: one self-contained HTML page (``hfattr report RUN_DIR``).
 
 It holds the run summary, the corpus token rankings per label (with counts), the faithfulness
-means when ``hfattr evaluate`` wrote ``faithfulness.csv``, and every row as a heatmap, paged and
-searchable by text with a small inline script (without script every row is shown). Nothing is
-loaded from the network. All rows share one colour range: the 99th percentile of ``|score|`` over
+means when ``hfattr evaluate`` wrote ``faithfulness.csv``, and every record as a heatmap, paged and
+searchable by text with a small inline script (without script every record is shown). Nothing is
+loaded from the network. All records share one colour range: the 99th percentile of ``|attribution|`` over
 the non-fixed entries, stated in the legend.
 """
 
@@ -84,36 +84,36 @@ def _bar(items: list, desc: str, progress: bool) -> Any:
 
 
 def _load(run_dir: Path, max_rows: int, progress: bool = False) -> tuple[list[dict], int]:
-    """``(rows, total)``: each row a dict with row_id, status, error, text, result (or None)."""
-    from ..dataset.storage import read_rows, row_to_result
+    """``(records, total)``: each record a dict with row_id, status, error, text, result (or None)."""
+    from ..dataset.storage import read_records, record_to_result
 
-    rows: list[dict] = []
+    records: list[dict] = []
     total = 0
-    for row in _bar(list(read_rows(run_dir)), "reading rows", progress):
+    for record in _bar(list(read_records(run_dir)), "reading rows", progress):
         total += 1
-        if len(rows) >= max_rows:
+        if len(records) >= max_rows:
             continue
-        result = row_to_result(row) if row["status"] == "ok" else None
-        rows.append(
+        result = record_to_result(record) if record["status"] == "ok" else None
+        records.append(
             {
-                "row_id": row["row_id"],
-                "status": row["status"],
-                "error": row.get("error"),
-                "text": row.get("text"),
+                "row_id": record["row_id"],
+                "status": record["status"],
+                "error": record.get("error"),
+                "text": record.get("text"),
                 "result": result,
-                "prediction": (row.get("prediction_label"), row.get("prediction_probability")),
+                "prediction": (record.get("prediction_label"), record.get("prediction_probability")),
             }
         )
-    return rows, total
+    return records, total
 
 
 def _shared_scale(results: list[Any]) -> float:
-    """99th percentile of |score| over the finite non-fixed entries (max of all when few)."""
+    """99th percentile of |attribution| over the finite non-fixed entries (max of all when few)."""
     vals: list[float] = []
     for r in results:
         fixed = fixed_positions(r)
-        scores = r.scores.detach().cpu().double()
-        grid = [scores.tolist()] if scores.dim() == 1 else scores.tolist()
+        attributions = r.scores.detach().cpu().double()
+        grid = [attributions.tolist()] if attributions.dim() == 1 else attributions.tolist()
         vals.extend(abs(v) for row in grid for j, v in enumerate(row) if not fixed[j] and math.isfinite(v))
     if not vals:
         return 0.0
@@ -128,28 +128,28 @@ def _faithfulness(run_dir: Path) -> tuple[list[str], dict[str, float], dict[int,
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         metrics = [c for c in (reader.fieldnames or []) if c not in ("row_id", "error")]
-        per_row: dict[int, dict] = {}
+        per_record: dict[int, dict] = {}
         skipped = 0
         for rec in reader:
             if rec.get("error"):
                 skipped += 1
                 continue
             try:
-                per_row[int(rec["row_id"])] = {m: float(rec[m]) for m in metrics if rec.get(m) not in (None, "")}
+                per_record[int(rec["row_id"])] = {m: float(rec[m]) for m in metrics if rec.get(m) not in (None, "")}
             except (KeyError, ValueError):
                 skipped += 1
     means = {}
     for m in metrics:
-        vals = [v[m] for v in per_row.values() if m in v and math.isfinite(v[m])]
+        vals = [v[m] for v in per_record.values() if m in v and math.isfinite(v[m])]
         means[m] = sum(vals) / len(vals) if vals else math.nan
-    return metrics, means, per_row, skipped
+    return metrics, means, per_record, skipped
 
 
 # --------------------------------------------------------------------------- sections
-def _summary(run_dir: Path, manifest: dict, rows: list[dict], total: int) -> str:
+def _summary(run_dir: Path, manifest: dict, records: list[dict], total: int) -> str:
     last = manifest.get("last_run") or {}
     ident = manifest.get("identity") or {}
-    ok = sum(r["status"] == "ok" for r in rows)
+    ok = sum(r["status"] == "ok" for r in records)
     target = manifest.get("target") if manifest.get("target") is not None else ident.get("target_column")
     items = [
         ("model", display_name(manifest.get("model", "?"))),
@@ -223,10 +223,10 @@ def _rankings(results: list[Any], min_count: int, top_k: int) -> str:
 def _faith_section(faith) -> str:
     if faith is None:
         return ""
-    metrics, means, per_row, skipped = faith
+    metrics, means, per_record, skipped = faith
     cells = "".join(f'<tr><th>{esc(m)}</th><td class="num">{means[m]:+.4f}</td></tr>' for m in metrics)
     return (
-        f'<h2>Faithfulness</h2><p class="hfattr-note">Means over {len(per_row)} evaluated rows '
+        f'<h2>Faithfulness</h2><p class="hfattr-note">Means over {len(per_record)} evaluated rows '
         f"({skipped} skipped), from {FAITHFULNESS_FILE} (<code>hfattr evaluate</code>).</p>"
         f'<table class="hfattr-table hfattr-faith">{cells}</table>'
     )
@@ -239,22 +239,22 @@ def _label(result: Any) -> str:
     return str(t.get("label", t.get("id", "all")))
 
 
-def _row(row: dict, scale: float, faith_row: dict | None) -> tuple[str, str]:
-    rid, result = row["row_id"], row["result"]
-    text = row["text"] or ""
+def _record_html(record: dict, scale: float, faith_record: dict | None) -> tuple[str, str]:
+    rid, result = record["row_id"], record["result"]
+    text = record["text"] or ""
     if result is None:
-        body = f'<div class="hfattr-failed">failed: {esc(row["error"] or "?")}</div>'
+        body = f'<div class="hfattr-failed">failed: {esc(record["error"] or "?")}</div>'
         label, meta = "(failed)", f"row {rid}"
     else:
         label = _label(result)
         bits = [f"row {rid}", f"target: {fmt_target(result.target)}"]
         if isinstance(result.probability, (int, float)):
             bits.append(f"p = {result.probability:.3f}")
-        pred, pprob = row["prediction"]
+        pred, pprob = record["prediction"]
         if pred is not None:
             bits.append(f"predicted: {pred}" + (f" ({pprob:.3f})" if isinstance(pprob, float) else ""))
-        if faith_row:
-            bits += [f"{m} {v:+.3f}" for m, v in faith_row.items()]
+        if faith_record:
+            bits += [f"{m} {v:+.3f}" for m, v in faith_record.items()]
         meta = " \u00b7 ".join(bits)
         body = html_body(result, scale)
     search = esc(f"#{rid} {text}".lower())
@@ -276,8 +276,8 @@ def build_report(
 ) -> str:
     """The report page of a dataset run as an HTML string (see the module docstring).
 
-    ``min_count`` (default: 3, or 1 for runs of fewer than 30 successful rows) filters the
-    rankings; ``max_rows`` caps the rows drawn (the rankings use the same rows).
+    ``min_count`` (default: 3, or 1 for runs of fewer than 30 successful records) filters the
+    rankings; ``max_rows`` caps the records drawn (the rankings use the same records).
     """
     from ..dataset.storage import read_manifest
 
@@ -290,21 +290,21 @@ def build_report(
         raise FileNotFoundError(
             f"{run_dir} is not a dataset-run directory (no manifest.json); make one with `hfattr attribute-dataset`"
         )
-    rows, total = _load(run_dir, max_rows, progress)
-    results = [r["result"] for r in rows if r["result"] is not None]
+    records, total = _load(run_dir, max_rows, progress)
+    results = [r["result"] for r in records if r["result"] is not None]
     if min_count is None:
         min_count = 3 if len(results) >= 30 else 1
     elif isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
         raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
     scale = _shared_scale(results)
     faith = _faithfulness(run_dir)
-    per_row = faith[2] if faith else {}
+    per_record = faith[2] if faith else {}
     rendered, labels = [], set()
-    for row in _bar(rows, "drawing rows", progress):
-        label, markup = _row(row, scale, per_row.get(row["row_id"]))
+    for record in _bar(records, "drawing rows", progress):
+        label, markup = _record_html(record, scale, per_record.get(record["row_id"]))
         labels.add(label)
         rendered.append(markup)
-    shown = f"{len(rows)} of {total}" if total > len(rows) else f"all {total}"
+    shown = f"{len(records)} of {total}" if total > len(records) else f"all {total}"
     options = "".join(f'<option value="{esc(lab)}">{esc(lab)}</option>' for lab in sorted(labels))
     controls = (
         f'<div class="hfattr-controls"><input type="search" id="hfattr-search" placeholder="search the texts" '
@@ -315,7 +315,7 @@ def build_report(
     )
     body = (
         f'<div class="hfattr">{STYLE}<h1>hfattr report: {esc(run_dir.resolve().name)}</h1>'
-        + _summary(run_dir, manifest, rows, total)
+        + _summary(run_dir, manifest, records, total)
         + _rankings(results, min_count, top_k)
         + _faith_section(faith)
         + f"<h2>Rows ({shown})</h2>"

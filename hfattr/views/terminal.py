@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..viz import printable
 from .colors import ANSI, fixed_positions, legend_text, robust_scale, unit
-from .common import describe, fmt_step, is_generation, matrix, prompt_length, row_labels, step_scores
+from .common import describe, fmt_step, is_generation, matrix, prompt_length, row_labels, step_stats
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..result import Result
@@ -147,7 +147,7 @@ def _generation(result: "Result", color: bool, width: int, scale: float) -> list
         labels.append(("*" if j >= n_prompt else " ") + printable(tok))
         cells.append(["" if math.isnan(v) else format(v, fmt) for v in column])
         kinds.append([_kind(v, fixed[j]) for v in column])
-    extra = [(name, [fmt_step(name, v) for v in vals]) for name, vals in step_scores(result).items()]
+    extra = [(name, [fmt_step(name, v) for v in vals]) for name, vals in step_stats(result).items()]
     heads = [printable(g) for g in row_labels(result)]
     note = textwrap.wrap("rows: source tokens (* = generated), columns: generated tokens", width)
     return note + _blocks(labels, heads, cells, kinds, color, width, extra)
