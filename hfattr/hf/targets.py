@@ -8,6 +8,8 @@ those scores; extra tensors travel as arguments so they are repeated with the ba
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from .text import Encoded
 
 __all__ = [
     "input_logits",
+    "pools_last_token",
     "TargetRows",
     "resolve_targets",
     "TARGET_RESOLVERS",
@@ -366,6 +369,21 @@ TARGET_RESOLVERS: dict[str, TargetResolver] = {
     "seq2seq": _resolve_seq2seq,
 }
 """Head kind (see :data:`hfattr.hf.heads.HEAD_KINDS`) -> its target resolver."""
+
+
+@functools.lru_cache(maxsize=None)
+def _reads_pad_token(forward: Any) -> bool:
+    try:
+        return "pad_token_id" in inspect.getsource(forward)
+    except (OSError, TypeError):  # no source: assume it does (the safe choice)
+        return True
+
+
+def pools_last_token(model: nn.Module) -> bool:
+    """True for a sequence classifier that reads its class at the last non-padding token, found from
+    the input ids (the decoder classifiers: GPT-2, Llama, ...). Run on embeddings it reads the last
+    column instead, so a padded batch gives wrong numbers for the shorter texts."""
+    return head_kind(model) == "class" and _reads_pad_token(type(model).forward)
 
 
 def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any) -> list[TargetRows]:
