@@ -15,7 +15,7 @@ from .core.finite import NonFiniteError, check_finite
 from .core.locking import model_lock
 from .hf.access import model_config, pretrained
 from .hf.prepare import Prepared, append_continuation, append_generated, check_loaded, check_token_ids, prepare
-from .hf.targets import Generated, resolve_targets
+from .hf.targets import Generated, pools_last_token, resolve_targets
 from .hf.text import Encoded, encode
 from .methods import MethodSpec, get_method, list_methods, register_method
 from .methods.fields import as_result_kwargs
@@ -197,6 +197,14 @@ class Explainer:
         from .hf.targets import contrast_ids
 
         enc = enc.to(input_device(self.model))
+        if enc.batch_size > 1 and pools_last_token(self.model) and not bool(enc.attention_mask.bool().all()):
+            # a decoder classifier finds its last real token from input ids, which it does not get
+            # on embeddings: padded texts go one at a time, without padding
+            for i in range(enc.batch_size):
+                one, _ = _one_text(enc, i)
+                t = targets[i] if isinstance(targets, list) else targets
+                yield from self._prepared(one, [t], spec, prep_opts, None if contrasts is None else [contrasts[i]])
+            return
         resolved = resolve_targets(self.model, self.tokenizer, enc, targets)
         for r, c in zip(resolved, contrasts or [None] * len(resolved)):
             if c is not None:

@@ -643,7 +643,8 @@ def test_model_state_is_restored_after_an_error():
         ex.explain(TEXT, method="neuron_gradient", site="blocks.0.mlp", neuron=10_000)
     assert_same_state(model, before)
 
-    # an exception inside the model's forward, while the method's hooks are registered
+    # an exception inside the model's forward, while the method's hooks are registered (the first
+    # forward, the target prediction, passes; the method's first forward through block 0 raises)
     calls = {"n": 0}
 
     def boom(module, args):
@@ -651,7 +652,7 @@ def test_model_state_is_restored_after_an_error():
         if calls["n"] > 1:
             raise RuntimeError("boom")
 
-    layer = resolve_sites(model, "blocks.1")[0][1]
+    layer = resolve_sites(model, "blocks.0")[0][1]
     handle = layer.register_forward_pre_hook(boom)
     try:
         with_boom = snapshot(model)

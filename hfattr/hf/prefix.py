@@ -59,15 +59,20 @@ class PrefixReuseForward:
 
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        kw: dict[str, Any] = {}
+        rel = positions
+        if forward.keeps_logits:  # the LM head only where a target row reads
+            keep, rel = kept_positions(positions, embeds.shape[1])
+            kw["logits_to_keep"] = keep
         try:
             with torch.no_grad():
-                out = self.model(inputs_embeds=self.original, attention_mask=attention_mask, use_cache=True)
+                out = self.model(inputs_embeds=self.original, attention_mask=attention_mask, use_cache=True, **kw)
         except TypeError:  # a model without a key/value cache: every call is a full forward
             out = None
         self._cache_type = DynamicCache
         cache = None if out is None else (getattr(out, "cache", None) or getattr(out, "past_key_values", None))
         self.layers = _plain_layers(cache)
-        self.base_logits = forward.row_logits(out.logits, positions).detach() if self.layers else None  # (B, R, V)
+        self.base_logits = forward.row_logits(out.logits, rel).detach() if self.layers else None  # (B, R, V)
         self.keys = [layer.keys.detach() for layer in self.layers] if self.layers else None
         self.values = [layer.values.detach() for layer in self.layers] if self.layers else None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..core.finite import check_finite
 from .access import pretrained
-from .targets import TargetForward, TargetRows, head_kind, resolve_targets
+from .targets import TargetForward, TargetRows, head_kind, input_logits, kept_positions, resolve_targets
 from .text import Encoded, baseline_token_id
 
 __all__ = [
@@ -102,18 +102,51 @@ class Prepared:
         ex = torch.arange(self.embeds.shape[0], device=dev)
         return (self.enc.attention_mask, pos, idx, dec, self.enc.extra.get("token_type_ids"), ex)
 
-    def perturbation_forward(self, *, fast: bool = True) -> Any:
+    def perturbation_forward(self, *, fast: bool = True, reuse_input: bool = False) -> Any:
         """The forward for methods that perturb the input embeddings.
 
-        On causal LMs (with ``fast``) it reuses the key/value cache of the unchanged prefix.
+        On causal LMs (with ``fast``) it reuses the key/value cache of the unchanged prefix. With
+        ``reuse_input`` a call on ``embeds`` itself (no gradient) returns the remembered row logits
+        (:meth:`row_logits_at_input`) instead of running the model again; only for callers that attach no
+        hooks (a hooked forward must run).
         """
         if fast and self.forward.kind == "causal":
             from .prefix import PrefixReuseForward
 
             wrapped = PrefixReuseForward(self.forward, self.embeds, self.forward_args())
             if wrapped.enabled:
+                if self._row_logits_at_input is None and wrapped.base_logits is not None:
+                    self._row_logits_at_input = wrapped.base_logits
                 return wrapped
+        if reuse_input:
+            return InputReuseForward(self)
         return self.forward
+
+    _row_logits_at_input: Tensor | None = field(default=None, init=False, repr=False, compare=False)
+
+    @torch.no_grad()
+    def row_logits_at_input(self) -> Tensor:
+        """``(B, R, V)``: the logits each target row reads at the unperturbed input, computed once
+        (or taken from the target prediction's forward when it ran on exactly these inputs)."""
+        if self._row_logits_at_input is None:
+            args = self.forward_args()
+            pos = args[1]
+            hit = input_logits(self.enc)
+            if hit is not None and self.targets[0].decoder_ids is None:
+                keep, logits = hit
+                rel = pos if keep is None else torch.searchsorted(keep.to(pos.device), pos.clamp(min=0))
+                ok = keep is None or bool(
+                    (rel < len(keep)).all() and (keep.to(pos.device)[rel.clamp(max=len(keep) - 1)] == pos).all()
+                )
+                if ok:
+                    self._row_logits_at_input = self.forward.row_logits(logits, rel).detach()
+                    return self._row_logits_at_input
+            keep = None
+            if self.forward.keeps_logits:  # the LM head only where a row reads
+                keep, pos = kept_positions(pos, self.embeds.shape[1])
+            logits = self.forward.model_logits(self.embeds, args[0], args[3], args[4], keep=keep)
+            self._row_logits_at_input = self.forward.row_logits(logits, pos).detach()
+        return self._row_logits_at_input
 
     def with_baseline(self, token_id: int | None) -> "Prepared":
         """A copy whose baseline is the embedding of ``token_id`` (zeros for None)."""
@@ -133,7 +166,7 @@ class Prepared:
     def target_values(self, *, score: str | None = None) -> Tensor:
         """The target values (the score of each target row) at the unperturbed input, ``(B, R)``."""
         fwd = self.forward if score is None else TargetForward(self.model, self.forward.kind, score=score)
-        return fwd(self.embeds, *self.forward_args())
+        return fwd.finish(self.row_logits_at_input(), self.forward_args()[2])
 
     def scores(self, *, score: str | None = None) -> Tensor:
         """Deprecated name of :meth:`target_values` (these are not attributions)."""
@@ -147,10 +180,8 @@ class Prepared:
 
         if getattr(self, "_steps", None) is None:
             args = self.forward_args()
-            logits = self.forward.model_logits(self.embeds, args[0], args[3], args[4])
             ids = args[2][..., 0] if args[2].dim() == 3 else args[2]
-            row_logits = self.forward.row_logits(logits, args[1])
-            self._steps = {k: v.cpu() for k, v in step_stats(row_logits, ids).items()}
+            self._steps = {k: v.cpu() for k, v in step_stats(self.row_logits_at_input(), ids).items()}
         return self._steps
 
     def step_scores(self) -> dict[str, Tensor]:
@@ -159,6 +190,30 @@ class Prepared:
             "Prepared.step_scores() is deprecated; use Prepared.step_stats()", DeprecationWarning, stacklevel=2
         )
         return self.step_stats()
+
+
+class InputReuseForward:
+    """``prep.forward`` that answers a call on ``prep.embeds`` itself (unchanged, no gradient) from the
+    remembered row logits (:meth:`Prepared.row_logits_at_input`): e.g. ablation's unperturbed evaluation."""
+
+    def __init__(self, prep: Prepared) -> None:
+        self.prep, self.forward = prep, prep.forward
+        self._version = prep.embeds._version
+        self._positions = prep.forward_args()[1]
+
+    def __call__(
+        self, embeds: Tensor, attention_mask: Tensor, positions: Tensor, indices: Tensor, *rest: Any
+    ) -> Tensor:
+        p = self.prep
+        if (
+            embeds is p.embeds
+            and embeds._version == self._version
+            and not (torch.is_grad_enabled() and embeds.requires_grad)
+            and attention_mask is p.enc.attention_mask
+            and torch.equal(positions, self._positions)
+        ):
+            return self.forward.finish(p.row_logits_at_input(), indices)
+        return self.forward(embeds, attention_mask, positions, indices, *rest)
 
 
 def append_continuation(tokenizer: Any, enc: Encoded, ids: list[int], text: str) -> Encoded:

@@ -8,6 +8,8 @@ those scores; extra tensors travel as arguments so they are repeated with the ba
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -21,6 +23,8 @@ from .heads import HEAD_SUFFIXES as _HEADS  # class-name suffix -> head kind
 from .text import Encoded
 
 __all__ = [
+    "input_logits",
+    "pools_last_token",
     "TargetRows",
     "resolve_targets",
     "TARGET_RESOLVERS",
@@ -171,13 +175,47 @@ def _last_real(enc: Encoded, i: int) -> int:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, enc: Encoded, kind: str, decoder_start: Tensor | None = None) -> Tensor:
-    kwargs: dict[str, Any] = dict(input_ids=enc.input_ids, attention_mask=enc.attention_mask, **enc.extra)
+def _predict(
+    model: nn.Module, enc: Encoded, kind: str, decoder_start: Tensor | None = None, *, keep: Tensor | None = None
+) -> Tensor:
+    """The model's logits for ``enc`` (only at positions ``keep`` when given).
+
+    Except for seq2seq, the model runs on the input embeddings exactly as the methods' forward does,
+    and the logits are remembered on ``enc`` (:func:`input_logits`) so that the unperturbed forward
+    is not run twice.
+    """
     if kind == "seq2seq":
-        kwargs["decoder_input_ids"] = decoder_start
-    if kind in ("causal", "seq2seq"):
+        kwargs: dict[str, Any] = dict(input_ids=enc.input_ids, attention_mask=enc.attention_mask, **enc.extra)
+        kwargs.update(decoder_input_ids=decoder_start, use_cache=False)
+        return model(**kwargs).logits
+    embeds = pretrained(model).get_input_embeddings()(enc.input_ids)
+    kwargs = dict(inputs_embeds=embeds, attention_mask=enc.attention_mask, **enc.extra)
+    if kind == "causal":
         kwargs["use_cache"] = False
-    return model(**kwargs).logits
+    if keep is not None:
+        kwargs["logits_to_keep"] = keep
+    logits = model(**kwargs).logits
+    if set(enc.extra) <= {"token_type_ids"}:  # the same call as TargetForward.model_logits
+        enc.memo[INPUT_LOGITS] = (enc.input_ids, enc.attention_mask, keep, logits.detach())
+    return logits
+
+
+INPUT_LOGITS = "input_logits"
+
+
+def input_logits(enc: Encoded) -> tuple[Tensor | None, Tensor] | None:
+    """``(kept positions or None, logits)`` of the unperturbed forward remembered on ``enc``, if they were
+    computed for exactly its current ids and mask; otherwise None."""
+    hit = enc.memo.get(INPUT_LOGITS)
+    if hit is None:
+        return None
+    ids, mask, keep, logits = hit
+    same = (
+        ids.shape == enc.input_ids.shape
+        and torch.equal(ids.to(enc.input_ids.device), enc.input_ids)
+        and torch.equal(mask.to(enc.attention_mask.device), enc.attention_mask)
+    )
+    return (keep, logits) if same else None
 
 
 def _resolve_class(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
@@ -239,13 +277,19 @@ def _resolve_masked(model: nn.Module, tokenizer: Any, enc: Encoded, targets: lis
 
 
 def _resolve_causal(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
-    logits = _predict(model, enc, "causal") if any(t is None for t in targets) else None
+    logits, keep = None, None
+    if any(t is None for t in targets):
+        lasts = torch.tensor([_last_real(enc, i) for i in range(enc.batch_size)], device=enc.input_ids.device)
+        if accepts_logits_to_keep(model):  # the LM head only at each text's last token
+            keep = torch.unique(lasts)
+        logits = _predict(model, enc, "causal", keep=keep)
     out: list[TargetRows] = []
     for i, t in enumerate(targets):
         last = _last_real(enc, i)
         if t is None:
             assert logits is not None  # predicted above when any target is None
-            idx = int(logits[i, last].argmax())
+            col = last if keep is None else int(torch.searchsorted(keep, torch.tensor(last, device=keep.device)))
+            idx = int(logits[i, col].argmax())
             out.append(TargetRows([last], [idx], tokenizer.convert_ids_to_tokens([idx]), "next_token"))
         elif isinstance(t, (str, Generated)):
             if isinstance(t, str):
@@ -325,6 +369,21 @@ TARGET_RESOLVERS: dict[str, TargetResolver] = {
     "seq2seq": _resolve_seq2seq,
 }
 """Head kind (see :data:`hfattr.hf.heads.HEAD_KINDS`) -> its target resolver."""
+
+
+@functools.lru_cache(maxsize=None)
+def _reads_pad_token(forward: Any) -> bool:
+    try:
+        return "pad_token_id" in inspect.getsource(forward)
+    except (OSError, TypeError):  # no source: assume it does (the safe choice)
+        return True
+
+
+def pools_last_token(model: nn.Module) -> bool:
+    """True for a sequence classifier that reads its class at the last non-padding token, found from
+    the input ids (the decoder classifiers: GPT-2, Llama, ...). Run on embeddings it reads the last
+    column instead, so a padded batch gives wrong numbers for the shorter texts."""
+    return head_kind(model) == "class" and _reads_pad_token(type(model).forward)
 
 
 def resolve_targets(model: nn.Module, tokenizer: Any, enc: Encoded, target: Any) -> list[TargetRows]:

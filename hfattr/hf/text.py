@@ -31,6 +31,8 @@ class Encoded:
     offsets: list[list[tuple[int, int]]] | None = None
     word_ids: list[list[int | None]] | None = None
     extra: dict[str, Tensor] = field(default_factory=dict)  # e.g. token_type_ids
+    # model outputs already computed for exactly these ids (see hf/targets.py: input_logits)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def batch_size(self) -> int:
@@ -53,6 +55,7 @@ class Encoded:
             self.offsets,
             self.word_ids,
             {k: v.to(device) for k, v in self.extra.items()},
+            memo=dict(self.memo),
         )
 
 

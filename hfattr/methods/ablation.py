@@ -21,7 +21,7 @@ def ablation(
     token on; the numbers are the same.
     """
     (attr,) = feature_ablation(
-        prep.perturbation_forward(fast=fast),
+        prep.perturbation_forward(fast=fast, reuse_input=True),
         (prep.embeds,),
         baselines=(prep.baseline,),
         additional_forward_args=prep.forward_args(),
