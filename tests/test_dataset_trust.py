@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import datasets
@@ -234,3 +235,30 @@ def test_evaluate_loads_named_models_from_safetensors_only(tmp_path, capsys):
     m2, t2 = tiny("bert", num_layers=1, hidden=8, heads=2)
     hfattr.Explainer(m2, t2, model_name=safe).explain("a good movie").save(tmp_path / "s.json")
     assert main(["evaluate", str(tmp_path / "s.json"), "--metrics", "comprehensiveness"]) == 0
+
+
+def test_truncation_warns_once_per_run(explainer, tmp_path):
+    """Many batches of long texts: one TruncationWarning at the end counting every cut text (not one
+    per batch); the Results are those of each text truncated alone."""
+    from hfattr.hf.text import TruncationWarning
+
+    long = " ".join(["great"] * 40)
+    ds = _ds([long, "boring", long + " movie", "fine", long])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attribute_dataset(
+            explainer,
+            ds,
+            text_column="text",
+            method="ablation",
+            output_dir=tmp_path / "a",
+            truncation=True,
+            max_length=8,
+            batch_size=1,
+            progress=False,
+        )
+    cut = [w.message for w in caught if isinstance(w.message, TruncationWarning)]
+    assert len(cut) == 1, [str(w.message) for w in caught]
+    assert (cut[0].count, cut[0].limit) == (3, 8)
+    res = load_results(tmp_path / "a")
+    assert [len(r.tokens) for r in res] == [8, 3, 8, 3, 8]

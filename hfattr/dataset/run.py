@@ -8,6 +8,7 @@ skips the shards already there. Under ``accelerate launch`` shard ``k`` goes to 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -15,7 +16,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -35,7 +36,7 @@ from .storage import (
     write_shard,
 )
 from ..explainer import Explainer, jsonable
-from ..hf.text import check_max_length
+from ..hf.text import TruncationWarning, check_max_length
 from .data import check_columns, data_digest, load_data
 from .identity import build_manifest, check_resume, describe_data, fingerprint, model_reference, run_identity
 from ..methods.registry import ENCODE_OPTIONS, GENERAL_OPTIONS, check_options, get_method
@@ -104,13 +105,38 @@ class RunSummary:
         )
 
 
+@contextlib.contextmanager
+def _truncations() -> Iterator[list[TruncationWarning]]:
+    """Collect the truncation warnings of a block (the run warns once, at its end); every other
+    warning is passed on as usual."""
+    cut: list[TruncationWarning] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        try:
+            yield cut
+        finally:
+            others = []
+            for w in caught:
+                if isinstance(w.message, TruncationWarning):
+                    cut.append(w.message)
+                else:
+                    others.append(w)
+    for w in others:  # a shared registry keeps "show once per place" as without the recording
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_PASSED_ON, source=w.source)
+
+
+_PASSED_ON: dict = {}
+
+
 def _dry_run(explainer: Any, ds: Any, text_column: str, method: str, target: Any, options: dict) -> None:
     """Explain one record before anything is written, so that a bad method option or target is an
     error of the run (raised here) rather than a failure of every record."""
     for text in ds.select(range(min(50, len(ds))))[text_column]:
         if isinstance(text, str) and text.strip():
             try:
-                explainer.explain(text[:200], method=method, target=target, **{**options, "truncation": True})
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", TruncationWarning)
+                    explainer.explain(text[:200], method=method, target=target, **{**options, "truncation": True})
             except (ValueError, TypeError) as err:
                 raise ValueError(f"the run's settings fail on its first text: {err}") from None
             return
@@ -169,6 +195,7 @@ class _Run:
         self.method, self.options, self.target = method, options, target
         self.batch_size, self.shard_size, self.fp, self.out = batch_size, shard_size, fp, out
         self.process_index = process_index
+        self.truncated, self.truncation_limit = 0, 0  # texts cut to the limit by this call (one warning at the end)
         self.spec = get_method(method)
         self.enc_opts = {k: v for k, v in options.items() if k in ENCODE_OPTIONS}
         self.head: str | None
@@ -227,7 +254,7 @@ class _Run:
         targets = [g for _, _, g in batch]
         grad = torch.enable_grad() if self.spec.needs_grad else torch.no_grad()
         try:
-            with grad:
+            with grad, _truncations() as cut:
                 results = self.explainer.explain(
                     texts, method=self.method, target=targets, batch_size=len(texts), **self.options
                 )
@@ -239,6 +266,9 @@ class _Run:
                 return [record for one in batch for record in self._attribute([one])]
             rid, text, tgt = batch[0]
             return [failed_record(rid, text, f"{type(err).__name__}: {' '.join(str(err).split())}", tgt)]
+        if cut:
+            self.truncated += sum(w.count for w in cut)
+            self.truncation_limit = cut[-1].limit
         return [result_record(rid, res, p) for (rid, _, _), res, p in zip(batch, results, preds)]
 
     def _predictions(self, texts: list[str], targets: list, results: list) -> list[tuple]:
@@ -471,6 +501,8 @@ def attribute_dataset(
     with _progress(total, progress and state.is_main_process) as bar:
         for k in mine:
             run.run_shard(k, bar)
+    if run.truncated:
+        warnings.warn(TruncationWarning(run.truncated, run.truncation_limit), stacklevel=2)
     state.wait_for_everyone()
 
     done = _scan(out, fp, n_shards)

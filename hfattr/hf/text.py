@@ -17,7 +17,16 @@ __all__ = [
     "normalise_texts",
     "chat_prompt",
     "check_max_length",
+    "TruncationWarning",
 ]
+
+
+class TruncationWarning(UserWarning):
+    """Texts were cut to the model's (or ``max_length``'s) limit; ``count`` texts, to ``limit`` tokens."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} text(s) truncated to {limit} tokens")
+        self.count, self.limit = count, limit
 
 
 @dataclass
@@ -144,7 +153,7 @@ def encode(
             raise ValueError(
                 f"{where} has {n} tokens, more than the model's maximum of {limit}; shorten it or pass truncation=True"
             )
-        warnings.warn(f"{len(too_long)} text(s) truncated to {limit} tokens", stacklevel=3)
+        warnings.warn(TruncationWarning(len(too_long), limit or 0), stacklevel=3)
         kwargs.update(truncation=True, max_length=limit)
         probe = tokenizer(texts, **kwargs)
     return _to_encoded(tokenizer, probe, texts, content_spans), single
