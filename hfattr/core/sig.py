@@ -255,7 +255,7 @@ def _integrate_chunk(
             xr, br = x[e, p], b[e, p]
             shape = (-1,) + (1,) * (xr.dim() - 1)
             z = (br + a.to(x.dtype).view(shape) * (xr - br)).detach().requires_grad_(True)
-            full = x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), z)
+            full = _with_positions(x, e, p, z)
             leaves.append(z)
             batch.append(full)
         with measure or contextlib.nullcontext():
@@ -275,11 +275,20 @@ def _integrate_chunk(
         grads[k].index_put_(where, contrib, accumulate=True)
 
 
+def _with_positions(x: Tensor, e: Tensor, p: Tensor, values: Tensor) -> Tensor:
+    """Rows ``e`` of ``x``, row k with its position ``p[k]`` set to ``values[k]``."""
+    return x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), values)
+
+
+def per_example_sum(out: Tensor) -> Tensor:
+    """A forward's output summed per example (one value for a scalar output)."""
+    return out.reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.reshape(1)
+
+
 @torch.no_grad()
 def _sum_per_example(forward_func: Callable, inputs: tuple[Tensor, ...], target: Any, args: tuple | None) -> Tensor:
     # copies: a forward that changes its input in place must not change the caller's tensors
-    out = run_forward(forward_func, tuple(x.clone() for x in inputs), target, args, owned=True)
-    return out.reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.reshape(1)
+    return per_example_sum(run_forward(forward_func, tuple(x.clone() for x in inputs), target, args, owned=True))
 
 
 @torch.no_grad()
@@ -300,10 +309,7 @@ def position_drops(
     ex, pos = active.nonzero(as_tuple=True)
     for sl in _chunks(len(ex), chunk):
         e, p = ex[sl], pos[sl]
-        batch = tuple(
-            x.index_select(0, e).index_put((torch.arange(len(e), device=dev), p), b[e, p])
-            for x, b in zip(inputs, bases)
-        )
+        batch = tuple(_with_positions(x, e, p, b[e, p]) for x, b in zip(inputs, bases))
         f_i = _sum_per_example(forward_func, batch, _gather_target(target, e), _gather_args(args, e, B))
         drops[e, p] = (f_x[e] - f_i).to(torch.float64)
     return drops

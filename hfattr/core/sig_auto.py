@@ -16,7 +16,7 @@ from torch import Tensor
 from .inputs import run_forward
 from .quadrature import cc_levels, cc_node_index, clenshaw_curtis
 from .budget import TokenBudget
-from .sig import FIRST_CHANGED, SIGInfo, integrate, path_points, position_drops
+from .sig import FIRST_CHANGED, SIGInfo, integrate, path_points, per_example_sum, position_drops
 
 __all__ = ["adaptive_sig", "gradient_at_input", "NOISE"]
 
@@ -35,8 +35,7 @@ def gradient_at_input(
     with torch.enable_grad():
         out = run_forward(fwd, leaves, target, args)
         g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
-    f_x = out.detach().reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.detach().reshape(1)
-    return list(g), f_x
+    return list(g), per_example_sum(out.detach())
 
 
 def adaptive_sig(
