@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["nan_reduce", "rows", "words", "token_groups", "REDUCES"]
+__all__ = ["nan_reduce", "rows", "words", "token_groups", "derived", "REDUCES"]
 
 REDUCES = ("sum", "mean", "max", "absmax")
 _BPE_STARTS = ("Ġ", "▁")
@@ -84,31 +84,43 @@ def token_groups(
     return out
 
 
-def rows(result: Any, reduce: str = "sum") -> Any:
-    """One score per column: ``reduce`` over the rows, ignoring empty (NaN) entries."""
+def derived(result: Any, **changes: Any) -> Any:
+    """A new Result that keeps ``result``'s text, rows, target, probability, delta and provenance
+    (method, options, model name, version, extras), copied, except where ``changes`` says otherwise."""
     from .result import Result
 
+    kept = {
+        "text": lambda: result.text,
+        "rows": lambda: copy.copy(result.rows),
+        "target": lambda: copy.deepcopy(result.target),
+        "probability": lambda: copy.deepcopy(result.probability),
+        "method": lambda: result.method,
+        "options": lambda: copy.deepcopy(result.options),
+        "delta": lambda: result.delta,
+        "model_name": lambda: result.model_name,
+        "hfattr_version": lambda: result.hfattr_version,
+        "extras": lambda: copy.deepcopy(result.extras),
+    }
+    return Result(**{k: make() for k, make in kept.items() if k not in changes}, **changes)
+
+
+def rows(result: Any, reduce: str = "sum") -> Any:
+    """One score per column: ``reduce`` over the rows, ignoring empty (NaN) entries."""
     if result.scores.dim() != 2:
         raise ValueError("aggregate_rows needs a Result with 2-D scores (rows × tokens)")
     attributions = nan_reduce(result.scores, reduce, dim=0)
     extras = copy.deepcopy(result.extras)
     extras["aggregate"] = {"rows": reduce, "row_labels": list(result.rows or [])}
-    return Result(
+    return derived(
+        result,
         tokens=list(result.tokens),
         token_ids=list(result.token_ids),
         scores=attributions,
-        text=result.text,
         offsets=copy.copy(result.offsets),
         special_mask=copy.copy(result.special_mask),
         word_ids=copy.copy(result.word_ids),
         rows=None,
-        target=copy.deepcopy(result.target),
-        probability=copy.deepcopy(result.probability),
-        method=result.method,
-        options=copy.deepcopy(result.options),
         delta=None,
-        model_name=result.model_name,
-        hfattr_version=result.hfattr_version,
         extras=extras,
     )
 
@@ -131,8 +143,6 @@ def _merge_steps(steps: dict, row_groups: list[list[int]]) -> dict:
 
 def words(result: Any, reduce: str = "sum") -> Any:
     """Subwords merged into words on both axes of a generation Result."""
-    from .result import Result
-
     t = result.target
     n = len(result.tokens)
     special = result.special_mask or [False] * n
@@ -179,21 +189,17 @@ def words(result: Any, reduce: str = "sum") -> Any:
     prob = result.probability
     if isinstance(prob, list):
         prob = [math.prod(prob[j] for j in g) for g in row_groups]
-    return Result(
+    return derived(
+        result,
         tokens=tokens,
         token_ids=[result.token_ids[g[0]] for g in cols],
         scores=merged,
-        text=result.text,
         offsets=offsets if result.offsets is not None else None,
         special_mask=[special[g[0]] for g in cols],
         word_ids=[None if special[g[0]] else k for k, g in enumerate(cols)],
         rows=row_labels,
         target=target,
         probability=prob,
-        method=result.method,
-        options=copy.deepcopy(result.options),
         delta=None,
-        model_name=result.model_name,
-        hfattr_version=result.hfattr_version,
         extras=extras,
     )

@@ -252,23 +252,17 @@ class Result:
         attributions = torch.stack(pooled, dim=-1)
         extras = copy.deepcopy(self.extras)
         extras["aggregate"] = {"level": level, "reduce": reduce, "token_groups": groups}
-        return Result(
+        from .aggregation import derived
+
+        return derived(
+            self,
             tokens=texts,
             token_ids=[self.token_ids[idx[0]] for idx in groups],
             scores=attributions,
             # with token offsets every span is known (None only without them)
-            text=self.text,
             offsets=cast("list[tuple[int, int]]", offsets) if self.offsets is not None else None,
             special_mask=group_special,
             word_ids=group_wids,
-            rows=copy.copy(self.rows),
-            target=copy.deepcopy(self.target),
-            probability=copy.deepcopy(self.probability),
-            method=self.method,
-            options=copy.deepcopy(self.options),
-            delta=self.delta,
-            model_name=self.model_name,
-            hfattr_version=self.hfattr_version,
             extras=extras,
         )
 

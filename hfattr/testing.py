@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
+from .hf.generic_arch import LAYER_KEYS
 from .hf.heads import AUTO_CLASSES
 
 __all__ = [
@@ -273,16 +274,6 @@ def style_for(model_type: str) -> str:
 
 
 # Candidate config field names, first present wins within each group.
-_LAYER_KEYS = (
-    "num_hidden_layers",
-    "n_layer",
-    "num_layers",
-    "n_layers",
-    "encoder_layers",
-    "decoder_layers",
-    "num_encoder_layers",
-    "num_decoder_layers",
-)
 _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "dim", "n_embed", "embedding_size")
 _HEAD_KEYS = (
     "num_attention_heads",
@@ -345,7 +336,7 @@ def tiny_config(
                 if not all_present:
                     return
 
-    put(_LAYER_KEYS, num_layers)
+    put(LAYER_KEYS, num_layers)
     put(_HIDDEN_KEYS[:-1], hidden, all_present=False)
     put(("embedding_size",), hidden)
     put(_HEAD_KEYS, heads)

@@ -69,7 +69,7 @@ def pairs(tint_attr):
 def test_flags_and_attributes_match_the_reference(pairs):
     for name, ours, ref in pairs:
         assert ours.multiplies_by_inputs is ref.multiplies_by_inputs, name
-        assert isinstance(type(ours).__dict__.get("multiplies_by_inputs"), property), name
+        assert isinstance(inspect.getattr_static(type(ours), "multiplies_by_inputs"), property), name
         assert ours.has_convergence_delta() is ref.has_convergence_delta(), name
         for attr in ("forward_func", "layer", "device_ids", "model"):
             if hasattr(ref, attr):

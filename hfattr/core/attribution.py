@@ -23,6 +23,9 @@ __all__ = [
     "SequentialIntegratedGradients",
     "reference_method",
     "gradient_convergence_delta",
+    "DropIn",
+    "LayerDropIn",
+    "GradientDropIn",
 ]
 
 _F = TypeVar("_F", bound=Callable)
@@ -69,24 +72,60 @@ def _unwrap(result: tuple[Tensor, ...], as_tuple_out: bool) -> Tensor | tuple[Te
     return result if as_tuple_out else result[0]
 
 
-def _check_callable(forward_func: Any) -> Callable:
-    if not callable(forward_func):
-        raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
-    return forward_func
+class DropIn:
+    """The reference's ``Attribution`` interface shared by the drop-in classes.
 
+    ``forward_func``, the ``multiplies_by_inputs`` property and ``has_convergence_delta()``; a
+    subclass states their values in the class attributes ``multiplies`` and ``has_delta``.
+    """
 
-class FeatureAblation:
-    """Replace groups of input features by a baseline and record the change of the output."""
+    multiplies: bool = True
+    has_delta: bool = False
 
     def __init__(self, forward_func: Callable) -> None:
-        self.forward_func = _check_callable(forward_func)
+        if not callable(forward_func):
+            raise TypeError(f"forward_func must be callable, got {type(forward_func).__name__}")
+        self.forward_func = forward_func
 
     @property
     def multiplies_by_inputs(self) -> bool:
-        return True
+        return self.multiplies
 
     def has_convergence_delta(self) -> bool:
-        return False
+        return self.has_delta
+
+
+class LayerDropIn(DropIn):
+    """A drop-in class that reads a ``layer`` of the model (``layer``, ``device_ids``)."""
+
+    def __init__(self, forward_func: Callable, layer: nn.Module, device_ids: list[int] | None = None) -> None:
+        super().__init__(forward_func)
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}")
+        self.layer = layer
+        self.device_ids = device_ids
+
+
+class GradientDropIn(DropIn):
+    """A drop-in class with the reference's gradient ``compute_convergence_delta``."""
+
+    @reference_method
+    def compute_convergence_delta(
+        self,
+        attributions: Tensor | tuple[Tensor, ...],
+        start_point: Any,
+        end_point: Tensor | tuple[Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        """Σ attributions − (F(end_point) − F(start_point)) per example, as the reference defines it."""
+        return gradient_convergence_delta(
+            self.forward_func, attributions, start_point, end_point, target, additional_forward_args
+        )
+
+
+class FeatureAblation(DropIn):
+    """Replace groups of input features by a baseline and record the change of the output."""
 
     @reference_method
     def attribute(
@@ -146,7 +185,7 @@ class FeatureAblation:
         return fut.then(lambda f: _unwrap(f.value(), was_tuple))
 
 
-class LayerFeatureAblation:
+class LayerFeatureAblation(LayerDropIn):
     """Ablate groups of a layer's output (or input) values and record the change of the output."""
 
     def __init__(
@@ -158,24 +197,13 @@ class LayerFeatureAblation:
         fast: bool = True,
         skip_prefix: bool | None = None,
     ) -> None:
-        self.forward_func = _check_callable(forward_func)
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}")
-        self.layer = layer
-        self.device_ids = device_ids
+        super().__init__(forward_func, layer, device_ids)
         if skip_prefix is not None:
             warnings.warn(
                 "LayerFeatureAblation: skip_prefix= is deprecated; use fast=", DeprecationWarning, stacklevel=2
             )
             fast = skip_prefix
         self.fast = fast
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return False
 
     @property
     def attributor(self) -> type[FeatureAblation]:
@@ -224,41 +252,10 @@ class LayerFeatureAblation:
         return _unwrap(out, was_tuple)
 
 
-class NeuronGradient:
+class NeuronGradient(LayerDropIn, GradientDropIn):
     """Gradient of one neuron (or a sum of neurons) of a layer with respect to the inputs."""
 
-    def __init__(
-        self,
-        forward_func: Callable,
-        layer: nn.Module,
-        device_ids: list[int] | None = None,
-    ) -> None:
-        self.forward_func = _check_callable(forward_func)
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}")
-        self.layer = layer
-        self.device_ids = device_ids
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        return False
-
-    @reference_method
-    def compute_convergence_delta(
-        self,
-        attributions: Tensor | tuple[Tensor, ...],
-        start_point: Any,
-        end_point: Tensor | tuple[Tensor, ...],
-        target: Any = None,
-        additional_forward_args: Any = None,
-    ) -> Tensor:
-        """Σ attributions − (F(end_point) − F(start_point)) per example, as the reference defines it."""
-        return gradient_convergence_delta(
-            self.forward_func, attributions, start_point, end_point, target, additional_forward_args
-        )
+    multiplies = False
 
     @reference_method
     def attribute(
@@ -283,24 +280,25 @@ class NeuronGradient:
         return _unwrap(out, was_tuple)
 
 
-class SequentialIntegratedGradients:
+class SequentialIntegratedGradients(GradientDropIn):
     """Integrated Gradients per sequence position, every other position kept at its input value.
 
     After ``attribute``, ``last_info`` holds the steps used per position, the number of passes and
-    (with ``n_steps="auto"``) the per-position completeness errors.
+    (with ``n_steps="auto"``) the per-position completeness errors. ``compute_convergence_delta`` is
+    the reference's delta, an identity SIG does not satisfy; ``compute_completeness_error`` gives
+    the one it does.
     """
 
+    has_delta = True
+
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True) -> None:
-        self.forward_func = _check_callable(forward_func)
+        super().__init__(forward_func)
         self.multiply_by_inputs = bool(multiply_by_inputs)
         self.last_info: SIGInfo | None = None
 
     @property
     def multiplies_by_inputs(self) -> bool:
         return self.multiply_by_inputs
-
-    def has_convergence_delta(self) -> bool:
-        return True
 
     @reference_method
     def attribute(
@@ -352,23 +350,6 @@ class SequentialIntegratedGradients:
                     attrs, baselines, formatted, additional_forward_args=additional_forward_args, target=target
                 )
         return out
-
-    @reference_method
-    def compute_convergence_delta(
-        self,
-        attributions: Tensor | tuple[Tensor, ...],
-        start_point: Any,
-        end_point: Tensor | tuple[Tensor, ...],
-        target: Any = None,
-        additional_forward_args: Any = None,
-    ) -> Tensor:
-        """Σ attributions − (F(end_point) − F(start_point)) per example, as the reference defines it.
-
-        SIG does not satisfy this identity; see ``compute_completeness_error`` for the one it does.
-        """
-        return gradient_convergence_delta(
-            self.forward_func, attributions, start_point, end_point, target, additional_forward_args
-        )
 
     def compute_completeness_error(
         self,

@@ -145,6 +145,14 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+def path_points(cells: Tensor, m: int) -> tuple[Tensor, Tensor, int]:
+    """Example and position of the ``m`` path points of each cell set in a ``(B, L)`` mask, ordered
+    by position, then example; and the number of cells."""
+    ex, pos = cells.nonzero(as_tuple=True)
+    order = torch.argsort(pos * cells.shape[0] + ex, stable=True)
+    return ex[order].repeat_interleave(m), pos[order].repeat_interleave(m), len(ex)
+
+
 def integrate(
     forward_func: Callable,
     inputs: tuple[Tensor, ...],
@@ -156,60 +164,66 @@ def integrate(
     weights: Tensor,
     chunk: int,
     grads: list[Tensor],
-    bar: Any,
+    info: SIGInfo,
     *,
+    label: str,
+    expected: int,
+    show_progress: bool = False,
     budget: TokenBudget | None = None,
     shrink_on_oom: bool = False,
     slots: Tensor | None = None,
     values: Tensor | None = None,
-) -> int:
+) -> None:
     """Add ``weight * dF/dx[b, i]`` at every path point ``(b, i, alpha)`` into ``grads``.
 
     Points are sorted by position. A call holds at most ``chunk`` points and, with ``budget``, at most
     ``budget.tokens`` tokens (on a prefix-reusing forward a point at position p runs ``L - p``).
     With ``shrink_on_oom`` a chunk that runs out of memory is retried with half the points.
     With ``slots`` (one per point) ``grads`` have a leading slot dimension (one slot per node of a
-    rule); ``values`` ``(B, L)`` receives the forward value of points at ``alpha = 0``.
+    rule); ``values`` ``(B, L)`` receives the forward value of points at ``alpha = 0``. The calls
+    and points are counted in ``info``; a progress bar ``label`` expects ``expected`` calls.
     """
     ex, pos = points
     L = inputs[0].shape[1]
     suffix = bool(getattr(forward_func, FIRST_CHANGED, False))
     calls, start = 0, 0
-    while start < len(ex):
-        size, cost = chunk, (L - int(pos[start]) if suffix else L)
-        if budget is not None:  # points cost the positions they run: from their first change on
-            size = min(chunk, max(1, budget.tokens // cost))
-        sl = slice(start, min(len(ex), start + size))
-        measure = budget.measure((sl.stop - sl.start) * cost) if budget is not None else contextlib.nullcontext()
-        try:
-            _integrate_chunk(
-                forward_func,
-                inputs,
-                bases,
-                target,
-                args,
-                ex[sl],
-                pos[sl],
-                alphas[sl],
-                weights[sl],
-                grads,
-                measure,
-                None if slots is None else slots[sl],
-                values,
-            )
-        except Exception as err:  # noqa: BLE001 - only memory errors are handled
-            if not (shrink_on_oom and size > 1 and is_out_of_memory(err)):
-                raise
-            chunk = max(1, size // 2)
-            if budget is not None:
-                budget.shrink()
-            if inputs[0].is_cuda:
-                torch.cuda.empty_cache()
-            continue
-        start = sl.stop
-        calls += 1
-        bar.update()
-    return calls
+    with progress_bar(expected, show_progress, label) as bar:
+        while start < len(ex):
+            size, cost = chunk, (L - int(pos[start]) if suffix else L)
+            if budget is not None:  # points cost the positions they run: from their first change on
+                size = min(chunk, max(1, budget.tokens // cost))
+            sl = slice(start, min(len(ex), start + size))
+            measure = budget.measure((sl.stop - sl.start) * cost) if budget is not None else contextlib.nullcontext()
+            try:
+                _integrate_chunk(
+                    forward_func,
+                    inputs,
+                    bases,
+                    target,
+                    args,
+                    ex[sl],
+                    pos[sl],
+                    alphas[sl],
+                    weights[sl],
+                    grads,
+                    measure,
+                    None if slots is None else slots[sl],
+                    values,
+                )
+            except Exception as err:  # noqa: BLE001 - only memory errors are handled
+                if not (shrink_on_oom and size > 1 and is_out_of_memory(err)):
+                    raise
+                chunk = max(1, size // 2)
+                if budget is not None:
+                    budget.shrink()
+                if inputs[0].is_cuda:
+                    torch.cuda.empty_cache()
+                continue
+            start = sl.stop
+            calls += 1
+            bar.update()
+    info.passes += calls
+    info.rows += len(ex)
 
 
 def _integrate_chunk(
@@ -241,7 +255,7 @@ def _integrate_chunk(
             xr, br = x[e, p], b[e, p]
             shape = (-1,) + (1,) * (xr.dim() - 1)
             z = (br + a.to(x.dtype).view(shape) * (xr - br)).detach().requires_grad_(True)
-            full = x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), z)
+            full = _with_positions(x, e, p, z)
             leaves.append(z)
             batch.append(full)
         with measure or contextlib.nullcontext():
@@ -261,11 +275,20 @@ def _integrate_chunk(
         grads[k].index_put_(where, contrib, accumulate=True)
 
 
+def _with_positions(x: Tensor, e: Tensor, p: Tensor, values: Tensor) -> Tensor:
+    """Rows ``e`` of ``x``, row k with its position ``p[k]`` set to ``values[k]``."""
+    return x.index_select(0, e).index_put((torch.arange(len(e), device=x.device), p), values)
+
+
+def per_example_sum(out: Tensor) -> Tensor:
+    """A forward's output summed per example (one value for a scalar output)."""
+    return out.reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.reshape(1)
+
+
 @torch.no_grad()
 def _sum_per_example(forward_func: Callable, inputs: tuple[Tensor, ...], target: Any, args: tuple | None) -> Tensor:
     # copies: a forward that changes its input in place must not change the caller's tensors
-    out = run_forward(forward_func, tuple(x.clone() for x in inputs), target, args, owned=True)
-    return out.reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.reshape(1)
+    return per_example_sum(run_forward(forward_func, tuple(x.clone() for x in inputs), target, args, owned=True))
 
 
 @torch.no_grad()
@@ -286,10 +309,7 @@ def position_drops(
     ex, pos = active.nonzero(as_tuple=True)
     for sl in _chunks(len(ex), chunk):
         e, p = ex[sl], pos[sl]
-        batch = tuple(
-            x.index_select(0, e).index_put((torch.arange(len(e), device=dev), p), b[e, p])
-            for x, b in zip(inputs, bases)
-        )
+        batch = tuple(_with_positions(x, e, p, b[e, p]) for x, b in zip(inputs, bases))
         f_i = _sum_per_example(forward_func, batch, _gather_target(target, e), _gather_args(args, e, B))
         drops[e, p] = (f_x[e] - f_i).to(torch.float64)
     return drops
@@ -408,37 +428,31 @@ def sequential_integrated_gradients(
 
     def run(act: Tensor, n: int, label: str) -> tuple[Tensor, ...]:
         weights, alphas = quadrature(method, n)
-        ex, pos = act.nonzero(as_tuple=True)
-        m = len(weights)
-        # points ordered position-major, then step, then example (like the reference's blocks)
-        order = torch.argsort(pos * B + ex, stable=True)
-        ex, pos = ex[order], pos[order]
-        n_cells = len(ex)
-        pt_ex = ex.repeat_interleave(m)
-        pt_pos = pos.repeat_interleave(m)
+        # points ordered position-major (like the reference's blocks)
+        pt_ex, pt_pos, n_cells = path_points(act, len(weights))
         pt_alpha = torch.tensor(alphas, dtype=torch.float64, device=dev).repeat(n_cells)
         pt_w = torch.tensor(weights, dtype=torch.float64, device=dev).repeat(n_cells)
         chunk = internal_batch_size or len(pt_ex) or 1
         # accumulate in at least float32 (half-precision sums lose the small step contributions)
         grads = [torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32)) for x in inputs]
-        expected = -(-len(pt_ex) // (internal_batch_size or default_chunk))
-        with progress_bar(expected, show_progress, label) as bar:
-            info.passes += integrate(
-                forward_func,
-                inputs,
-                bases,
-                target,
-                args,
-                (pt_ex, pt_pos),
-                pt_alpha,
-                pt_w,
-                chunk,
-                grads,
-                bar,
-                budget=budget,
-                shrink_on_oom=auto_chunk or budget is not None,
-            )
-        info.rows += len(pt_ex)
+        integrate(
+            forward_func,
+            inputs,
+            bases,
+            target,
+            args,
+            (pt_ex, pt_pos),
+            pt_alpha,
+            pt_w,
+            chunk,
+            grads,
+            info,
+            label=label,
+            expected=-(-len(pt_ex) // (internal_batch_size or default_chunk)),
+            show_progress=show_progress,
+            budget=budget,
+            shrink_on_oom=auto_chunk or budget is not None,
+        )
         steps[act] = n
         out = []
         for k, g in enumerate(grads):

@@ -16,8 +16,7 @@ from torch import Tensor
 from .inputs import run_forward
 from .quadrature import cc_levels, cc_node_index, clenshaw_curtis
 from .budget import TokenBudget
-from .progress import progress_bar
-from .sig import FIRST_CHANGED, SIGInfo, integrate, position_drops
+from .sig import FIRST_CHANGED, SIGInfo, integrate, path_points, per_example_sum, position_drops
 
 __all__ = ["adaptive_sig", "gradient_at_input", "NOISE"]
 
@@ -36,8 +35,7 @@ def gradient_at_input(
     with torch.enable_grad():
         out = run_forward(fwd, leaves, target, args)
         g = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
-    f_x = out.detach().reshape(out.shape[0], -1).sum(1) if out.dim() > 0 else out.detach().reshape(1)
-    return list(g), f_x
+    return list(g), per_example_sum(out.detach())
 
 
 def adaptive_sig(
@@ -102,38 +100,36 @@ def adaptive_sig(
     for k, n in enumerate(levels):
         have = set(cc_node_index(levels[k - 1], finest)) if k else {finest - 1}
         new = [j for j in cc_node_index(n, finest) if j not in have]
-        ex, pos = todo.nonzero(as_tuple=True)
-        if len(ex) and new:
+        if bool(todo.any()) and new:
             _, alphas = clenshaw_curtis(finest)
             m = len(new)
-            order = torch.argsort(pos * B + ex, stable=True)
-            ex, pos = ex[order], pos[order]
-            pt_ex, pt_pos = ex.repeat_interleave(m), pos.repeat_interleave(m)
-            pt_slot = torch.arange(m, device=dev).repeat(len(ex))
-            pt_alpha = torch.tensor([alphas[j] for j in new], dtype=torch.float64, device=dev).repeat(len(ex))
+            pt_ex, pt_pos, n_cells = path_points(todo, m)
+            pt_slot = torch.arange(m, device=dev).repeat(n_cells)
+            pt_alpha = torch.tensor([alphas[j] for j in new], dtype=torch.float64, device=dev).repeat(n_cells)
             pt_alpha = torch.where(graded[pt_ex, pt_pos], pt_alpha * pt_alpha, pt_alpha)
             pt_w = torch.ones(len(pt_ex), dtype=torch.float64, device=dev)
             grads = [torch.zeros((m,) + tuple(x.shape), dtype=a, device=dev) for x, a in zip(inputs, acc)]
             size = chunk or len(pt_ex)
-            with progress_bar(-(-len(pt_ex) // size), show_progress, f"SIG ({n} points)") as bar:
-                info.passes += integrate(
-                    forward_func,
-                    inputs,
-                    bases,
-                    target,
-                    args,
-                    (pt_ex, pt_pos),
-                    pt_alpha,
-                    pt_w,
-                    size,
-                    grads,
-                    bar,
-                    budget=budget,
-                    shrink_on_oom=shrink_on_oom,
-                    slots=pt_slot,
-                    values=f_start,
-                )
-            info.rows += len(pt_ex)
+            integrate(
+                forward_func,
+                inputs,
+                bases,
+                target,
+                args,
+                (pt_ex, pt_pos),
+                pt_alpha,
+                pt_w,
+                size,
+                grads,
+                info,
+                label=f"SIG ({n} points)",
+                expected=-(-len(pt_ex) // size),
+                show_progress=show_progress,
+                budget=budget,
+                shrink_on_oom=shrink_on_oom,
+                slots=pt_slot,
+                values=f_start,
+            )
             for i, j in enumerate(new):
                 node_grads[j] = [g[i] for g in grads]
         level_of[todo] = k

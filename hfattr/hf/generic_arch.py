@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from .arch_specs import ArchSpec, BlockSpec, StackSpec
 
-__all__ = ["generic_spec", "base_model", "find_module"]
+__all__ = ["generic_spec", "base_model", "find_module", "LAYER_KEYS"]
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -29,7 +29,8 @@ def find_module(root: nn.Module, alt: nn.Module, path: str) -> nn.Module | None:
     return None
 
 
-_LAYER_KEYS = (
+# config fields that may hold the number of layers
+LAYER_KEYS = (
     "num_hidden_layers",
     "n_layer",
     "num_layers",
@@ -125,7 +126,7 @@ def _parents(root: nn.Module, path: str) -> list[nn.Module]:
 def generic_spec(model: nn.Module) -> ArchSpec:
     base = base_model(model)
     config = getattr(model, "config", None)
-    counts = {v for k in _LAYER_KEYS if isinstance(v := getattr(config, k, None), int) and v > 0}
+    counts = {v for k in LAYER_KEYS if isinstance(v := getattr(config, k, None), int) and v > 0}
     lists = [
         (n, m)
         for n, m in base.named_modules()

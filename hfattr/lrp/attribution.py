@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..core.finite import check_finite
 from ..core.inputs import as_output_tensor, as_tuple, call_forward, check_target, format_additional_args, select_target
-from ..core.attribution import reference_method
+from ..core.attribution import DropIn, reference_method
 from .attach import attach_rules
 from .composites import Composite, rule_of
 
@@ -85,7 +85,7 @@ class _EmbeddingCapture:
         return None
 
 
-class LRP:
+class LRP(DropIn):
     """Layer-wise relevance propagation (Bach et al. 2015) for torch and transformers models.
 
     ``composite`` (keyword-only) picks the default rule set: ``"epsilon"``, ``"attnlrp"`` or
@@ -94,6 +94,8 @@ class LRP:
     module as ``module.rule`` wins over both. The model is left exactly as it was.
     """
 
+    has_delta = True
+
     def __init__(
         self, model: nn.Module, *, composite: str | Composite | None = None, rules: Mapping | None = None
     ) -> None:
@@ -101,17 +103,10 @@ class LRP:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         for m in model.modules():
             rule_of(m)  # raises TypeError on a rule of the wrong type
+        super().__init__(model)
         self.model = model
-        self.forward_func = model
         self.composite = composite
         self.rules = rules
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return True
 
     def _composite(self) -> str | Composite:
         if self.composite is not None:
