@@ -1,7 +1,8 @@
-"""``hfattr attribute-dataset`` as a user runs it: subprocesses, SIGKILL and resume, accelerate launch.
+"""``hfattr attribute-dataset`` as a user runs it: SIGKILL and resume, accelerate launch, the CLI.
 
-Subprocesses run with one torch thread, as the in-process reference runs do (tests/conftest.py),
-so stored scores of both are compared exactly.
+The killed run is a forked copy of the test process (no interpreter start-up); the accelerate run
+starts real processes. All run with one torch thread, as the in-process reference runs do
+(tests/conftest.py), so stored scores of both are compared exactly.
 """
 
 from __future__ import annotations
