@@ -80,6 +80,8 @@ def _fork_cli(args: list[str], log: Path) -> int:
         try:
             os.environ.update(CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
             with open(log, "w") as f:
+                os.dup2(f.fileno(), 1)  # C-level output too: nothing reaches pytest's capture or xdist
+                os.dup2(f.fileno(), 2)
                 sys.stdout = sys.stderr = f
                 try:
                     code = main(args)
