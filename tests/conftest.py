@@ -7,7 +7,6 @@ local run.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import importlib.metadata
 import math
@@ -296,13 +295,6 @@ SLOW_FIRST = (  # node-id prefixes, slowest first (subprocess starts and long pr
     "tests/test_property_ablation.py::test_aggregate_output_matches_captum",
     "tests/test_property_ablation.py::test_linear_closed_form_and_ppe_invariance",
 )
-
-
-def pytest_collection_finish(session) -> None:
-    # The imported libraries and the collected tests live for the whole session: move them out of the
-    # cyclic collector's way, so each full collection walks only the objects the tests create.
-    gc.collect()
-    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
