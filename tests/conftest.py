@@ -271,3 +271,42 @@ def bert64_explainer():
 
     model, tok = tiny("bert", dtype=torch.float64)
     return hfattr.Explainer(model, tok)
+
+
+# --------------------------------------------------------------------------- scheduling under xdist
+# `python -m pytest -n 2` runs with `--dist loadgroup` (pyproject addopts): every test is its own work
+# unit, handed to whichever worker is free, except the groups below, which run on one worker each so
+# that their module fixtures (a notebook kernel, chromium renders, a trained model, the tint import)
+# are built once. Units start in this order: groups (largest first), then the slowest single tests,
+# then the rest in file order, so no long test is left for the end of the run.
+XDIST_GROUPS = {
+    "test_notebook.py": "notebook",
+    "test_browser.py": "browser",
+    "test_browser_views.py": "browser-views",
+    "test_planted.py": "planted",
+}
+SLOW_FIRST = (  # node-id prefixes, slowest first (subprocess starts and long property tests)
+    "tests/test_dataset_cli.py::test_accelerate_two_processes_equal_one",
+    "tests/test_cli.py::test_python_m_hfattr_on_the_default_model",
+    "tests/test_property_ablation.py::test_matches_captum",
+    "tests/test_dataset_cli.py::test_sigkill_then_resume_loses_and_duplicates_nothing",
+    "tests/test_dropin_interface.py::test_hfattr_never_imports_the_oracles",
+    "tests/test_threads.py::test_dropin_classes_many_threads",
+    "tests/test_property_ablation.py::test_aggregate_output_matches_captum",
+    "tests/test_property_ablation.py::test_linear_closed_form_and_ppe_invariance",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        group = XDIST_GROUPS.get(item.path.name)
+        if group is None and "tint_attr" in getattr(item, "fixturenames", ()):
+            group = "tint"
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def rank(item) -> int:
+        return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: file order within each rank

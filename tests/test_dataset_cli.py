@@ -1,7 +1,8 @@
-"""``hfattr attribute-dataset`` as a user runs it: subprocesses, SIGKILL and resume, accelerate launch.
+"""``hfattr attribute-dataset`` as a user runs it: SIGKILL and resume, accelerate launch, the CLI.
 
-Subprocesses run with one torch thread, as the in-process reference runs do (tests/conftest.py),
-so stored scores of both are compared exactly.
+The killed run is a forked copy of the test process (no interpreter start-up); the accelerate run
+starts real processes. All run with one torch thread, as the in-process reference runs do
+(tests/conftest.py), so stored scores of both are compared exactly.
 """
 
 from __future__ import annotations
@@ -69,6 +70,31 @@ def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     )
 
 
+def _fork_cli(args: list[str], log: Path) -> int:
+    """Run ``hfattr.cli.main(args)`` in a forked child (CPU, output to ``log``); returns its pid."""
+    from hfattr.cli import main
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.environ.update(CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+            with open(log, "w") as f:
+                os.dup2(f.fileno(), 1)  # C-level output too: nothing reaches pytest's capture or xdist
+                os.dup2(f.fileno(), 2)
+                sys.stdout = sys.stderr = f
+                try:
+                    code = main(args)
+                except BaseException:
+                    import traceback
+
+                    traceback.print_exc(file=f)
+                f.flush()
+        finally:
+            os._exit(code)
+    return pid
+
+
 def _texts(n: int) -> list[str]:
     """Deterministic short reviews of 3..12 words, some empty (failed rows)."""
     out = []
@@ -120,17 +146,22 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(explainer, tmp_path, c
         "--no-progress",
         "--no-corpus-summary",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hfattr", *args], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    # The run to kill is a forked copy of this process: the same `hfattr attribute-dataset` command
+    # without a second interpreter start-up (`python -m hfattr` as a process is tested in test_cli.py
+    # and by the accelerate test below).
+    log = tmp_path / "child.log"
+    pid = _fork_cli(args, log)
     first = out / "shard-00000.parquet"
     deadline = time.monotonic() + 180
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+    ended, status = 0, 0
+    while not first.exists() and not ended and time.monotonic() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
-    assert first.exists(), "the run never wrote its first shard"
-    assert proc.returncode == -signal.SIGKILL
+        ended, status = os.waitpid(pid, os.WNOHANG)
+    if not ended:
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    assert first.exists(), f"the run never wrote its first shard; its output: {log.read_text()[-3000:]}"
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, log.read_text()[-3000:]
     n_shards = -(-n // shard)
     kept = len(list_shards(out))
     assert 1 <= kept < n_shards, f"expected a part-way run, found {kept} of {n_shards} shards"
