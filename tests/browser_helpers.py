@@ -1,9 +1,10 @@
 """Headless Chromium for the browser-checked view tests and ``scripts/screenshots.py``.
 
-:func:`render` loads a page twice: ``--dump-dom`` on a copy with a probe script that records,
-after ``load``, each marked element's text, box and background plus any script error, and
-``--screenshot`` of the page itself. Sample Results (token heatmap, grid, generation matrix that
-follows the generation contract) are built here by hand.
+:func:`render` loads a copy of a page with a probe script that records, after ``load``, each marked
+element's text, box and background plus any script error, once, for both ``--dump-dom`` and
+``--screenshot`` (the probe only sets ``data-`` attributes, so the picture is the page's own).
+Sample Results (token heatmap, grid, generation matrix that follows the generation contract) are
+built here by hand.
 """
 
 from __future__ import annotations
@@ -122,15 +123,14 @@ def render(page: Path, tmp: Path, *, window=(1200, 900), shot: Path | None = Non
     text = page.read_text(encoding="utf-8")
     probed = tmp / (page.stem + ".probed.html")
     probed.write_text(text.replace("</body>", PROBE + "\n</body>"), encoding="utf-8")
-    proc = chromium(["--dump-dom", probed.as_uri()], tmp, window)
+    shot = shot or tmp / (page.stem + ".png")
+    proc = chromium(["--dump-dom", f"--screenshot={shot}", probed.as_uri()], tmp, window)
     dom = None
     if proc.returncode == 0 and "data-probe-done" in proc.stdout:
         dom = Dom()
         dom.feed(proc.stdout)
         dom.close()
-    shot = shot or tmp / (page.stem + ".png")
-    proc2 = chromium([f"--screenshot={shot}", page.as_uri()], tmp, window)
-    return dom, shot, proc.stderr + proc2.stderr
+    return dom, shot, proc.stderr
 
 
 # --------------------------------------------------------------------------- sample results

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import math
+import importlib.util
 import os
-from types import ModuleType
-from typing import Sequence
+import sys
+from types import ModuleType, SimpleNamespace
 
 import pytest
-import torch
-from torch import Tensor, nn
-
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -94,9 +91,26 @@ requires_tint = pytest.mark.skipif(oracle_skip_reason("tint") is not None, reaso
 
 
 @pytest.fixture(scope="session")
-def tint_attr() -> ModuleType:
-    """``tint.attr`` imported once per session (importing it takes tens of seconds)."""
-    return oracle("tint.attr")
+def tint_attr() -> SimpleNamespace:
+    """time-interpret's ``SequentialIntegratedGradients``, the one class of ``tint.attr`` the tests use.
+
+    ``tint/attr/__init__.py`` imports every tint method, and with them pytorch-lightning (4-9 s); the
+    SIG module itself needs only captum and ``tint.utils``. So ``tint.attr.seq_ig`` is loaded from
+    tint's own file under a bare ``tint.attr`` package (removed again afterwards; a later full
+    ``import tint.attr`` reuses the loaded module): the same class, without the unrelated imports.
+    """
+    oracle("tint")  # the pinned version (distribution and tint.__version__), or skip
+    if "tint.attr" in sys.modules:
+        return SimpleNamespace(SequentialIntegratedGradients=sys.modules["tint.attr"].SequentialIntegratedGradients)
+    path = importlib.util.find_spec("tint").submodule_search_locations[0]
+    bare = ModuleType("tint.attr")
+    bare.__path__ = [os.path.join(path, "attr")]
+    sys.modules["tint.attr"] = bare
+    try:
+        seq_ig = importlib.import_module("tint.attr.seq_ig")
+    finally:
+        del sys.modules["tint.attr"]
+    return SimpleNamespace(SequentialIntegratedGradients=seq_ig.SequentialIntegratedGradients)
 
 
 def pytest_report_header(config) -> list[str]:
@@ -105,150 +119,29 @@ def pytest_report_header(config) -> list[str]:
     return [f"oracles and stack: {found}"]
 
 
-# Tiny models run fastest on one thread; more threads only add contention on small CI machines.
-torch.set_num_threads(1)
+def pytest_configure(config) -> None:
+    """In the processes that run tests (not xdist's controller, which needs no torch): one torch
+    thread — tiny models run fastest on one, and more only add contention on small CI machines."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):
+        import torch
 
-
-DTYPE = torch.float64
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(*shape: int, seed: int = 0) -> Tensor:
-    """A float64 normal tensor that does not touch the global RNG."""
-    return torch.randn(*shape, generator=_generator(seed), dtype=DTYPE)
-
-
-class FlatTanhNet(nn.Module):
-    """``W2 tanh(W1 [x_0.flatten, x_1.flatten, ...] + b1) + b2`` over any number of inputs.
-
-    Each example's output depends only on that example's inputs, so the net is safe for
-    batched perturbations. Output shape ``(B, n_out)``, or ``(B,)`` when ``n_out`` is None.
-    """
-
-    def __init__(
-        self, feature_shapes: Sequence[Sequence[int]], n_out: int | None = 3, *, hidden: int = 8, seed: int = 0
-    ) -> None:
-        super().__init__()
-        self.feature_shapes = [tuple(s) for s in feature_shapes]
-        n_in = sum(math.prod(s) for s in self.feature_shapes)
-        g = _generator(seed)
-        self.hidden = nn.Linear(n_in, hidden).to(DTYPE)
-        self.out = nn.Linear(hidden, 1 if n_out is None else n_out).to(DTYPE)
-        self.scalar = n_out is None
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, dtype=DTYPE))
-        self.eval()
-
-    def forward(self, *xs: Tensor) -> Tensor:
-        flat = torch.cat([x.reshape(x.shape[0], -1).to(self.hidden.weight.dtype) for x in xs], dim=1)
-        y = self.out(torch.tanh(self.hidden(flat)))
-        return y[:, 0] if self.scalar else y
-
-
-class LinearNet(nn.Module):
-    """``y = x.flatten(1) @ w`` (no bias), a scalar per example: ablation gives ``x * w``."""
-
-    def __init__(self, feature_shape: Sequence[int], *, seed: int = 0) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(randn(*feature_shape, seed=seed))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x * self.weight).reshape(x.shape[0], -1).sum(1)
-
-
-class MLP(nn.Module):
-    """A two-layer MLP ``(B, d_in) -> (B, n_out)`` with named sub-layers for layer methods."""
-
-    def __init__(self, d_in: int = 5, hidden: int = 7, n_out: int = 3, *, seed: int = 0) -> None:
-        super().__init__()
-        g = _generator(seed)
-        self.fc1 = nn.Linear(d_in, hidden).to(DTYPE)
-        self.act = nn.Tanh()
-        self.fc2 = nn.Linear(hidden, n_out).to(DTYPE)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, dtype=DTYPE))
-        self.eval()
-
-    def forward(self, x: Tensor, scale: Tensor | float = 1.0) -> Tensor:
-        return self.fc2(self.act(self.fc1(x) * scale))
-
-
-class SeqNet(nn.Module):
-    """``(B, L, D) -> (B, L, V)`` per-position net (3-D outputs for tuple targets)."""
-
-    def __init__(self, d: int = 4, v: int = 5, *, seed: int = 0) -> None:
-        super().__init__()
-        g = _generator(seed)
-        self.proj = nn.Linear(d, d).to(DTYPE)
-        self.head = nn.Linear(d, v).to(DTYPE)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, dtype=DTYPE))
-        self.eval()
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = torch.tanh(self.proj(x))
-        # mix positions so that every position's output depends on every token
-        h = h + h.mean(dim=1, keepdim=True)
-        return self.head(h)
-
-
-class EmbedNet(nn.Module):
-    """Token ids ``(B, L)`` -> ``(B, n_out)`` through an ``nn.Embedding`` (integer inputs)."""
-
-    def __init__(self, vocab: int = 11, d: int = 4, n_out: int = 3, *, seed: int = 0) -> None:
-        super().__init__()
-        g = _generator(seed)
-        self.emb = nn.Embedding(vocab, d).to(DTYPE)
-        self.head = nn.Linear(d, n_out).to(DTYPE)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, dtype=DTYPE))
-        self.eval()
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.head(torch.tanh(self.emb(ids)).mean(dim=1))
-
-
-class SmallNets:
-    """Factory for the small nets above (exposed as the ``nets`` fixture)."""
-
-    randn = staticmethod(randn)
-    FlatTanhNet = FlatTanhNet
-    LinearNet = LinearNet
-    MLP = MLP
-    SeqNet = SeqNet
-    EmbedNet = EmbedNet
+        torch.set_num_threads(1)
+    _one_gc_pass(config)
 
 
 @pytest.fixture(scope="session")
-def nets() -> type[SmallNets]:
-    """Small deterministic float64 nets (see :class:`SmallNets`)."""
+def nets():
+    """Small deterministic float64 nets (see ``tests/nets.py``: :class:`SmallNets`)."""
+    from nets import SmallNets
+
     return SmallNets
-
-
-def assert_same(actual, expected, *, atol: float = 1e-6, rtol: float = 0.0) -> None:
-    """Compare a tensor or tuple of tensors: same structure, shape, dtype and values."""
-    if isinstance(expected, tuple):
-        assert isinstance(actual, tuple), f"expected a tuple, got {type(actual).__name__}"
-        assert len(actual) == len(expected)
-        for a, e in zip(actual, expected):
-            assert_same(a, e, atol=atol, rtol=rtol)
-        return
-    assert isinstance(actual, Tensor), f"expected a tensor, got {type(actual).__name__}"
-    assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
-    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 
 @pytest.fixture(scope="session")
 def same():
-    """The :func:`assert_same` comparison helper."""
+    """The ``assert_same`` comparison helper of ``tests/nets.py``."""
+    from nets import assert_same
+
     return assert_same
 
 
@@ -269,6 +162,8 @@ def bert64_explainer():
     import hfattr
     from hfattr.testing import tiny
 
+    import torch
+
     model, tok = tiny("bert", dtype=torch.float64)
     return hfattr.Explainer(model, tok)
 
@@ -287,7 +182,7 @@ XDIST_GROUPS = {
 }
 SLOW_FIRST = (  # node-id prefixes, slowest first (subprocess starts and long property tests)
     "tests/test_dataset_cli.py::test_accelerate_two_processes_equal_one",
-    "tests/test_cli.py::test_python_m_hfattr_on_the_default_model",
+    "tests/test_cli.py::test_explain_on_the_default_model",
     "tests/test_property_ablation.py::test_matches_captum",
     "tests/test_dataset_cli.py::test_sigkill_then_resume_loses_and_duplicates_nothing",
     "tests/test_dropin_interface.py::test_hfattr_never_imports_the_oracles",
@@ -310,3 +205,14 @@ def pytest_collection_modifyitems(config, items) -> None:
         return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)), len(SLOW_FIRST))
 
     items.sort(key=rank)  # stable: file order within each rank
+
+
+def _one_gc_pass(config) -> None:
+    """One garbage collection at the end of a worker's session instead of pytest's five: each one
+    walks the whole heap (torch, transformers and every cached model; ~0.25-1 s a pass), and a
+    single pass still reports the exceptions raised in destructors."""
+    try:
+        from _pytest.unraisableexception import gc_collect_iterations_key
+    except ImportError:  # another pytest: keep its default
+        return
+    config.stash[gc_collect_iterations_key] = 1

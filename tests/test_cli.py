@@ -243,29 +243,40 @@ def _env() -> dict:
     return env
 
 
-def test_python_m_hfattr_on_the_default_model(tmp_path):
-    pytest.importorskip("hfattr.hf.default_model")
+def test_explain_on_the_default_model(tmp_path, capsys):
+    """`hfattr explain TEXT` with no --model: the bundled default model, end to end (in-process)."""
+    from hfattr.cli import main
+    from hfattr.hf.default_model import DEFAULT_MODEL_NAME
+
     path = tmp_path / "out.json"
+    assert main(["explain", TEXT, "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    res = Result.load(path)
+    assert res.model_name == DEFAULT_MODEL_NAME and f"model:       {DEFAULT_MODEL_NAME}" in out
+    assert res.target["label"] == "POSITIVE"
+    for tok in res.tokens:
+        assert tok in out
+    assert [t for t, s in zip(res.tokens, res.special_mask) if not s] == TEXT.split()
+    assert res.top_k(1, by="value")[0][0] == "great"
+    assert "\x1b[" not in out  # not a terminal
+
+
+def test_python_m_hfattr(tmp_path):
+    """The one `python -m hfattr` process (the commands themselves are tested in-process)."""
+    from hfattr.methods import list_methods
+
     proc = subprocess.run(
-        [sys.executable, "-m", "hfattr", "explain", TEXT, "--json", str(path)],
+        [sys.executable, "-m", "hfattr", "methods"],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    res = Result.load(path)
-    from hfattr.hf.default_model import DEFAULT_MODEL_NAME
-
-    assert res.model_name == DEFAULT_MODEL_NAME and f"model:       {DEFAULT_MODEL_NAME}" in proc.stdout
-    assert res.target["label"] == "POSITIVE"
-    for tok in res.tokens:
-        assert tok in proc.stdout
-    assert [t for t, s in zip(res.tokens, res.special_mask) if not s] == TEXT.split()
-    assert res.top_k(1, by="value")[0][0] == "great"
-    assert "\x1b[" not in proc.stdout  # not a terminal
+    for name in list_methods():
+        assert name in proc.stdout
 
 
 def test_console_script():

@@ -1,16 +1,17 @@
 """``hfattr attribute-dataset`` as a user runs it: SIGKILL and resume, accelerate launch, the CLI.
 
-The killed run is a forked copy of the test process (no interpreter start-up); the accelerate run
-starts real processes. All run with one torch thread, as the in-process reference runs do
-(tests/conftest.py), so stored scores of both are compared exactly.
+The killed run and the two accelerate processes are forked copies of the test process (no
+interpreter start-ups; the processes get the environment `accelerate launch` gives them). All run
+with one torch thread, as the in-process reference runs do
+(tests/conftest.py: pytest_configure), so stored scores of both are compared exactly.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,8 +71,11 @@ def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     )
 
 
-def _fork_cli(args: list[str], log: Path) -> int:
-    """Run ``hfattr.cli.main(args)`` in a forked child (CPU, output to ``log``); returns its pid."""
+def _fork_cli(args: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Run ``hfattr.cli.main(args)`` in a forked child (CPU, output to ``log``, ``env`` added to its
+    environment); returns its pid."""
+    from accelerate.state import PartialState
+
     from hfattr.cli import main
 
     pid = os.fork()
@@ -79,6 +83,8 @@ def _fork_cli(args: list[str], log: Path) -> int:
         code = 1
         try:
             os.environ.update(CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+            os.environ.update(env or {})
+            PartialState._reset_state()  # the parent's process state (one process) is not the child's
             with open(log, "w") as f:
                 os.dup2(f.fileno(), 1)  # C-level output too: nothing reaches pytest's capture or xdist
                 os.dup2(f.fileno(), 2)
@@ -198,30 +204,15 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(explainer, tmp_path, c
 
 
 def test_accelerate_two_processes_equal_one(explainer, tmp_path):
-    if shutil.which("accelerate") is None:
-        pytest.skip("the accelerate command is not installed")
+    """Two processes as ``accelerate launch --multi_gpu --num_processes 2 -m hfattr attribute-dataset``
+    starts them on a CPU machine: the launcher's environment (RANK, LOCAL_RANK, WORLD_SIZE,
+    MASTER_ADDR/PORT; accelerate joins them with gloo). They are forked copies of this process
+    running the same command (no interpreter start-ups); the launcher itself is accelerate's."""
     texts = _texts(14)
     data = tmp_path / "reviews.jsonl"
     _write_jsonl(data, texts)
     out = tmp_path / "multi"
-    # `--multi_gpu` selects accelerate's torchrun launcher; without a GPU the processes join as CPU
-    # processes (gloo). `--cpu` alone starts a single process in accelerate 1.x.
-    cmd = [
-        "accelerate",
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "0",
-        "-m",
-        "hfattr",
+    args = [
         "attribute-dataset",
         "--data",
         str(data),
@@ -235,10 +226,28 @@ def test_accelerate_two_processes_equal_one(explainer, tmp_path):
         "2",
         "--no-progress",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("rows:       14/14 (new 14, resumed 0)") == 1  # only the main process reports
-    assert "processes:  2" in proc.stdout
+    with socket.socket() as sock:  # a free port for the process group's rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launcher = dict(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    launcher.update(ACCELERATE_MIXED_PRECISION="no", ACCELERATE_DYNAMO_BACKEND="NO")
+    logs = [tmp_path / f"rank{r}.log" for r in range(2)]
+    pids = [_fork_cli(args, logs[r], {**launcher, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(2)]
+    deadline, codes = time.monotonic() + 240, {}
+    while len(codes) < 2 and time.monotonic() < deadline:
+        for pid in pids:
+            if pid not in codes:
+                ended, status = os.waitpid(pid, os.WNOHANG)
+                if ended:
+                    codes[pid] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    for pid in set(pids) - set(codes):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    output = [log.read_text() for log in logs]
+    assert [codes.get(pid) for pid in pids] == [0, 0], "\n---\n".join(o[-3000:] for o in output)
+    assert output[0].count("rows:       14/14 (new 14, resumed 0)") == 1  # only the main process reports
+    assert "processes:  2" in output[0] and "rows:" not in output[1]
     m = read_manifest(out)
     assert m["status"] == "complete" and m["num_processes"] == 2
     assert [(s["file"], s["process"]) for s in m["shards"]] == [(f"shard-{k:05d}.parquet", k % 2) for k in range(5)]

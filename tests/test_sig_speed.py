@@ -49,10 +49,10 @@ def _net(seed=0, L=6, D=3):
     return forward
 
 
-def test_auto_matches_time_interpret_and_the_closed_form():
+def test_auto_matches_time_interpret_and_the_closed_form(tint_attr):
     """At a tight tolerance the nested rules give tint's 50-step Gauss-Legendre numbers (float64),
     with fewer gradient rows, and the completeness error is the directly computed one."""
-    tint = pytest.importorskip("tint.attr")
+    tint = tint_attr
     fwd = _net()
     x = torch.randn(2, 6, 3, generator=torch.Generator().manual_seed(1), dtype=D64)
     sig = SequentialIntegratedGradients(fwd)
