@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..core.finite import check_finite
 from .access import pretrained
-from .targets import TargetForward, TargetRows, head_kind, input_logits, kept_positions, resolve_targets
+from .targets import TargetForward, TargetRows, head_kind, kept_positions, remembered_row_logits, resolve_targets
 from .text import Encoded, baseline_token_id
 
 __all__ = [
@@ -130,22 +130,15 @@ class Prepared:
         (or taken from the target prediction's forward when it ran on exactly these inputs)."""
         if self._row_logits_at_input is None:
             args = self.forward_args()
-            pos = args[1]
-            hit = input_logits(self.enc)
-            if hit is not None and self.targets[0].decoder_ids is None:
-                keep, logits = hit
-                rel = pos if keep is None else torch.searchsorted(keep.to(pos.device), pos.clamp(min=0))
-                ok = keep is None or bool(
-                    (rel < len(keep)).all() and (keep.to(pos.device)[rel.clamp(max=len(keep) - 1)] == pos).all()
-                )
-                if ok:
-                    self._row_logits_at_input = self.forward.row_logits(logits, rel).detach()
-                    return self._row_logits_at_input
-            keep = None
-            if self.forward.keeps_logits:  # the LM head only where a row reads
-                keep, pos = kept_positions(pos, self.embeds.shape[1])
-            logits = self.forward.model_logits(self.embeds, args[0], args[3], args[4], keep=keep)
-            self._row_logits_at_input = self.forward.row_logits(logits, pos).detach()
+            seq2seq = self.targets[0].decoder_ids is not None
+            rows = None if seq2seq else remembered_row_logits(self.enc, self.forward, args[1])
+            if rows is None:
+                keep, pos = None, args[1]
+                if self.forward.keeps_logits:  # the LM head only where a target row reads
+                    keep, pos = kept_positions(pos, self.embeds.shape[1])
+                logits = self.forward.model_logits(self.embeds, args[0], args[3], args[4], keep=keep)
+                rows = self.forward.row_logits(logits, pos)
+            self._row_logits_at_input = rows.detach()
         return self._row_logits_at_input
 
     def with_baseline(self, token_id: int | None) -> "Prepared":
@@ -158,9 +151,11 @@ class Prepared:
             else:
                 ids = torch.full_like(self.enc.input_ids[:, :1], token_id)
                 base = pretrained(self.model).get_input_embeddings()(ids).detach().expand_as(self.embeds).contiguous()
-        return dataclasses.replace(
+        copy = dataclasses.replace(
             self, baseline=base.to(self.embeds.dtype), baseline_id=token_id, baseline_default=False
         )
+        copy._row_logits_at_input = self._row_logits_at_input  # the same input: the same logits
+        return copy
 
     @torch.no_grad()
     def target_values(self, *, score: str | None = None) -> Tensor:

@@ -24,6 +24,7 @@ from .text import Encoded
 
 __all__ = [
     "input_logits",
+    "remembered_row_logits",
     "pools_last_token",
     "TargetRows",
     "resolve_targets",
@@ -216,6 +217,21 @@ def input_logits(enc: Encoded) -> tuple[Tensor | None, Tensor] | None:
         and torch.equal(mask.to(enc.attention_mask.device), enc.attention_mask)
     )
     return (keep, logits) if same else None
+
+
+def remembered_row_logits(enc: Encoded, forward: "TargetForward", positions: Tensor) -> Tensor | None:
+    """``(B, R, V)``: the logits each target row reads, taken from the forward remembered on ``enc``
+    (:func:`input_logits`); None when there is none or it kept other positions."""
+    hit = input_logits(enc)
+    if hit is None:
+        return None
+    keep, logits = hit
+    if keep is not None:
+        keep, pos = keep.to(positions.device), positions.clamp(min=0)
+        if not bool(torch.isin(pos, keep).all()):
+            return None
+        positions = torch.searchsorted(keep, pos)
+    return forward.row_logits(logits, positions)
 
 
 def _resolve_class(model: nn.Module, tokenizer: Any, enc: Encoded, targets: list[Any]) -> list[TargetRows]:
